@@ -1,0 +1,145 @@
+"""Round-trip checks: save a workload, load it back, and describe exactly what changed.
+
+Comparison is by raw bytes of the logical values (C order), so NaN payloads and -0.0 count;
+memory layout (strides, Fortran order) is not part of the contract. Containers must keep their
+type, length, keys and key order.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from frameworks import Adapter, UnsupportedError
+from frameworks.trees import is_container
+
+STATUSES = ("exact", "drift", "unsupported", "error")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """exact (nothing changed), drift (`changes` says what), unsupported or error (`detail`)."""
+
+    status: str
+    changes: tuple[str, ...] = ()
+    detail: str = ""
+
+    def summary(self) -> str:
+        if self.status == "drift":
+            return "drift: " + "; ".join(self.changes)
+        if self.status in ("unsupported", "error"):
+            return f"{self.status}: {self.detail}"
+        return self.status
+
+
+def _type_name(obj: Any) -> str:
+    if isinstance(obj, dict):
+        return "dict"
+    if isinstance(obj, list | tuple):
+        return "list"
+    return "tensor"
+
+
+def _tensor_changes(where: str, expected: np.ndarray, actual: np.ndarray) -> list[str]:
+    changes = []
+    if expected.dtype != actual.dtype:
+        changes.append(f"{where}: dtype {expected.dtype} -> {actual.dtype}")
+    if expected.shape != actual.shape:
+        changes.append(f"{where}: shape {expected.shape} -> {actual.shape}")
+    if changes:
+        return changes
+    want = np.ascontiguousarray(expected).view(np.uint8).reshape(expected.size, -1) if expected.size else None
+    got = np.ascontiguousarray(actual).view(np.uint8).reshape(actual.size, -1) if actual.size else None
+    if want is not None and got is not None and not np.array_equal(want, got):
+        differing = int(np.any(want != got, axis=1).sum())
+        changes.append(f"{where}: bits differ in {differing} of {expected.size} elements")
+    return changes
+
+
+def describe_changes(expected: Any, actual: Any, where: str = "root") -> list[str]:
+    """Every difference between two NumPy trees, as short stable sentences."""
+    expected_type, actual_type = _type_name(expected), _type_name(actual)
+    if expected_type != actual_type:
+        found = actual_type
+        if isinstance(actual, dict):
+            found += f" with keys {list(actual)[:4]}"
+        elif actual_type == "tensor":
+            found += f" {np.asarray(actual).dtype}{np.asarray(actual).shape}"
+        else:
+            found += f" of {len(actual)}"
+        return [f"{where}: {expected_type} -> {found}"]
+    if isinstance(expected, dict):
+        changes = []
+        if list(expected) != list(actual):
+            if set(expected) == set(actual):
+                changes.append(f"{where}: key order changed")
+            else:
+                missing = [k for k in expected if k not in actual]
+                extra = [k for k in actual if k not in expected]
+                changes.append(f"{where}: keys missing {missing[:4]} extra {extra[:4]}")
+        for key in expected:
+            if key in actual:
+                changes += describe_changes(expected[key], actual[key], f"{where}[{key[:40]!r}]")
+        return changes
+    if is_container(expected):
+        if len(expected) != len(actual):
+            return [f"{where}: length {len(expected)} -> {len(actual)}"]
+        return [
+            c
+            for i, (e, a) in enumerate(zip(expected, actual, strict=True))
+            for c in describe_changes(e, a, f"{where}[{i}]")
+        ]
+    return _tensor_changes(where, np.asarray(expected), np.asarray(actual))
+
+
+def outcome_of(expected: Any, actual: Any) -> Outcome:
+    changes = tuple(describe_changes(expected, actual))
+    return Outcome("drift", changes) if changes else Outcome("exact")
+
+
+def file_path(adapter: Adapter, format: str, directory: Path, stem: str = "payload") -> Path:
+    return directory / f"{stem}{adapter.spec(format).suffix}"
+
+
+def roundtrip_tree(adapter: Adapter, format: str, tree: Any, directory: Path) -> Outcome:
+    """Save `tree` (NumPy) through the adapter, load it back (trusted: we wrote it), compare."""
+    path = file_path(adapter, format, directory)
+    try:
+        adapter.save(adapter.from_numpy(tree), path, format)
+        loaded = adapter.to_numpy(adapter.load(path, format, trusted=True))
+    except UnsupportedError as error:
+        return Outcome("unsupported", detail=str(error))
+    except Exception as error:  # noqa: BLE001  (a framework failure is a finding, recorded as such)
+        return Outcome("error", detail=f"{type(error).__name__}: {str(error).splitlines()[0][:200]}")
+    return outcome_of(tree, loaded)
+
+
+def roundtrip_mlp(adapter: Adapter, format: str, params: dict[str, np.ndarray], directory: Path) -> Outcome:
+    """Save a model built from `params`, load into a clone initialised differently, compare states."""
+    from bench.workloads import mlp_parameters
+
+    path = file_path(adapter, format, directory)
+    try:
+        adapter.save_mlp(adapter.new_mlp(params), path, format)
+        clone = adapter.load_mlp(path, format, adapter.new_mlp(mlp_parameters(seed=1)))
+    except UnsupportedError as error:
+        return Outcome("unsupported", detail=str(error))
+    except Exception as error:  # noqa: BLE001
+        return Outcome("error", detail=f"{type(error).__name__}: {str(error).splitlines()[0][:200]}")
+    return outcome_of(params, adapter.mlp_state(clone))
+
+
+def roundtrip(adapter: Adapter, format: str, workload_name: str, directory: Path | None = None) -> Outcome:
+    """Round-trip one named workload through one adapter and format."""
+    from bench import workloads
+
+    workload = workloads.WORKLOADS[workload_name]
+    tree = workloads.build(workload_name)
+    with tempfile.TemporaryDirectory(dir=directory) as scratch:
+        if workload.kind == "mlp":
+            return roundtrip_mlp(adapter, format, tree, Path(scratch))
+        return roundtrip_tree(adapter, format, tree, Path(scratch))

@@ -1,0 +1,297 @@
+"""Workloads, built once in NumPy from a seeded generator and converted by each adapter.
+
+Nothing is downloaded: the VGG16-shaped state dict is made from the real layer names and shapes.
+A workload is a tree of NumPy arrays plus the kind it exercises. Probes (dtypes, edge shapes,
+special values) come twice: as a bare tensor and as a one-entry dict, because some formats hold
+only one of the two.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+
+from frameworks.base import MLP_SHAPES
+from frameworks.trees import leaves
+
+SEED = 20_250_505
+MLP_INPUT_SHAPE = (2, 20)
+
+DTYPES: dict[str, Any] = {
+    "float16": np.float16,
+    "bfloat16": ml_dtypes.bfloat16,
+    "float32": np.float32,
+    "float64": np.float64,
+    "int8": np.int8,
+    "int32": np.int32,
+    "int64": np.int64,
+    "uint8": np.uint8,
+    "bool": np.bool_,
+}
+
+SIZES = ("small", "medium", "large")
+
+VGG16_SHAPES: dict[str, tuple[int, ...]] = {}
+for _index, (_out, _in) in zip(
+    (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28),
+    (
+        (64, 3),
+        (64, 64),
+        (128, 64),
+        (128, 128),
+        (256, 128),
+        (256, 256),
+        (256, 256),
+        (512, 256),
+        (512, 512),
+        (512, 512),
+        (512, 512),
+        (512, 512),
+        (512, 512),
+    ),
+    strict=True,
+):
+    VGG16_SHAPES[f"features.{_index}.weight"] = (_out, _in, 3, 3)
+    VGG16_SHAPES[f"features.{_index}.bias"] = (_out,)
+for _index, (_out, _in) in zip((0, 3, 6), ((4096, 25088), (4096, 4096), (1000, 4096)), strict=True):
+    VGG16_SHAPES[f"classifier.{_index}.weight"] = (_out, _in)
+    VGG16_SHAPES[f"classifier.{_index}.bias"] = (_out,)
+VGG16_PARAMETERS = 138_357_544
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A named tree of NumPy arrays; `build` is deterministic."""
+
+    name: str
+    kind: str
+    group: str
+    size: str
+    builder: Callable[[], Any] = field(repr=False, compare=False)
+    dtype: str = "mixed"
+
+    def build(self) -> Any:
+        return self.builder()
+
+
+def rng(salt: int = 0) -> np.random.Generator:
+    return np.random.default_rng([SEED, salt])
+
+
+def random_array(dtype: Any, shape: tuple[int, ...], salt: int = 0) -> np.ndarray:
+    generator = rng(salt)
+    dtype = np.dtype(dtype)
+    if dtype == np.bool_:
+        return generator.integers(0, 2, size=shape).astype(np.bool_)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return generator.integers(info.min, info.max, size=shape, dtype=dtype, endpoint=True)
+    return generator.standard_normal(shape, dtype=np.float32).astype(dtype)
+
+
+def mlp_parameters(seed: int = 0) -> dict[str, np.ndarray]:
+    """d2l MLP parameters, PyTorch's default init: uniform(+-1/sqrt(fan_in)), float32."""
+    generator = rng(1_000 + seed)
+    params = {}
+    for name, shape in MLP_SHAPES.items():
+        fan_in = MLP_SHAPES[name.replace("bias", "weight")][1]
+        bound = 1 / np.sqrt(fan_in)
+        params[name] = generator.uniform(-bound, bound, size=shape).astype(np.float32)
+    return params
+
+
+def mlp_input(seed: int = 0) -> np.ndarray:
+    return rng(2_000 + seed).standard_normal(MLP_INPUT_SHAPE, dtype=np.float32)
+
+
+def _bits(dtype: Any, words: list[int]) -> np.ndarray:
+    unsigned = {2: np.uint16, 4: np.uint32, 8: np.uint64}[np.dtype(dtype).itemsize]
+    return np.array(words, dtype=unsigned).view(dtype)
+
+
+SPECIAL_BITS = {
+    # quiet NaN with payload, signalling NaN, negative NaN, +inf, -inf, -0.0, +0.0,
+    # smallest and largest subnormal, largest finite
+    "float16": [0x7E01, 0x7C01, 0xFE00, 0x7C00, 0xFC00, 0x8000, 0x0000, 0x0001, 0x03FF, 0x7BFF],
+    "float32": [
+        0x7FC00001,
+        0x7F800001,
+        0xFFC00000,
+        0x7F800000,
+        0xFF800000,
+        0x80000000,
+        0,
+        0x00000001,
+        0x007FFFFF,
+        0x7F7FFFFF,
+    ],
+    "float64": [
+        0x7FF8000000000001,
+        0x7FF0000000000001,
+        0xFFF8000000000000,
+        0x7FF0000000000000,
+        0xFFF0000000000000,
+        0x8000000000000000,
+        0,
+        1,
+        0x000FFFFFFFFFFFFF,
+        0x7FEFFFFFFFFFFFFF,
+    ],
+}
+
+
+def _probes() -> dict[str, tuple[str, Callable[[], np.ndarray]]]:
+    """Single arrays that stress one property each: name -> (dtype label, builder)."""
+    probes: dict[str, tuple[str, Callable[[], np.ndarray]]] = {}
+    for salt, (label, dtype) in enumerate(DTYPES.items()):
+        probes[f"dtype-{label}"] = (label, functools.partial(random_array, dtype, (3, 5), salt))
+    probes["shape-0d"] = ("float32", lambda: np.array(3.5, dtype=np.float32))
+    probes["shape-empty"] = ("float32", lambda: np.zeros((0, 3), dtype=np.float32))
+    probes["layout-noncontiguous"] = ("int32", lambda: np.arange(48, dtype=np.int32).reshape(6, 8)[::2, 1::3])
+    probes["layout-fortran"] = ("float64", lambda: np.asfortranarray(random_array(np.float64, (4, 5), 99)))
+    for label, words in SPECIAL_BITS.items():
+        probes[f"special-{label}"] = (label, functools.partial(_bits, DTYPES[label], words))
+    return probes
+
+
+def _d2l() -> list[Workload]:
+    x = functools.partial(np.arange, 4)
+    y = functools.partial(np.zeros, 4, dtype=np.float32)
+    return [
+        Workload("d2l-tensor", "tensor", "d2l", "small", lambda: x(), "int64"),
+        Workload("d2l-list", "list", "d2l", "small", lambda: [x(), y()]),
+        Workload("d2l-dict", "dict", "d2l", "small", lambda: {"x": x(), "y": y()}),
+        Workload("d2l-mlp", "mlp", "d2l", "small", mlp_parameters, "float32"),
+    ]
+
+
+def _keys() -> list[Workload]:
+    def tensors(keys: list[str]) -> dict[str, np.ndarray]:
+        return {key: random_array(np.float32, (2,), salt) for salt, key in enumerate(keys)}
+
+    def batchnorm_state() -> dict[str, np.ndarray]:
+        """Seed 002's state_dict: conv + BatchNorm buffers, including a 0-d int64 counter."""
+        return {
+            "layer1.0.weight": random_array(np.float32, (16, 3, 3, 3), 1),
+            "layer1.0.bias": random_array(np.float32, (16,), 2),
+            "layer1.1.weight": np.ones(16, np.float32),
+            "layer1.1.bias": np.zeros(16, np.float32),
+            "layer1.1.running_mean": random_array(np.float32, (16,), 3),
+            "layer1.1.running_var": np.abs(random_array(np.float32, (16,), 4)),
+            "layer1.1.num_batches_tracked": np.array(7, dtype=np.int64),
+        }
+
+    return [
+        Workload(
+            "keys-unicode",
+            "dict",
+            "keys",
+            "small",
+            lambda: tensors(["权重", "ключ", "poids_é", "🙂"]),
+            "float32",
+        ),
+        Workload("keys-long", "dict", "keys", "small", lambda: tensors(["k" * 1000, "short"]), "float32"),
+        Workload("keys-dotted", "dict", "keys", "small", batchnorm_state),
+        Workload(
+            "keys-slash",
+            "dict",
+            "keys",
+            "small",
+            lambda: tensors(["encoder/layer_0/kernel", "encoder/layer_0/bias"]),
+            "float32",
+        ),
+        Workload(
+            "keys-order",
+            "dict",
+            "keys",
+            "small",
+            lambda: tensors(["zeta", "alpha", "mid", "beta"]),
+            "float32",
+        ),
+    ]
+
+
+def _nested() -> Workload:
+    def build() -> dict[str, Any]:
+        return {
+            "model": {
+                "weight": random_array(np.float32, (3, 4), 1),
+                "bias": random_array(np.float32, (3,), 2),
+            },
+            "history": [random_array(np.float64, (2,), 3), random_array(np.float64, (2,), 4)],
+            "step": np.array(12, dtype=np.int64),
+        }
+
+    return Workload("nested", "nested", "nested", "small", build)
+
+
+def sized_dict(total_bytes: int, count: int, salt: int) -> dict[str, np.ndarray]:
+    """`count` float32 tensors of equal size adding up to `total_bytes`."""
+    per_tensor = total_bytes // count // 4
+    return {f"layer{i}.weight": random_array(np.float32, (per_tensor,), salt + i) for i in range(count)}
+
+
+def vgg16_state_dict() -> dict[str, np.ndarray]:
+    """VGG16's 32 parameter tensors with the real names and shapes (138M float32, about 553 MB)."""
+    generator = rng(3_000)
+    return {
+        name: generator.standard_normal(shape, dtype=np.float32) * np.float32(0.01)
+        for name, shape in VGG16_SHAPES.items()
+    }
+
+
+def _sizes() -> list[Workload]:
+    mib = 1 << 20
+    return [
+        Workload("size-1MiB", "dict", "size", "medium", lambda: sized_dict(mib, 8, 10), "float32"),
+        Workload("size-64MiB", "dict", "size", "medium", lambda: sized_dict(64 * mib, 16, 20), "float32"),
+        Workload("vgg16", "dict", "size", "large", vgg16_state_dict, "float32"),
+    ]
+
+
+def _catalogue() -> dict[str, Workload]:
+    workloads = _d2l()
+    for name, (dtype, builder) in _probes().items():
+        workloads.append(Workload(f"{name}/tensor", "tensor", name.split("-")[0], "small", builder, dtype))
+        workloads.append(
+            Workload(
+                f"{name}/dict",
+                "dict",
+                name.split("-")[0],
+                "small",
+                functools.partial(lambda b: {"value": b()}, builder),
+                dtype,
+            )
+        )
+    workloads += _keys()
+    workloads.append(_nested())
+    workloads += _sizes()
+    return {workload.name: workload for workload in workloads}
+
+
+WORKLOADS: dict[str, Workload] = _catalogue()
+
+
+def select(sizes: tuple[str, ...] = ("small",), kinds: tuple[str, ...] | None = None) -> list[Workload]:
+    return [w for w in WORKLOADS.values() if w.size in sizes and (kinds is None or w.kind in kinds)]
+
+
+@functools.lru_cache(maxsize=64)
+def _cached(name: str) -> Any:
+    return WORKLOADS[name].build()
+
+
+def build(name: str) -> Any:
+    """The workload's tree; small and medium ones are cached (callers must not mutate them)."""
+    if WORKLOADS[name].size == "large":
+        return WORKLOADS[name].build()
+    return _cached(name)
+
+
+def payload_bytes(tree: Any) -> int:
+    return sum(np.asarray(leaf).nbytes for leaf in leaves(tree))

@@ -1,0 +1,190 @@
+"""The one save/load interface every framework adapter implements.
+
+An adapter converts trees to and from NumPy, saves and loads them in each format its framework
+really uses, and builds the d2l "File I/O" MLP (20 -> 256 -> 10, ReLU). Subclasses import their
+framework in `__init__`, never at module top, so the registry can read `formats` cheaply and
+`import frameworks` stays light.
+
+Canonical MLP parameters are NumPy float32 arrays named `hidden.weight` (256, 20), `hidden.bias`,
+`output.weight` (10, 256), `output.bias`: weights in (out, in) layout, as in PyTorch and Gluon.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from frameworks import files
+from frameworks.errors import (
+    DeviceUnavailableError,
+    UnknownFormatError,
+    UnsafeLoadError,
+    UnsupportedError,
+)
+from frameworks.trees import map_tree, tree_kind
+
+MLP_SHAPES = {
+    "hidden.weight": (256, 20),
+    "hidden.bias": (256,),
+    "output.weight": (10, 256),
+    "output.bias": (10,),
+}
+
+
+@dataclass(frozen=True)
+class FormatSpec:
+    """What one storage format is, as data."""
+
+    name: str
+    holds: frozenset[str]
+    """Kinds (see `frameworks.trees.KINDS`) the format can store."""
+    description: str
+    signature: str
+    """What a file of this format starts with, for error messages."""
+    sniff: Callable[[Path], bool]
+    executes_code: bool = False
+    """Loading may run code from the file (pickle), so `trusted=True` is required."""
+    is_directory: bool = False
+    suffix: str = ""
+    """The file name ending this format's files conventionally have (Keras insists on its own)."""
+
+
+class Adapter(abc.ABC):
+    """Common interface; see the module docstring."""
+
+    name: ClassVar[str]
+    specs: ClassVar[tuple[FormatSpec, ...]]
+
+    @classmethod
+    def format_names(cls) -> tuple[str, ...]:
+        return tuple(spec.name for spec in cls.specs)
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        return self.format_names()
+
+    @classmethod
+    def spec(cls, format_name: str) -> FormatSpec:
+        for spec in cls.specs:
+            if spec.name == format_name:
+                return spec
+        raise UnknownFormatError(
+            f"{cls.name} has no format {format_name!r}; valid formats: {', '.join(cls.format_names())}"
+        )
+
+    # Tensors -------------------------------------------------------------------------------
+    def devices(self) -> tuple[str, ...]:
+        """Devices this build of the framework can load onto here."""
+        return ("cpu",)
+
+    def check_device(self, device: str) -> None:
+        if device not in self.devices():
+            raise DeviceUnavailableError(
+                f"{self.name} cannot use device {device!r} here: available {self.devices()} ({self.device_note()})"
+            )
+
+    def device_note(self) -> str:
+        return "this adapter loads to host memory only"
+
+    @abc.abstractmethod
+    def tensor_from_numpy(self, array: np.ndarray) -> Any:
+        """One NumPy array as a framework tensor, same dtype, shape and bits."""
+
+    @abc.abstractmethod
+    def tensor_to_numpy(self, tensor: Any) -> np.ndarray:
+        """One framework tensor as a NumPy array (bfloat16 as ml_dtypes.bfloat16)."""
+
+    def from_numpy(self, tree: Any) -> Any:
+        return map_tree(tree, self.tensor_from_numpy)
+
+    def to_numpy(self, tree: Any) -> Any:
+        return map_tree(tree, self.tensor_to_numpy)
+
+    # Save and load -------------------------------------------------------------------------
+    def check_holds(self, spec: FormatSpec, kind: str) -> None:
+        if kind not in spec.holds:
+            raise UnsupportedError(
+                f"format {spec.name!r} of {self.name} cannot hold a {kind}: it holds "
+                f"{', '.join(sorted(spec.holds))} ({spec.description})"
+            )
+
+    def save(self, tree: Any, path: str | Path, format: str) -> None:
+        """Save a tree of this framework's tensors; the file appears atomically."""
+        spec = self.spec(format)
+        self.check_holds(spec, tree_kind(tree))
+        with files.atomic_path(path) as temporary:
+            self._save(tree, temporary, spec.name)
+
+    def load(self, path: str | Path, format: str, device: str = "cpu", *, trusted: bool = False) -> Any:
+        """Load a tree saved in `format`, with its tensors on `device`."""
+        spec = self.spec(format)
+        source = files.require_existing(path)
+        self.check_device(device)
+        files.expect_format(source, spec.name, spec.sniff(source), spec.signature)
+        if spec.executes_code and not trusted:
+            raise UnsafeLoadError(
+                f"refusing to load {source} as {spec.name!r}: this format unpickles, which can run "
+                f"code from the file. Pass trusted=True (CLI: --trusted) only for files you made."
+            )
+        return self._load(source, spec.name, device)
+
+    @abc.abstractmethod
+    def _save(self, tree: Any, path: Path, format: str) -> None: ...
+
+    @abc.abstractmethod
+    def _load(self, path: Path, format: str, device: str) -> Any: ...
+
+    # The d2l MLP ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def new_mlp(self, params: dict[str, np.ndarray]) -> Any:
+        """A fresh d2l MLP holding `params` (canonical layout)."""
+
+    @abc.abstractmethod
+    def mlp_state(self, model: Any) -> dict[str, np.ndarray]:
+        """The model's parameters in canonical names and layout."""
+
+    @abc.abstractmethod
+    def set_mlp_state(self, model: Any, params: dict[str, np.ndarray]) -> None: ...
+
+    @abc.abstractmethod
+    def mlp_forward(self, model: Any, inputs: np.ndarray) -> np.ndarray:
+        """Forward pass in inference mode, as NumPy."""
+
+    def mlp_formats(self) -> tuple[str, ...]:
+        return tuple(spec.name for spec in self.specs if "mlp" in spec.holds)
+
+    def save_mlp(self, model: Any, path: str | Path, format: str) -> None:
+        """Save the model's parameters (not its code), as the d2l chapter does."""
+        spec = self.spec(format)
+        self.check_holds(spec, "mlp")
+        with files.atomic_path(path) as temporary:
+            self._save_mlp(model, temporary, spec.name)
+
+    def load_mlp(self, path: str | Path, format: str, clone: Any) -> Any:
+        """Load saved parameters into `clone` (a model of the same architecture) and return it."""
+        spec = self.spec(format)
+        self.check_holds(spec, "mlp")
+        source = files.require_existing(path)
+        files.expect_format(source, spec.name, spec.sniff(source), spec.signature)
+        self._load_mlp(source, spec.name, clone)
+        return clone
+
+    def _save_mlp(self, model: Any, path: Path, format: str) -> None:
+        """Default: the state dict of framework tensors, saved like any dict."""
+        self._save(self.from_numpy(self.mlp_state(model)), path, format)
+
+    def _load_mlp(self, path: Path, format: str, clone: Any) -> None:
+        state = self.to_numpy(self._load(path, format, "cpu"))
+        self.set_mlp_state(clone, state)
+
+
+def check_mlp_state(params: dict[str, np.ndarray]) -> None:
+    """Raise ValueError if `params` is not a complete canonical MLP state."""
+    found = {key: tuple(np.shape(value)) for key, value in params.items()}
+    if found != MLP_SHAPES:
+        raise ValueError(f"expected MLP parameters {MLP_SHAPES}, found {found}")

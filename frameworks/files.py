@@ -1,0 +1,174 @@
+"""File plumbing shared by the adapters: atomic writes, path checks and format sniffing.
+
+Sniffing reads a few bytes so that a file of another format gets a clear error naming the
+expected format before any framework parser sees it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import struct
+import uuid
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from frameworks.errors import FormatMismatchError
+
+NPY_MAGIC = b"\x93NUMPY"
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+ZIP_MAGIC = b"PK\x03\x04"
+MXNET_LIST_MAGIC = 0x112
+TF_TABLE_MAGIC = 0xDB4775248B80FB57
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(path: Path) -> None:
+    """fsync a file, or every file in a directory and the directory itself."""
+    if path.is_dir():
+        for child in path.iterdir():
+            fsync_tree(child)
+        fsync_dir(path)
+        return
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary sibling of `path`; on success fsync it, rename it over `path`, fsync the dir.
+
+    The temporary name ends with the target's name, so suffix-checking savers (Keras wants
+    `.weights.h5`) accept it. If the body raises, the temporary is removed and `path` is untouched.
+    A directory target (TF checkpoints) is swapped in with two renames.
+    """
+    target = Path(path)
+    directory = target.parent if str(target.parent) else Path(".")
+    if not directory.is_dir():
+        raise FileNotFoundError(f"cannot save to {target}: directory {directory} does not exist")
+    temporary = directory / f".tmp-{uuid.uuid4().hex[:12]}-{target.name}"
+    try:
+        yield temporary
+        if not temporary.exists():
+            raise FileNotFoundError(f"the saver wrote nothing at {temporary}")
+        fsync_tree(temporary)
+        if temporary.is_dir() and target.exists():
+            retired = directory / f".old-{uuid.uuid4().hex[:12]}-{target.name}"
+            os.replace(target, retired)
+            os.replace(temporary, target)
+            _remove(retired)
+        else:
+            os.replace(temporary, target)
+        fsync_dir(directory)
+    finally:
+        _remove(temporary)
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write `data` to `path` atomically (results files use this too)."""
+    with atomic_path(path) as temporary:
+        temporary.write_bytes(data)
+
+
+def require_existing(path: str | os.PathLike[str]) -> Path:
+    """Return `path` as a Path, or raise FileNotFoundError naming it."""
+    resolved = Path(path)
+    if not resolved.exists():
+        raise FileNotFoundError(2, "No such file or directory (nothing to load)", str(resolved))
+    return resolved
+
+
+def head(path: Path, size: int = 16) -> bytes:
+    if path.is_dir():
+        return b""
+    with open(path, "rb") as handle:
+        return handle.read(size)
+
+
+def is_npy(path: Path) -> bool:
+    return head(path, 6) == NPY_MAGIC
+
+
+def is_zip_with(path: Path, member_suffix: str) -> bool:
+    if head(path, 4) != ZIP_MAGIC:
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith(member_suffix) for name in archive.namelist())
+    except zipfile.BadZipFile:
+        return False
+
+
+def is_npz(path: Path) -> bool:
+    return is_zip_with(path, ".npy") or _is_empty_zip(path)
+
+
+def is_npy_or_npz(path: Path) -> bool:
+    return is_npy(path) or is_npz(path)
+
+
+def _is_empty_zip(path: Path) -> bool:
+    return head(path, 4) == b"PK\x05\x06"
+
+
+def is_torch_zip(path: Path) -> bool:
+    return is_zip_with(path, "data.pkl")
+
+
+def is_safetensors(path: Path) -> bool:
+    start = head(path, 9)
+    if len(start) < 9:
+        return False
+    (header_size,) = struct.unpack("<Q", start[:8])
+    return start[8:9] == b"{" and 0 < header_size <= path.stat().st_size - 8
+
+
+def is_hdf5(path: Path) -> bool:
+    return head(path, 8) == HDF5_MAGIC
+
+
+def is_mxnet_ndarray_list(path: Path) -> bool:
+    start = head(path, 8)
+    return len(start) == 8 and struct.unpack("<Q", start)[0] == MXNET_LIST_MAGIC
+
+
+def tf_checkpoint_index(path: Path) -> Path | None:
+    """The `.index` file of a checkpoint saved by serbench (a directory holding `ckpt.*`)."""
+    index = path / "ckpt.index"
+    if not index.is_file() or index.stat().st_size < 8:
+        return None
+    with open(index, "rb") as handle:
+        handle.seek(-8, os.SEEK_END)
+        (magic,) = struct.unpack("<Q", handle.read(8))
+    return index if magic == TF_TABLE_MAGIC else None
+
+
+def is_tf_checkpoint(path: Path) -> bool:
+    return path.is_dir() and tf_checkpoint_index(path) is not None
+
+
+def expect_format(path: Path, format_name: str, sniff: bool, what: str) -> None:
+    """Raise FormatMismatchError unless the sniffer recognised the file."""
+    if not sniff:
+        found = "a directory" if path.is_dir() else f"a file starting with {head(path, 8)!r}"
+        raise FormatMismatchError(
+            f"{path} is not a {format_name!r} file: expected {what}, found {found}. "
+            f"Load it with the format that wrote it."
+        )

@@ -1,0 +1,121 @@
+"""PyTorch adapter: `torch.save` (pickle in a zip, loaded with `weights_only=True`) and
+safetensors through `safetensors.torch`. The MLP is d2l's `nn.Module`; loads go through
+`load_state_dict` and `eval()`, as the seeds teach.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from frameworks import files
+from frameworks.base import Adapter, FormatSpec, check_mlp_state
+
+TORCH = FormatSpec(
+    "torch",
+    frozenset({"tensor", "list", "dict", "nested", "mlp"}),
+    "torch.save: a zip holding a pickle (data.pkl) and raw storages; loaded with weights_only=True",
+    "a zip archive holding data.pkl",
+    files.is_torch_zip,
+    suffix=".pt",
+)
+SAFETENSORS = FormatSpec(
+    "safetensors",
+    frozenset({"dict", "mlp"}),
+    "safetensors: a flat dict of str -> tensor",
+    "an 8-byte header length then a JSON header",
+    files.is_safetensors,
+    suffix=".safetensors",
+)
+
+
+def _mlp_class(torch: Any) -> type:
+    class MLP(torch.nn.Module):
+        """d2l 5.5: Linear(20, 256) -> ReLU -> Linear(256, 10)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.hidden = torch.nn.Linear(20, 256)
+            self.output = torch.nn.Linear(256, 10)
+
+        def forward(self, x: Any) -> Any:
+            return self.output(torch.nn.functional.relu(self.hidden(x)))
+
+    return MLP
+
+
+class TorchAdapter(Adapter):
+    name = "torch"
+    specs = (TORCH, SAFETENSORS)
+
+    def __init__(self) -> None:
+        import ml_dtypes
+        import safetensors.torch
+        import torch
+
+        self.torch = torch
+        self._bfloat16 = ml_dtypes.bfloat16
+        self._safetensors = safetensors.torch
+        self._mlp = _mlp_class(torch)
+
+    def devices(self) -> tuple[str, ...]:
+        return ("cpu", "cuda") if self.torch.cuda.is_available() else ("cpu",)
+
+    def device_note(self) -> str:
+        if self.torch.version.cuda is None:
+            return f"torch {self.torch.__version__} is a CPU-only build"
+        return "torch.cuda.is_available() is False: no CUDA device visible"
+
+    def tensor_from_numpy(self, array: np.ndarray) -> Any:
+        if array.dtype == self._bfloat16:
+            return self.torch.from_numpy(array.view(np.int16)).view(self.torch.bfloat16)
+        return self.torch.from_numpy(array)
+
+    def tensor_to_numpy(self, tensor: Any) -> np.ndarray:
+        tensor = tensor.detach().cpu()
+        if tensor.dtype == self.torch.bfloat16:
+            return tensor.view(self.torch.int16).numpy().view(self._bfloat16)
+        return tensor.numpy()
+
+    def _save(self, tree: Any, path: Path, format: str) -> None:
+        if format == "torch":
+            self.torch.save(tree, path)
+        else:
+            self._safetensors.save_file({key: value.contiguous() for key, value in tree.items()}, str(path))
+
+    def _load(self, path: Path, format: str, device: str) -> Any:
+        if format == "torch":
+            return self.torch.load(path, map_location=device, weights_only=True)
+        return self._safetensors.load_file(str(path), device=device)
+
+    def new_mlp(self, params: dict[str, np.ndarray]) -> Any:
+        model = self._mlp()
+        self.set_mlp_state(model, params)
+        return model.eval()
+
+    def mlp_state(self, model: Any) -> dict[str, np.ndarray]:
+        return {key: value.detach().numpy().copy() for key, value in model.state_dict().items()}
+
+    def set_mlp_state(self, model: Any, params: dict[str, np.ndarray]) -> None:
+        check_mlp_state(params)
+        model.load_state_dict({key: self.torch.tensor(value) for key, value in params.items()})
+
+    def mlp_forward(self, model: Any, inputs: np.ndarray) -> np.ndarray:
+        with self.torch.no_grad():
+            return model.eval()(self.torch.from_numpy(inputs)).numpy()
+
+    def _save_mlp(self, model: Any, path: Path, format: str) -> None:
+        if format == "torch":
+            self.torch.save(model.state_dict(), path)
+        else:
+            self._safetensors.save_file(model.state_dict(), str(path))
+
+    def _load_mlp(self, path: Path, format: str, clone: Any) -> None:
+        if format == "torch":
+            state = self.torch.load(path, map_location="cpu", weights_only=True)
+        else:
+            state = self._safetensors.load_file(str(path))
+        clone.load_state_dict(state)
+        clone.eval()

@@ -1,0 +1,47 @@
+"""Trees of tensors: a tensor, a list of trees or a dict of str -> tree.
+
+The kinds name what a format must be able to hold; they are the rows of the support table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+KINDS = ("tensor", "list", "dict", "nested", "mlp")
+"""`nested` is a list or dict holding containers; `mlp` is a dict of MLP parameters."""
+
+
+def is_container(obj: Any) -> bool:
+    return isinstance(obj, list | tuple | dict)
+
+
+def map_tree(tree: Any, leaf_fn: Callable[[Any], Any]) -> Any:
+    """Apply `leaf_fn` to every tensor, keeping lists as lists and dicts (with key order) as dicts."""
+    if isinstance(tree, dict):
+        return {key: map_tree(value, leaf_fn) for key, value in tree.items()}
+    if isinstance(tree, list | tuple):
+        return [map_tree(value, leaf_fn) for value in tree]
+    return leaf_fn(tree)
+
+
+def leaves(tree: Any) -> list[Any]:
+    """The tensors of a tree in order."""
+    if isinstance(tree, dict):
+        return [leaf for value in tree.values() for leaf in leaves(value)]
+    if isinstance(tree, list | tuple):
+        return [leaf for value in tree for leaf in leaves(value)]
+    return [tree]
+
+
+def tree_kind(tree: Any) -> str:
+    """`tensor`, `list`, `dict` or `nested` (the `mlp` kind is a dict by structure)."""
+    if isinstance(tree, dict):
+        children = tree.values()
+    elif isinstance(tree, list | tuple):
+        children = tree
+    else:
+        return "tensor"
+    if any(is_container(child) for child in children):
+        return "nested"
+    return "dict" if isinstance(tree, dict) else "list"

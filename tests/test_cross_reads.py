@@ -1,0 +1,61 @@
+"""Files written by one framework and read by another: bits must be equal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import frameworks
+from bench import workloads
+from tests.conftest import adapter_or_skip
+
+SAFETENSORS_USERS = [n for n in frameworks.names() if "safetensors" in frameworks.adapter_class(n).format_names()]
+NPZ_READERS = [
+    (n, fmt)
+    for n in frameworks.names()
+    for fmt in ("npz", "npy-pickle")
+    if fmt in frameworks.adapter_class(n).format_names()
+]
+
+
+def mixed_state() -> dict[str, np.ndarray]:
+    """Several dtypes every safetensors user holds (no bfloat16: MXNet refuses it)."""
+    return {
+        "x": workloads.build("d2l-tensor"),
+        **{
+            label: workloads.build(f"dtype-{label}/tensor")
+            for label in ("float16", "float32", "float64", "int8", "int32", "uint8", "bool")
+        },
+        **workloads.mlp_parameters(0),
+    }
+
+
+@pytest.mark.parametrize("reader", SAFETENSORS_USERS)
+@pytest.mark.parametrize("writer", SAFETENSORS_USERS)
+def test_safetensors_written_by_one_reads_in_another(writer: str, reader: str, tmp_path: Path) -> None:
+    source, target = adapter_or_skip(writer), adapter_or_skip(reader)
+    state = mixed_state()
+    path = tmp_path / "state.safetensors"
+    source.save(source.from_numpy(state), path, "safetensors")
+    loaded = target.to_numpy(target.load(path, "safetensors"))
+    assert sorted(loaded) == sorted(state)
+    for key, value in state.items():
+        assert loaded[key].dtype == value.dtype, key
+        assert loaded[key].shape == value.shape, key
+        assert loaded[key].tobytes() == value.tobytes(), key
+
+
+@pytest.mark.parametrize(("reader", "fmt"), NPZ_READERS)
+def test_numpy_npz_reads_in_every_npz_or_npy_pickle_adapter(reader: str, fmt: str, tmp_path: Path) -> None:
+    writer = adapter_or_skip("numpy")
+    target = adapter_or_skip(reader)
+    state = mixed_state()
+    path = tmp_path / "state.npz"
+    writer.save(state, path, "npz")
+    loaded = target.to_numpy(target.load(path, fmt, trusted=True))
+    assert list(loaded) == list(state)
+    for key, value in state.items():
+        assert (loaded[key].dtype, loaded[key].shape) == (value.dtype, value.shape), key
+        assert loaded[key].tobytes() == value.tobytes(), key
