@@ -20,7 +20,7 @@ test: $(STAMP)
 	SERBENCH_REQUIRE_FRAMEWORKS=numpy,torch,tensorflow,mxnet $(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	$(VENV)/bin/serbench roundtrip --sizes small medium
+	$(VENV)/bin/serbench run --quick $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -38,6 +38,30 @@ def cmd_roundtrip(args: argparse.Namespace) -> int:
     return 0
 
 
+def _names(value: str) -> tuple[str, ...]:
+    return tuple(item for item in value.split(",") if item)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bench.runner import RunConfig, run, summary
+
+    config = RunConfig(
+        preset="full" if args.full else "quick",
+        frameworks=args.frameworks,
+        formats=args.formats,
+        kinds=args.kinds,
+        sizes=args.sizes,
+        devices=args.devices,
+        out=args.out,
+        resume=args.resume,
+        peak_memory=not args.no_peak_memory,
+    )
+    out = run(config)
+    print(summary(out))
+    print(f"results: {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="serbench", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -50,6 +74,20 @@ def build_parser() -> argparse.ArgumentParser:
     matrix.add_argument("--frameworks", nargs="+", default=list(frameworks.names()), choices=frameworks.names())
     matrix.add_argument("--sizes", nargs="+", default=["small"], choices=["small", "medium", "large"])
     matrix.set_defaults(func=cmd_roundtrip)
+
+    bench = commands.add_parser("run", help="run the benchmark matrix (pytest-benchmark) and write results")
+    preset = bench.add_mutually_exclusive_group()
+    preset.add_argument("--quick", action="store_true", help="the quick preset (default): up to 64 MiB")
+    preset.add_argument("--full", action="store_true", help="the full preset, up to the VGG16-shaped dict")
+    bench.add_argument("--frameworks", type=_names, help="comma-separated, e.g. torch,numpy")
+    bench.add_argument("--formats", type=_names, help="comma-separated format names")
+    bench.add_argument("--kinds", type=_names, help="comma-separated kinds: tensor,list,dict,nested,mlp")
+    bench.add_argument("--sizes", type=_names, help="comma-separated sizes: small,medium,large")
+    bench.add_argument("--devices", type=_names, default=("cpu", "cuda"), help="cpu,cuda (default both)")
+    bench.add_argument("--out", type=Path, help="run directory (default results/<UTC time>-<preset>)")
+    bench.add_argument("--resume", action="store_true", help="skip the frameworks already done in --out")
+    bench.add_argument("--no-peak-memory", action="store_true", help="skip the per-load subprocess RSS figures")
+    bench.set_defaults(func=cmd_run)
     return parser
 
 

@@ -52,6 +52,8 @@ class FormatSpec:
     is_directory: bool = False
     suffix: str = ""
     """The file name ending this format's files conventionally have (Keras insists on its own)."""
+    lazy: bool = False
+    """`load` returns tensors backed by a memory map: nothing is read until they are touched."""
 
 
 class Adapter(abc.ABC):
@@ -98,6 +100,10 @@ class Adapter(abc.ABC):
     @abc.abstractmethod
     def tensor_to_numpy(self, tensor: Any) -> np.ndarray:
         """One framework tensor as a NumPy array (bfloat16 as ml_dtypes.bfloat16)."""
+
+    def ready(self, tensor: Any) -> np.ndarray | None:
+        """Block until `tensor`'s data is complete; return a zero-copy host view, or None if none exists."""
+        return self.tensor_to_numpy(tensor)
 
     def from_numpy(self, tree: Any) -> Any:
         return map_tree(tree, self.tensor_from_numpy)

@@ -97,6 +97,11 @@ class MXNetAdapter(Adapter):
             raise UnsupportedError("mxnet cannot hold a bfloat16 NumPy array: it would silently become float32")
         return self.mx.np.array(array, dtype=array.dtype)
 
+    def ready(self, tensor: Any) -> np.ndarray | None:
+        """MXNet's engine is asynchronous: wait for the data. `asnumpy` would copy, so no view."""
+        tensor.wait_to_read()
+        return None
+
     def tensor_to_numpy(self, tensor: Any) -> np.ndarray:
         return tensor.asnumpy()
 

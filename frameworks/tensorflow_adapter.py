@@ -107,6 +107,12 @@ class TensorFlowAdapter(Adapter):
     def tensor_from_numpy(self, array: np.ndarray) -> Any:
         return self.tf.constant(array)
 
+    def ready(self, tensor: Any) -> np.ndarray | None:
+        if "GPU" in getattr(tensor, "device", ""):
+            self.tf.test.experimental.sync_devices()
+            return None
+        return self.tensor_to_numpy(tensor)
+
     def tensor_to_numpy(self, tensor: Any) -> np.ndarray:
         return tensor.numpy() if hasattr(tensor, "numpy") else np.asarray(tensor)
 

@@ -24,10 +24,11 @@ TORCH = FormatSpec(
 SAFETENSORS = FormatSpec(
     "safetensors",
     frozenset({"dict", "mlp"}),
-    "safetensors: a flat dict of str -> tensor",
+    "safetensors: a flat dict of str -> tensor; load_file maps the file, reading nothing until touched",
     "an 8-byte header length then a JSON header",
     files.is_safetensors,
     suffix=".safetensors",
+    lazy=True,
 )
 
 
@@ -72,6 +73,12 @@ class TorchAdapter(Adapter):
         if array.dtype == self._bfloat16:
             return self.torch.from_numpy(array.view(np.int16)).view(self.torch.bfloat16)
         return self.torch.from_numpy(array)
+
+    def ready(self, tensor: Any) -> np.ndarray | None:
+        if tensor.device.type == "cuda":
+            self.torch.cuda.synchronize(tensor.device)
+            return None
+        return self.tensor_to_numpy(tensor)
 
     def tensor_to_numpy(self, tensor: Any) -> np.ndarray:
         tensor = tensor.detach().cpu()

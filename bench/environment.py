@@ -1,0 +1,115 @@
+"""The environment every result is recorded with: versions, CPU, GPU, kernel, filesystem, commit.
+
+Versions come from package metadata, so recording them imports no framework.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+
+PACKAGES = (
+    "numpy",
+    "torch",
+    "tensorflow",
+    "keras",
+    "mxnet",
+    "safetensors",
+    "h5py",
+    "ml-dtypes",
+    "pandas",
+    "pytest-benchmark",
+    "matplotlib",
+)
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def gpu_description() -> str:
+    """The GPU as nvidia-smi describes it, or why there is none."""
+    try:
+        result = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "none (nvidia-smi not found)"
+    return result.stdout.strip() or f"none (nvidia-smi: {result.stderr.strip()[:100]})"
+
+
+def filesystem_of(path: Path) -> dict[str, str]:
+    """Device, mount point and type of the filesystem holding `path`."""
+    path = Path(path).resolve()
+    best = None
+    for partition in psutil.disk_partitions(all=True):
+        mount = Path(partition.mountpoint)
+        if (path == mount or mount in path.parents) and (best is None or len(str(mount)) > len(best.mountpoint)):
+            best = partition
+    if best is None:
+        return {"path": str(path), "type": "unknown"}
+    return {"path": str(path), "mountpoint": best.mountpoint, "type": best.fstype, "device": best.device}
+
+
+def git_commit(repo: Path) -> str:
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("-dirty" if dirty else "")
+
+
+def environment(out_dir: Path) -> dict[str, object]:
+    memory = psutil.virtual_memory()
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "hostname": platform.node(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "kernel": platform.release(),
+        "cpu": cpu_model(),
+        "cores_logical": os.cpu_count(),
+        "cores_physical": psutil.cpu_count(logical=False),
+        "ram_bytes": memory.total,
+        "gpu": gpu_description(),
+        "filesystem": filesystem_of(out_dir),
+        "git_commit": git_commit(Path(__file__).resolve().parent.parent),
+        "versions": package_versions(),
+    }

@@ -1,0 +1,126 @@
+"""The machine's own limits, measured in the same run as the figures compared with them.
+
+- memcpy: copying a large, already-faulted buffer (the ceiling for any warm load into RAM);
+- disk read, warm and cold: `readinto` a pre-faulted buffer from a file of the same size class,
+  cold after a checked eviction (the ceiling for a load from disk);
+- disk write: write + fsync (the ceiling for a durable save);
+- host-to-device: pinned and pageable copies with torch, when CUDA exists; otherwise each says
+  `unavailable` and why.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bench import pagecache
+
+
+@dataclass(frozen=True)
+class Limit:
+    name: str
+    gbps: float | None
+    bytes: int
+    rounds: int
+    note: str = ""
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _best_gbps(nbytes: int, seconds: list[float]) -> float:
+    """A limit is a ceiling: the best round, not the typical one."""
+    return nbytes / min(seconds) / 1e9
+
+
+def measure_memcpy(nbytes: int, rounds: int = 7) -> Limit:
+    source = np.ones(nbytes, dtype=np.uint8)
+    target = np.zeros_like(source)
+    np.copyto(target, source)  # fault in every page first
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        np.copyto(target, source)
+        times.append(time.perf_counter() - start)
+    return Limit("memcpy", _best_gbps(nbytes, times), nbytes, rounds, "np.copyto of a pre-faulted buffer")
+
+
+def _read_all(path: Path, buffer: bytearray) -> int:
+    with open(path, "rb", buffering=0) as handle:
+        return handle.readinto(buffer) or 0
+
+
+def measure_disk(directory: Path, nbytes: int, rounds: int = 3) -> list[Limit]:
+    """Sequential write+fsync, warm read and cold read of one `nbytes` file in `directory`."""
+    path = directory / ".serbench-limit-probe.bin"
+    payload = np.random.default_rng(0).integers(0, 255, nbytes, dtype=np.uint8).tobytes()
+    buffer = bytearray(nbytes)
+    writes, warm, cold, residency = [], [], [], []
+    try:
+        for _ in range(rounds):
+            start = time.perf_counter()
+            with open(path, "wb", buffering=0) as handle:
+                handle.write(payload)
+                os.fsync(handle.fileno())
+            writes.append(time.perf_counter() - start)
+        _read_all(path, buffer)
+        for _ in range(rounds):
+            start = time.perf_counter()
+            _read_all(path, buffer)
+            warm.append(time.perf_counter() - start)
+        for _ in range(rounds):
+            pagecache.evict(path)
+            residency.append(pagecache.resident_fraction(path))
+            start = time.perf_counter()
+            _read_all(path, buffer)
+            cold.append(time.perf_counter() - start)
+    finally:
+        path.unlink(missing_ok=True)
+    evicted = max(residency) < 0.01
+    cold_note = (
+        "after fadvise(DONTNEED), checked with mincore"
+        if evicted
+        else (f"eviction did not work here (up to {max(residency):.0%} still cached): this is not a cold figure")
+    )
+    return [
+        Limit("disk_write", _best_gbps(nbytes, writes), nbytes, rounds, "write + fsync"),
+        Limit("disk_read_warm", _best_gbps(nbytes, warm), nbytes, rounds, "readinto from the page cache"),
+        Limit("disk_read_cold", _best_gbps(nbytes, cold), nbytes, rounds, cold_note),
+    ]
+
+
+def measure_host_to_device(nbytes: int, rounds: int = 5) -> list[Limit]:
+    """Pinned and pageable host-to-GPU copy bandwidth with torch, or `unavailable` with the reason."""
+    try:
+        import torch
+    except ImportError:
+        reason = "unavailable: torch is not installed, so CUDA copies cannot be measured"
+        return [Limit(name, None, nbytes, 0, reason) for name in ("h2d_pinned", "h2d_pageable")]
+    if not torch.cuda.is_available():
+        reason = "unavailable: " + (
+            f"torch {torch.__version__} is a CPU-only build" if torch.version.cuda is None else "no CUDA device"
+        )
+        return [Limit(name, None, nbytes, 0, reason) for name in ("h2d_pinned", "h2d_pageable")]
+    limits = []
+    device = torch.empty(nbytes, dtype=torch.uint8, device="cuda")
+    for name, pinned in (("h2d_pinned", True), ("h2d_pageable", False)):
+        host = torch.ones(nbytes, dtype=torch.uint8, pin_memory=pinned)
+        device.copy_(host)
+        torch.cuda.synchronize()
+        times = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            device.copy_(host, non_blocking=pinned)
+            torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+        limits.append(Limit(name, _best_gbps(nbytes, times), nbytes, rounds, torch.cuda.get_device_name()))
+    return limits
+
+
+def measure_all(directory: Path, nbytes: int) -> dict[str, Limit]:
+    limits = [measure_memcpy(nbytes), *measure_disk(directory, nbytes), *measure_host_to_device(nbytes)]
+    return {limit.name: limit for limit in limits}

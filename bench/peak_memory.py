@@ -1,0 +1,66 @@
+"""Peak memory added by one load, measured in a fresh process: `python -m bench.peak_memory ...`.
+
+The child imports the framework, builds the clone (for the MLP), settles, records its RSS, resets
+the kernel's peak-RSS mark (`/proc/self/clear_refs`), loads and materializes, and reports
+VmHWM - baseline: the most memory the load needed at any moment, not just what it kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import resource
+import sys
+from pathlib import Path
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def measure(framework: str, format: str, workload: str, path: Path) -> dict[str, object]:
+    import frameworks
+    from bench import workloads as catalogue
+    from bench.materialize import materialize
+
+    adapter = frameworks.get_adapter(framework)
+    spec = adapter.spec(format)
+    is_mlp = catalogue.WORKLOADS[workload].kind == "mlp"
+    clone = adapter.new_mlp(catalogue.mlp_parameters(seed=1)) if is_mlp else None
+    gc.collect()
+    baseline = _status_kib("VmRSS") * 1024
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        method = "VmHWM after clear_refs"
+    except OSError:
+        method = "ru_maxrss (peak RSS could not be reset: an underestimate if import peaked higher)"
+    if is_mlp:
+        adapter.load_mlp(path, format, clone)
+    else:
+        tree = adapter.load(path, format, trusted=True)
+        copies = materialize(adapter, tree, lazy=spec.lazy)
+    if method.startswith("VmHWM"):
+        peak = _status_kib("VmHWM") * 1024
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    del copies
+    return {"peak_rss_bytes": max(0, peak - baseline), "baseline_rss_bytes": baseline, "method": method}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("framework")
+    parser.add_argument("format")
+    parser.add_argument("workload")
+    parser.add_argument("path", type=Path)
+    args = parser.parse_args()
+    print(json.dumps(measure(args.framework, args.format, args.workload, args.path)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

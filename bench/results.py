@@ -1,0 +1,176 @@
+"""Turn raw run data (pytest-benchmark JSON, outcomes, peak memory, limits) into one tidy table.
+
+Pure: it reads files under RUN_DIR/raw and returns a DataFrame; nothing is rerun.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench import workloads
+from bench.plan import Case, read_plan
+
+COLUMNS = [
+    "framework",
+    "format",
+    "kind",
+    "workload",
+    "size",
+    "dtype",
+    "device",
+    "cache",
+    "op",
+    "status",
+    "note",
+    "median_s",
+    "iqr_s",
+    "min_s",
+    "rounds",
+    "payload_bytes",
+    "file_bytes",
+    "gbps",
+    "limit",
+    "limit_gbps",
+    "frac_of_limit",
+    "roundtrip",
+    "peak_rss_bytes",
+    "peak_rss_multiple",
+    "resident_before_cold",
+    "lazy",
+]
+
+
+def limit_for(op: str, device: str, cache: str) -> str | None:
+    """Which measured limit a figure is compared with."""
+    if op == "open":
+        return None
+    if op == "save":
+        return "disk_write"
+    if device == "cuda":
+        return "h2d_pageable"
+    return "disk_read_cold" if cache == "cold" else "memcpy"
+
+
+def read_json(path: Path) -> object:
+    return json.loads(Path(path).read_text())
+
+
+def _benchmark_rows(path: Path) -> list[dict[str, object]]:
+    rows = []
+    for bench in read_json(path)["benchmarks"]:
+        info, stats = bench["extra_info"], bench["stats"]
+        rows.append(
+            {
+                **{
+                    k: info[k]
+                    for k in (
+                        "framework",
+                        "format",
+                        "workload",
+                        "device",
+                        "cache",
+                        "op",
+                        "kind",
+                        "dtype",
+                        "size",
+                        "payload_bytes",
+                        "file_bytes",
+                        "roundtrip",
+                        "lazy",
+                        "resident_before_cold",
+                    )
+                },
+                "status": "ok",
+                "note": "",
+                "median_s": stats["median"],
+                "iqr_s": stats["iqr"],
+                "min_s": stats["min"],
+                "rounds": stats["rounds"],
+            }
+        )
+    return rows
+
+
+def _case_row(case: Case, status: str, note: str) -> dict[str, object]:
+    workload = workloads.WORKLOADS.get(case.workload)
+    return {
+        "framework": case.framework,
+        "format": case.format,
+        "workload": case.workload,
+        "device": case.device,
+        "cache": case.cache,
+        "op": case.op,
+        "status": status,
+        "note": note,
+        "kind": workload.kind if workload else "",
+        "dtype": workload.dtype if workload else "",
+        "size": workload.size if workload else "",
+    }
+
+
+def assemble(run_dir: Path) -> pd.DataFrame:
+    """One row per case: timed figures, or the reason there are none."""
+    raw = Path(run_dir) / "raw"
+    rows: list[dict[str, object]] = []
+    timed: set[str] = set()
+    for path in sorted(raw.glob("benchmark-*.json")):
+        for row in _benchmark_rows(path):
+            rows.append(row)
+            timed.add("|".join(str(row[k]) for k in ("framework", "format", "workload", "device", "cache", "op")))
+    for plan_path in sorted(raw.glob("plan-*.json")):
+        outcomes = {}
+        outcome_path = plan_path.with_name(plan_path.name.replace("plan-", "outcomes-").replace(".json", ".jsonl"))
+        if outcome_path.exists():
+            for line in outcome_path.read_text().splitlines():
+                record = json.loads(line)
+                outcomes[record["id"]] = record
+        for case in read_plan(plan_path):
+            if case.id in timed:
+                continue
+            if not case.held:
+                rows.append(
+                    _case_row(
+                        case, "unsupported", f"{case.format} cannot hold a {workloads.WORKLOADS[case.workload].kind}"
+                    )
+                )
+            elif case.id in outcomes and outcomes[case.id]["outcome"] == "skipped":
+                rows.append(_case_row(case, "unavailable", outcomes[case.id]["detail"]))
+            elif case.id in outcomes:
+                rows.append(_case_row(case, "error", outcomes[case.id]["detail"]))
+            else:
+                rows.append(_case_row(case, "missing", "not run (interrupted?)"))
+    frame = pd.DataFrame(rows).reindex(columns=COLUMNS)
+    return _add_derived(frame, raw)
+
+
+def _add_derived(frame: pd.DataFrame, raw: Path) -> pd.DataFrame:
+    limits = read_json(raw / "limits.json") if (raw / "limits.json").exists() else {}
+    frame["gbps"] = np.where(frame["op"] == "open", np.nan, frame["payload_bytes"] / frame["median_s"] / 1e9)
+    frame["limit"] = [limit_for(o, d, c) for o, d, c in zip(frame["op"], frame["device"], frame["cache"], strict=True)]
+    frame["limit_gbps"] = [limits.get(name, {}).get("gbps") if name else None for name in frame["limit"]]
+    frame["limit_gbps"] = pd.to_numeric(frame["limit_gbps"], errors="coerce")
+    frame["frac_of_limit"] = frame["gbps"] / frame["limit_gbps"]
+    peaks = {}
+    for path in sorted(raw.glob("peak-*.json")):
+        for record in read_json(path):
+            peaks[(record["framework"], record["format"], record["workload"])] = record.get("peak_rss_bytes")
+    keys = zip(
+        frame["framework"],
+        frame["format"],
+        frame["workload"],
+        frame["op"],
+        frame["device"],
+        frame["cache"],
+        strict=True,
+    )
+    frame["peak_rss_bytes"] = [
+        peaks.get((f, fmt, w)) if op == "load" and dev == "cpu" and cache == "warm" else None
+        for f, fmt, w, op, dev, cache in keys
+    ]
+    frame["peak_rss_bytes"] = pd.to_numeric(frame["peak_rss_bytes"], errors="coerce")
+    frame["peak_rss_multiple"] = frame["peak_rss_bytes"] / frame["payload_bytes"]
+    return frame

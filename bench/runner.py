@@ -1,0 +1,195 @@
+"""`serbench run`: measure the limits, time the plan with pytest-benchmark, measure peak memory,
+and write tidy results with the environment.
+
+Each framework runs in its own pytest subprocess (frameworks never share a process, and a crash
+loses one framework's chunk, not the run). Every file in the run directory is written atomically;
+`--resume` skips the chunks whose raw files are complete.
+
+Layout of a run directory:
+    env.json, limits.json, results.csv, results.json
+    raw/plan-<fw>.json, raw/benchmark-<fw>.json (pytest-benchmark's own), raw/outcomes-<fw>.jsonl,
+    raw/peak-<fw>.json, raw/pytest-<fw>.log
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from bench import environment, limits, workloads
+from bench.plan import Case, plan, write_plan
+from bench.results import assemble
+from frameworks.files import write_bytes_atomic
+
+BENCH_MODULE = Path(__file__).resolve().parent / "benchmarks" / "test_io.py"
+CHUNK_TIMEOUT_S = 3600
+PEAK_TIMEOUT_S = 600
+console = Console(stderr=True)
+
+
+@dataclass
+class RunConfig:
+    preset: str = "quick"
+    frameworks: tuple[str, ...] | None = None
+    formats: tuple[str, ...] | None = None
+    kinds: tuple[str, ...] | None = None
+    sizes: tuple[str, ...] | None = None
+    devices: tuple[str, ...] = ("cpu", "cuda")
+    out: Path | None = None
+    resume: bool = False
+    peak_memory: bool = True
+
+
+def write_json(path: Path, data: object) -> None:
+    write_bytes_atomic(path, json.dumps(data, indent=1, default=str).encode())
+
+
+def default_out(preset: str) -> Path:
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return Path("results") / f"{stamp}-{preset}"
+
+
+def _run_chunk(framework: str, cases: list[Case], raw: Path, scratch: Path) -> None:
+    """Time one framework's cases in a fresh pytest process; raw files appear only when complete."""
+    plan_path = raw / f"plan-{framework}.json"
+    outcomes = raw / f"outcomes-{framework}.jsonl"
+    final = raw / f"benchmark-{framework}.json"
+    partial = raw / f".benchmark-{framework}.json.partial"
+    write_plan(cases, plan_path)
+    outcomes.unlink(missing_ok=True)
+    env = {
+        **os.environ,
+        "SERBENCH_PLAN": str(plan_path),
+        "SERBENCH_SCRATCH": str(scratch),
+        "SERBENCH_OUTCOMES": str(outcomes),
+        "SERBENCH_LABEL": framework,
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        str(BENCH_MODULE),
+        "-p",
+        "bench.progress",
+        "-p",
+        "no:cacheprovider",
+        "-o",
+        "addopts=",
+        "-q",
+        "--benchmark-json",
+        str(partial),
+        "--benchmark-disable-gc",
+        "--benchmark-quiet",
+        "-W",
+        "ignore::DeprecationWarning",
+    ]
+    with open(raw / f"pytest-{framework}.log", "w") as log:
+        result = subprocess.run(command, env=env, stdout=log, stderr=None, timeout=CHUNK_TIMEOUT_S, check=False)
+    if result.returncode not in (0, 1) or not partial.exists():
+        raise RuntimeError(
+            f"benchmark chunk for {framework} failed (exit {result.returncode}); see {raw / f'pytest-{framework}.log'}"
+        )
+    if result.returncode == 1:
+        console.print(
+            f"[yellow]{framework}: some cases failed; they are reported as errors "
+            f"(details in {raw / f'pytest-{framework}.log'})"
+        )
+    os.replace(partial, final)
+
+
+def _measure_peaks(framework: str, cases: list[Case], scratch: Path) -> list[dict[str, object]]:
+    """Peak RSS of one warm CPU load per (format, workload) of medium or large size, each in a fresh process."""
+    import frameworks
+    from bench.benchmarks.test_io import file_for
+    from bench.null_adapter import NullAdapter
+
+    records: list[dict[str, object]] = []
+    if framework == NullAdapter.name:
+        return records
+    seen = set()
+    for case in cases:
+        key = (case.format, case.workload)
+        if not case.held or case.op != "load" or workloads.WORKLOADS[case.workload].size == "small" or key in seen:
+            continue
+        seen.add(key)
+        path = file_for(case, frameworks.adapter_class(framework).spec(case.format).suffix, scratch)
+        record: dict[str, object] = {"framework": framework, "format": case.format, "workload": case.workload}
+        if not path.exists():
+            records.append({**record, "error": "no saved file (the save case did not run)"})
+            continue
+        command = [sys.executable, "-m", "bench.peak_memory", framework, case.format, case.workload, str(path)]
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, timeout=PEAK_TIMEOUT_S, check=False)
+        except subprocess.TimeoutExpired:
+            records.append({**record, "error": f"timed out after {PEAK_TIMEOUT_S}s"})
+            continue
+        if result.returncode != 0:
+            records.append({**record, "error": (result.stderr.strip().splitlines() or ["?"])[-1][:300]})
+            continue
+        records.append({**record, **json.loads(result.stdout.strip().splitlines()[-1])})
+    return records
+
+
+def run(config: RunConfig) -> Path:
+    out = Path(config.out or default_out(config.preset))
+    raw = out / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    scratch = out / "scratch"
+    cases = plan(config.preset, config.frameworks, config.formats, config.kinds, config.sizes, config.devices)
+    if not cases:
+        raise ValueError("the selection matches no benchmark case; check --frameworks/--formats/--kinds/--sizes")
+    write_json(out / "env.json", environment.environment(out))
+
+    if not (config.resume and (out / "limits.json").exists()):
+        largest = max(workloads.payload_bytes(workloads.build(c.workload)) for c in cases)
+        probe = min(max(largest, 64 << 20), 1 << 30)
+        console.print(f"measuring limits with {probe / 2**20:.0f} MiB buffers ...")
+        measured = {name: limit.as_dict() for name, limit in limits.measure_all(out, probe).items()}
+        write_json(out / "limits.json", measured)
+    shutil.copyfile(out / "limits.json", raw / "limits.json")
+
+    by_framework: dict[str, list[Case]] = {}
+    for case in cases:
+        by_framework.setdefault(case.framework, []).append(case)
+    for framework, chunk in by_framework.items():
+        done = raw / f"benchmark-{framework}.json"
+        peaks_path = raw / f"peak-{framework}.json"
+        if config.resume and done.exists() and (peaks_path.exists() or not config.peak_memory):
+            console.print(f"{framework}: already done, skipped (--resume)")
+            continue
+        framework_scratch = scratch / framework
+        try:
+            _run_chunk(framework, chunk, raw, framework_scratch)
+            if config.peak_memory:
+                write_json(peaks_path, _measure_peaks(framework, chunk, framework_scratch))
+        finally:
+            shutil.rmtree(framework_scratch, ignore_errors=True)
+    shutil.rmtree(scratch, ignore_errors=True)
+
+    frame = assemble(out)
+    write_bytes_atomic(out / "results.csv", frame.to_csv(index=False).encode())
+    write_bytes_atomic(out / "results.json", frame.to_json(orient="records", indent=1).encode())
+    return out
+
+
+def summary(out: Path) -> str:
+    """A short console view: load and save throughput of the largest workload per format."""
+    import pandas as pd
+
+    frame = pd.read_csv(Path(out) / "results.csv")
+    timed = frame[(frame["status"] == "ok") & (frame["device"] == "cpu")]
+    if timed.empty:
+        return "no timed rows"
+    largest = timed.loc[timed["payload_bytes"] == timed["payload_bytes"].max()]
+    view = largest.pivot_table(index=["framework", "format"], columns=["op", "cache"], values="gbps")
+    return f"GB/s for {largest['workload'].iloc[0]} ({largest['payload_bytes'].iloc[0] / 2**20:.0f} MiB):\n" + (
+        view.round(2).to_string()
+    )

@@ -1,0 +1,157 @@
+"""The benchmark harness: plan, page cache, materialization, and the invariants of a real run.
+
+No timing decides a test here: the tests check rows, bytes, statuses and physical invariants.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench import pagecache, plan, workloads
+from bench.materialize import materialize, touch_pages
+from bench.results import COLUMNS
+from bench.runner import RunConfig, run
+from tests.conftest import adapter_or_skip
+
+
+def test_plan_covers_every_axis_and_marks_unsupported_cells() -> None:
+    cases = plan.plan("quick", ("numpy", "torch"))
+    ids = {case.id for case in cases}
+    assert "torch|torch|size-64MiB|cpu|cold|load" in ids
+    assert "torch|torch|size-64MiB|cuda|warm|load" in ids
+    assert "torch|safetensors|size-64MiB|cpu|warm|open" in ids, "the lazy loader's bare open is its own figure"
+    assert "numpy|npy|size-64MiB|cpu|-|save" in ids
+    unsupported = [case for case in cases if not case.held]
+    assert {(c.framework, c.format, c.workload) for c in unsupported} >= {("numpy", "npy", "d2l-dict")}
+    assert all(case.rounds == 0 for case in unsupported)
+    assert any(case.framework == "null-adapter" for case in cases)
+
+
+def test_plan_selection_filters() -> None:
+    cases = plan.plan(
+        "quick",
+        ("torch",),
+        formats=("torch",),
+        kinds=("dict",),
+        sizes=("medium",),
+        devices=("cpu",),
+        include_null=False,
+    )
+    assert {c.format for c in cases} == {"torch"}
+    assert {workloads.WORKLOADS[c.workload].size for c in cases} == {"medium"}
+    assert {c.device for c in cases} == {"cpu"}
+    assert (
+        plan.plan("full", ("torch",), formats=("torch",), sizes=("large",), include_null=False)[0].workload == "vgg16"
+    )
+
+
+def test_eviction_empties_the_page_cache(tmp_path: Path) -> None:
+    path = tmp_path / "blob.bin"
+    path.write_bytes(np.ones(8 << 20, np.uint8).tobytes())
+    pagecache.warm(path)
+    before = pagecache.resident_fraction(path)
+    pagecache.evict(path)
+    after = pagecache.resident_fraction(path)
+    if before > 0.9 and after > 0.9:
+        pytest.skip(f"this filesystem ignores POSIX_FADV_DONTNEED ({tmp_path}); cold rows say so")
+    assert before > 0.9
+    assert after < 0.01
+
+
+def test_touch_pages_reads_one_byte_per_page() -> None:
+    array = np.zeros(3 * 4096 + 10, np.uint8)
+    array[[0, 4096, 8192, 12288, -1]] = 1
+    assert touch_pages(array) == 5
+    assert touch_pages(np.zeros(0, np.float32)) == 0
+
+
+def test_lazy_materialization_copies_every_byte(tmp_path: Path) -> None:
+    torch_adapter = adapter_or_skip("torch")
+    state = workloads.build("size-1MiB")
+    path = tmp_path / "s.safetensors"
+    torch_adapter.save(torch_adapter.from_numpy(state), path, "safetensors")
+    copies = materialize(torch_adapter, torch_adapter.load(path, "safetensors"), lazy=True)
+    assert sum(copy.nbytes for copy in copies) == workloads.payload_bytes(state)
+    assert all(copy.flags.owndata for copy in copies)
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real, small run: NumPy and PyTorch on the medium workloads, CPU and CUDA rows."""
+    adapter_or_skip("torch")
+    out = tmp_path_factory.mktemp("run") / "r"
+    return run(RunConfig(frameworks=("numpy", "torch"), sizes=("medium",), out=out))
+
+
+def test_run_writes_tidy_results_with_environment(small_run: Path) -> None:
+    frame = pd.read_csv(small_run / "results.csv")
+    assert list(frame.columns) == COLUMNS
+    env = json.loads((small_run / "env.json").read_text())
+    assert {"python", "cpu", "cores_logical", "ram_bytes", "gpu", "kernel", "filesystem", "git_commit"} <= set(env)
+    assert env["versions"]["torch"].startswith("2.")
+    limits = json.loads((small_run / "limits.json").read_text())
+    assert limits["memcpy"]["gbps"] > 0
+    expected = {c.id for c in plan.plan("quick", ("numpy", "torch"), sizes=("medium",))}
+    got = set(frame[["framework", "format", "workload", "device", "cache", "op"]].astype(str).agg("|".join, axis=1))
+    assert got == expected, "every planned case is a row"
+    assert not list(small_run.rglob("*.partial")), "no partial files left"
+    assert not (small_run / "scratch").exists()
+
+
+def test_no_load_beats_memcpy_and_cold_loads_were_cold(small_run: Path) -> None:
+    frame = pd.read_csv(small_run / "results.csv")
+    memcpy = json.loads((small_run / "limits.json").read_text())["memcpy"]["gbps"]
+    large = frame[(frame["op"] == "load") & (frame["status"] == "ok") & (frame["payload_bytes"] >= 64 << 20)]
+    assert not large.empty
+    too_fast = large[large["gbps"] > memcpy]
+    assert too_fast.empty, f"loads faster than memcpy ({memcpy:.2f} GB/s): {too_fast[['framework', 'format']]}"
+    cold = frame[(frame["cache"] == "cold") & (frame["status"] == "ok") & (frame["framework"] != "null-adapter")]
+    assert (cold["resident_before_cold"] < 0.01).all()
+
+
+def test_rows_carry_bytes_roundtrip_spread_and_memory(small_run: Path) -> None:
+    frame = pd.read_csv(small_run / "results.csv")
+    ok = frame[frame["status"] == "ok"]
+    assert (ok["rounds"] >= 3).all()
+    assert ok["iqr_s"].notna().all()
+    saved = ok[(ok["op"] == "save") & (ok["framework"] != "null-adapter")]
+    assert (saved["file_bytes"] >= saved["payload_bytes"]).all()
+    torch_rows = ok[(ok["framework"] == "torch") & (ok["format"] == "torch")]
+    assert (torch_rows["roundtrip"] == "exact").all()
+    peak = frame[
+        (frame["op"] == "load")
+        & (frame["cache"] == "warm")
+        & (frame["device"] == "cpu")
+        & (frame["framework"] != "null-adapter")
+        & (frame["workload"] == "size-64MiB")
+    ]
+    assert (peak["peak_rss_multiple"] > 0.5).all(), "a load that materializes 64 MiB must add about that much RSS"
+
+
+def test_cuda_rows_say_unavailable_with_a_reason(small_run: Path) -> None:
+    frame = pd.read_csv(small_run / "results.csv")
+    cuda = frame[frame["device"] == "cuda"]
+    assert not cuda.empty
+    if (cuda["status"] == "ok").any():
+        pytest.skip("a GPU is present; the CUDA rows are timed")
+    assert (cuda["status"] == "unavailable").all()
+    assert cuda["note"].str.contains("cannot use device 'cuda'").all()
+    assert cuda["median_s"].isna().all()
+
+
+def test_unsupported_cells_are_rows_without_timings(small_run: Path) -> None:
+    frame = pd.read_csv(small_run / "results.csv")
+    npy = frame[(frame["framework"] == "numpy") & (frame["format"] == "npy")]
+    assert set(npy["status"]) == {"unsupported"}
+    assert npy["median_s"].isna().all()
+
+
+def test_resume_skips_finished_frameworks(small_run: Path) -> None:
+    before = (small_run / "raw" / "benchmark-numpy.json").stat().st_mtime_ns
+    run(RunConfig(frameworks=("numpy",), sizes=("medium",), out=small_run, resume=True))
+    assert (small_run / "raw" / "benchmark-numpy.json").stat().st_mtime_ns == before
