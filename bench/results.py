@@ -144,6 +144,11 @@ def assemble(run_dir: Path) -> pd.DataFrame:
             else:
                 rows.append(_case_row(case, "missing", "not run (interrupted?)"))
     frame = pd.DataFrame(rows).reindex(columns=COLUMNS)
+    warm_cold = pd.to_numeric(frame["resident_before_cold"], errors="coerce") > 0.01
+    frame.loc[warm_cold, "note"] = [
+        f"eviction failed: {fraction:.0%} of the file was still cached, so this is not a cold figure"
+        for fraction in frame.loc[warm_cold, "resident_before_cold"]
+    ]
     return _add_derived(frame, raw)
 
 
