@@ -58,7 +58,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     out = run(config)
     print(summary(out))
-    print(f"results: {out}")
+    from bench.report import write_report
+
+    print(f"results: {out}\nreport: {write_report(out)}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from bench.report import write_report
+
+    print(write_report(args.run_dir))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from bench.compare import compare, has_regression, load_any, render
+
+    table = compare(load_any(args.base), load_any(args.new), threshold=args.threshold)
+    print(render(table, show_all=args.all))
+    if has_regression(table):
+        print("serbench compare: regression found", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -88,6 +108,17 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--resume", action="store_true", help="skip the frameworks already done in --out")
     bench.add_argument("--no-peak-memory", action="store_true", help="skip the per-load subprocess RSS figures")
     bench.set_defaults(func=cmd_run)
+
+    report = commands.add_parser("report", help="write report.md, tables and plots from a run's stored results")
+    report.add_argument("run_dir", type=Path)
+    report.set_defaults(func=cmd_report)
+
+    diff = commands.add_parser("compare", help="compare two runs; exit 1 on a regression")
+    diff.add_argument("base", type=Path, help="run directory or pytest-benchmark JSON")
+    diff.add_argument("new", type=Path, help="run directory or pytest-benchmark JSON")
+    diff.add_argument("--threshold", type=float, default=0.10, help="relative slowdown to flag (default 0.10)")
+    diff.add_argument("--all", action="store_true", help="show unchanged rows too")
+    diff.set_defaults(func=cmd_compare)
     return parser
 
 

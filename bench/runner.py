@@ -149,7 +149,7 @@ def run(config: RunConfig) -> Path:
     write_json(out / "env.json", environment.environment(out))
 
     if not (config.resume and (out / "limits.json").exists()):
-        largest = max(workloads.payload_bytes(workloads.build(c.workload)) for c in cases)
+        largest = max(workloads.payload_of(name) for name in {c.workload for c in cases})
         probe = min(max(largest, 64 << 20), 1 << 30)
         console.print(f"measuring limits with {probe / 2**20:.0f} MiB buffers ...")
         measured = {name: limit.as_dict() for name, limit in limits.measure_all(out, probe).items()}

@@ -295,3 +295,9 @@ def build(name: str) -> Any:
 
 def payload_bytes(tree: Any) -> int:
     return sum(np.asarray(leaf).nbytes for leaf in leaves(tree))
+
+
+@functools.cache
+def payload_of(name: str) -> int:
+    """Payload bytes of a named workload (built once, even for the large ones)."""
+    return payload_bytes(build(name))

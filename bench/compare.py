@@ -1,0 +1,97 @@
+"""`serbench compare BASE NEW`: flag speed regressions beyond threshold and noise, and any
+correctness change, between two runs (run directories or pytest-benchmark JSON files).
+
+A row regresses when its median got slower by more than the threshold (default 10%) AND by more
+than the noise of the two runs (the larger relative IQR). A round-trip change is flagged whatever
+the speed; a change to a worse outcome (exact -> drift -> error) is a regression.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+KEY = ["framework", "format", "workload", "device", "cache", "op"]
+SEVERITY = {"exact": 0, "drift": 1, "unsupported": 1, "error": 2}
+
+
+def load_any(source: Path) -> pd.DataFrame:
+    """A run directory (results.csv) or a pytest-benchmark JSON file, as key + median/iqr/roundtrip."""
+    source = Path(source)
+    if source.is_dir():
+        frame = pd.read_csv(source / "results.csv", keep_default_na=False, na_values=[""])
+        return frame[[*KEY, "status", "median_s", "iqr_s", "roundtrip"]]
+    data = json.loads(source.read_text())
+    rows = []
+    for bench in data["benchmarks"]:
+        info = bench.get("extra_info", {})
+        row = {k: info.get(k, "") for k in KEY}
+        if not info:
+            row.update(framework="", format="", workload=bench["fullname"])
+        rows.append(
+            {
+                **row,
+                "status": "ok",
+                "median_s": bench["stats"]["median"],
+                "iqr_s": bench["stats"]["iqr"],
+                "roundtrip": info.get("roundtrip", ""),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _severity(outcome: object) -> int:
+    text = str(outcome) if isinstance(outcome, str) else ""
+    return SEVERITY.get(text.split(":")[0], 0) if text else 0
+
+
+def compare(base: pd.DataFrame, new: pd.DataFrame, threshold: float = 0.10) -> pd.DataFrame:
+    merged = base.merge(new, on=KEY, how="outer", suffixes=("_base", "_new"), indicator=True)
+    merged["change"] = merged["median_s_new"] / merged["median_s_base"] - 1
+    merged["noise"] = np.fmax(
+        merged["iqr_s_base"] / merged["median_s_base"], merged["iqr_s_new"] / merged["median_s_new"]
+    )
+    slower = (merged["change"] > threshold) & (merged["change"] > merged["noise"])
+    faster = (merged["change"] < -threshold) & (-merged["change"] > merged["noise"])
+    roundtrip_changed = (merged["roundtrip_base"].fillna("") != merged["roundtrip_new"].fillna("")) & (
+        merged["_merge"] == "both"
+    )
+    worse = merged["roundtrip_new"].map(_severity) > merged["roundtrip_base"].map(_severity)
+    status_broke = (merged["status_base"] == "ok") & (merged["status_new"].notna()) & (merged["status_new"] != "ok")
+    verdicts = []
+    for i in range(len(merged)):
+        if merged["_merge"].iloc[i] != "both":
+            verdicts.append("only in base" if merged["_merge"].iloc[i] == "left_only" else "only in new")
+        elif status_broke.iloc[i]:
+            verdicts.append(f"REGRESSION: status ok -> {merged['status_new'].iloc[i]}")
+        elif roundtrip_changed.iloc[i]:
+            label = "REGRESSION" if worse.iloc[i] else "correctness changed"
+            verdicts.append(f"{label}: {merged['roundtrip_base'].iloc[i]} -> {merged['roundtrip_new'].iloc[i]}")
+        elif slower.iloc[i]:
+            verdicts.append("REGRESSION: slower")
+        elif faster.iloc[i]:
+            verdicts.append("faster")
+        else:
+            verdicts.append("same")
+    merged["verdict"] = verdicts
+    return merged[
+        [*KEY, "median_s_base", "median_s_new", "change", "noise", "roundtrip_base", "roundtrip_new", "verdict"]
+    ]
+
+
+def has_regression(table: pd.DataFrame) -> bool:
+    return table["verdict"].str.startswith("REGRESSION").any()
+
+
+def render(table: pd.DataFrame, show_all: bool = False) -> str:
+    shown = table if show_all else table[table["verdict"] != "same"]
+    summary = table["verdict"].str.split(":").str[0].value_counts().to_dict()
+    view = shown.assign(
+        change=shown["change"].map(lambda v: "" if pd.isna(v) else f"{v:+.1%}"),
+        noise=shown["noise"].map(lambda v: "" if pd.isna(v) else f"{v:.1%}"),
+    )
+    body = view.to_markdown(index=False) if not view.empty else "(no differences)"
+    return f"{body}\n\nsummary: {summary}"
