@@ -7,6 +7,7 @@ per table and PNG plots beside them, so a report can be regenerated, diffed and 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +54,7 @@ def _pick(rows: pd.DataFrame, op: str, cache: str = "-", device: str = "cpu") ->
     return None if match.empty else match.iloc[0]
 
 
-def _cell(row: pd.Series | None, field: str, fmt=_gbps) -> str:  # noqa: ANN001
+def _cell(row: pd.Series | None, field: str, fmt: Callable[[float], str] = _gbps) -> str:
     if row is None:
         return NA
     if row["status"] != "ok":
@@ -236,9 +237,8 @@ def write_report(run_dir: Path) -> Path:
         "",
     ]
     recommendations(frame).to_csv(tables_dir / "recommendations.csv", index=False)
-    workloads_in_run = (
-        frame[frame["framework"] != "null-adapter"].sort_values("payload_bytes", kind="stable")["workload"].unique()
-    )
+    real = frame[frame["framework"] != "null-adapter"]
+    workloads_in_run = real.sort_values("payload_bytes", kind="stable")["workload"].unique()
     for workload in workloads_in_run:
         table = workload_table(frame, workload)
         kind = frame.loc[frame["workload"] == workload, "kind"].iloc[0]

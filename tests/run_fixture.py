@@ -1,0 +1,145 @@
+"""A small, hand-made run directory (results.csv, env.json, limits.json) for report and compare tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from bench.results import COLUMNS
+
+MIB64 = 64 << 20
+MEMCPY = 8.0
+
+
+def row(framework: str, fmt: str, op: str, cache: str = "-", median: float | None = 0.05, **extra: object) -> dict:
+    base = {
+        "framework": framework,
+        "format": fmt,
+        "kind": "dict",
+        "workload": "size-64MiB",
+        "size": "medium",
+        "dtype": "float32",
+        "device": "cpu",
+        "cache": cache,
+        "op": op,
+        "status": "ok",
+        "note": "",
+        "median_s": median,
+        "iqr_s": None if median is None else median * 0.02,
+        "min_s": None if median is None else median * 0.98,
+        "rounds": None if median is None else 5,
+        "payload_bytes": MIB64,
+        "file_bytes": MIB64 + 1_000,
+        "roundtrip": "exact",
+        "lazy": False,
+        "resident_before_cold": 0.0 if cache == "cold" else None,
+    }
+    base.update(extra)
+    return base
+
+
+def rows() -> list[dict]:
+    return [
+        row("torch", "torch", "save", median=0.12),
+        row("torch", "torch", "load", "warm", median=0.04, peak_rss_bytes=2 * MIB64),
+        row("torch", "torch", "load", "cold", median=0.05),
+        row(
+            "torch",
+            "torch",
+            "load",
+            "warm",
+            device="cuda",
+            status="unavailable",
+            median=None,
+            note="unavailable: torch cannot use device 'cuda' here",
+        ),
+        row(
+            "torch",
+            "safetensors",
+            "save",
+            median=0.11,
+            file_bytes=MIB64 + 200,
+            roundtrip="drift: root: key order changed",
+        ),
+        row(
+            "torch",
+            "safetensors",
+            "load",
+            "warm",
+            median=0.02,
+            peak_rss_bytes=MIB64,
+            roundtrip="drift: root: key order changed",
+            lazy=True,
+        ),
+        row("torch", "safetensors", "open", "warm", median=0.001, roundtrip="drift: root: key order changed"),
+        row("numpy", "npz", "save", median=0.13, file_bytes=MIB64 + 5_000),
+        row("numpy", "npz", "load", "warm", median=0.07, peak_rss_bytes=int(1.5 * MIB64)),
+        row(
+            "numpy",
+            "npy",
+            "save",
+            status="unsupported",
+            median=None,
+            payload_bytes=None,
+            file_bytes=None,
+            roundtrip=None,
+            note="npy cannot hold a dict",
+        ),
+        row(
+            "null-adapter",
+            "memory",
+            "load",
+            "warm",
+            median=2e-6,
+            workload="d2l-tensor",
+            payload_bytes=32,
+            file_bytes=0,
+            kind="tensor",
+        ),
+    ]
+
+
+def make_run(directory: Path, table: list[dict] | None = None) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    frame = pd.DataFrame(table if table is not None else rows()).reindex(columns=COLUMNS)
+    limits = {"memcpy": MEMCPY, "disk_write": 0.8, "disk_read_cold": 2.0, "h2d_pageable": None}
+    frame["gbps"] = frame["payload_bytes"] / frame["median_s"] / 1e9
+    frame.loc[frame["op"] == "open", "gbps"] = None
+    frame["limit"] = frame["op"].map({"save": "disk_write", "load": "memcpy"})
+    frame["limit_gbps"] = frame["limit"].map(limits)
+    frame["frac_of_limit"] = frame["gbps"] / frame["limit_gbps"]
+    frame["peak_rss_multiple"] = frame["peak_rss_bytes"] / frame["payload_bytes"]
+    frame.to_csv(directory / "results.csv", index=False)
+    (directory / "env.json").write_text(
+        json.dumps(
+            {
+                "date": "2026-11-22T00:00:00+00:00",
+                "git_commit": "abc123",
+                "cpu": "Test CPU",
+                "cores_logical": 2,
+                "ram_bytes": 24 << 30,
+                "kernel": "6.0",
+                "python": "3.11.7",
+                "gpu": "none (nvidia-smi not found)",
+                "filesystem": {"type": "ext4", "device": "/dev/vda", "mountpoint": "/"},
+                "versions": {"torch": "2.13.0"},
+            }
+        )
+    )
+    (directory / "limits.json").write_text(
+        json.dumps(
+            {
+                name: {
+                    "name": name,
+                    "gbps": value,
+                    "bytes": MIB64,
+                    "rounds": 3,
+                    "note": "unavailable: no CUDA" if value is None else "measured",
+                }
+                for name, value in limits.items()
+            }
+        )
+    )
+    return directory

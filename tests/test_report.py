@@ -1,0 +1,70 @@
+"""Reports are a pure function of stored results: right rows, right values, derived advice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench import report
+from tests.run_fixture import make_run
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    return make_run(tmp_path / "run")
+
+
+def test_workload_table_rows_and_values(run_dir: Path) -> None:
+    frame, _, _ = report.load_run(run_dir)
+    table = report.workload_table(frame, "size-64MiB").set_index(["framework", "format"])
+    torch_row = table.loc[("torch", "torch")]
+    assert torch_row["warm load GB/s"] == f"{(64 << 20) / 0.04 / 1e9:.3g}"
+    assert torch_row["warm % memcpy"] == f"{(64 << 20) / 0.04 / 1e9 / 8.0 * 100:.3g}%"
+    assert torch_row["peak RSS x payload"] == "2.00"
+    assert torch_row["overhead"] == "1000 B"
+    assert torch_row["round trip"] == "exact"
+    assert table.loc[("torch", "safetensors"), "lazy open"] == "1.00 ms"
+    assert table.loc[("numpy", "npy"), "round trip"] == "unsupported"
+    assert table.loc[("numpy", "npz"), "cold load GB/s"] == "n/a"
+
+
+def test_recommendations_come_from_the_numbers(run_dir: Path) -> None:
+    frame, _, _ = report.load_run(run_dir)
+    advice = report.recommendations(frame).set_index("framework")
+    assert advice.loc["torch", "fastest exact load"].startswith("torch "), "safetensors is faster but drifts"
+    assert advice.loc["torch", "smallest file"].startswith("safetensors ")
+    assert advice.loc["torch", "lowest peak memory"].startswith("safetensors (1.00x")
+    assert "null-adapter" not in advice.index
+
+
+def test_gpu_table_says_unavailable_with_reason(run_dir: Path) -> None:
+    frame, _, limits = report.load_run(run_dir)
+    gpu = report.gpu_table(frame, limits)
+    assert gpu.loc[0, "cuda GB/s"].startswith("unavailable: unavailable: torch cannot use device 'cuda'")
+
+
+def test_write_report_produces_markdown_tables_and_plots(run_dir: Path) -> None:
+    path = report.write_report(run_dir)
+    text = path.read_text()
+    for heading in (
+        "## Environment",
+        "## Which format should I use?",
+        "## dict: size-64MiB (64.0 MiB)",
+        "## GPU vs CPU load",
+        "## Plots",
+    ):
+        assert heading in text
+    assert "Harness overhead: 2.0 us per call" in text
+    assert "Test CPU" in text
+    assert "d2l-tensor" not in text.split("## Which format")[1], "null-adapter-only workloads get no section"
+    for name in ("load_throughput", "file_overhead", "peak_memory"):
+        assert (run_dir / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+        assert f"plots/{name}.png" in text
+    assert not pd.read_csv(run_dir / "tables" / "size-64MiB.csv").empty
+
+
+def test_report_is_deterministic(run_dir: Path) -> None:
+    first = report.write_report(run_dir).read_text()
+    assert report.write_report(run_dir).read_text() == first
