@@ -7,7 +7,9 @@ expected format before any framework parser sees it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import resource
 import shutil
 import struct
 import uuid
@@ -51,6 +53,51 @@ def _remove(path: Path) -> None:
             path.unlink()
 
 
+OS_MESSAGES = {
+    errno.EFBIG: ("File too large", "os error 27", "Errno 27"),
+    errno.ENOSPC: ("No space left on device", "os error 28", "Errno 28"),
+}
+
+
+def _mentions(error: BaseException, needles: tuple[str, ...]) -> bool:
+    seen = 0
+    current: BaseException | None = error
+    while current is not None and seen < 10:
+        if any(needle in str(current) for needle in needles):
+            return True
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return False
+
+
+def resource_exhaustion(error: BaseException, temporary: Path, directory: Path) -> OSError | None:
+    """If a failed save ran into the file-size limit or a full disk, an OSError saying so.
+
+    Frameworks report these in their own words (torch: "invalid file name", MXNet: "fwrite failed",
+    safetensors: "I/O error ... (os error 27)") and some delete the partial file; this turns them
+    into one clear error, judged by the partial file's size, the free space, or the OS's message.
+    """
+    for code, needles in OS_MESSAGES.items():
+        if _mentions(error, needles):
+            return OSError(code, os.strerror(code))
+    soft_limit, _hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    largest = 0
+    if temporary.exists():
+        files = [temporary] if temporary.is_file() else [f for f in temporary.rglob("*") if f.is_file()]
+        largest = max((f.stat().st_size for f in files), default=0)
+    if soft_limit != resource.RLIM_INFINITY and largest >= soft_limit:
+        return OSError(
+            errno.EFBIG,
+            f"File too large: the process's file-size limit (RLIMIT_FSIZE = {soft_limit:,} bytes) stopped the save",
+        )
+    stats = os.statvfs(directory)
+    if stats.f_bavail * stats.f_frsize < 1 << 20:
+        return OSError(
+            errno.ENOSPC, f"No space left on device: {directory} has {stats.f_bavail * stats.f_frsize:,} bytes free"
+        )
+    return None
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary sibling of `path`; on success fsync it, rename it over `path`, fsync the dir.
@@ -65,7 +112,16 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise FileNotFoundError(f"cannot save to {target}: directory {directory} does not exist")
     temporary = directory / f".tmp-{uuid.uuid4().hex[:12]}-{target.name}"
     try:
-        yield temporary
+        try:
+            yield temporary
+        except Exception as error:
+            cause = resource_exhaustion(error, temporary, directory)
+            if cause is None:
+                raise
+            raise OSError(
+                cause.errno,
+                f"saving {target} failed, nothing was replaced (a previous file there is intact): {cause.strerror}",
+            ) from error
         if not temporary.exists():
             raise FileNotFoundError(f"the saver wrote nothing at {temporary}")
         fsync_tree(temporary)

@@ -13,6 +13,7 @@ import numpy as np
 
 from frameworks import files
 from frameworks.base import Adapter, FormatSpec, check_mlp_state
+from frameworks.errors import FormatMismatchError
 from frameworks.trees import map_tree
 
 MAPPING_KINDS = frozenset({"dict", "mlp"})
@@ -51,6 +52,25 @@ SAFETENSORS = FormatSpec(
     files.is_safetensors,
     suffix=".safetensors",
 )
+
+
+def check_npy_size(path: Path) -> None:
+    """Refuse an .npy whose header declares more bytes than the file holds (a truncated file, or an
+    allocation bomb that would make np.load try to allocate terabytes)."""
+    with open(path, "rb") as handle:
+        major, _minor = np.lib.format.read_magic(handle)
+        reader = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        shape, _fortran_order, dtype = reader(handle)
+        header_end = handle.tell()
+    if dtype.hasobject:
+        return
+    declared = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    available = path.stat().st_size - header_end
+    if declared > available:
+        raise FormatMismatchError(
+            f"{path} is damaged: its .npy header declares shape {shape} of {dtype} ({declared:,} bytes) but "
+            f"only {available:,} bytes follow; the file is truncated or forged"
+        )
 
 
 def save_npy_pickle(tree: Any, path: Path) -> None:
@@ -104,6 +124,7 @@ class NumpyAdapter(Adapter):
 
     def _load(self, path: Path, format: str, device: str) -> Any:
         if format == "npy":
+            check_npy_size(path)
             return np.load(path, allow_pickle=False)
         if format == "npz":
             with np.load(path, allow_pickle=False) as archive:

@@ -12,6 +12,7 @@ import numpy as np
 
 from frameworks import files
 from frameworks.base import Adapter, FormatSpec, check_mlp_state
+from frameworks.errors import UnsafeLoadError
 
 TORCH = FormatSpec(
     "torch",
@@ -88,14 +89,40 @@ class TorchAdapter(Adapter):
 
     def _save(self, tree: Any, path: Path, format: str) -> None:
         if format == "torch":
-            self.torch.save(tree, path)
+            self._torch_save(tree, path)
         else:
             self._safetensors.save_file({key: value.contiguous() for key, value in tree.items()}, str(path))
 
+    def _torch_save(self, obj: Any, path: Path) -> None:
+        """torch.save through a Python file: on a failed write torch's own path writer removes the
+        partial file and reports "invalid file name", hiding the cause; a file object keeps it."""
+        with open(path, "wb") as handle:
+            self.torch.save(obj, handle)
+
     def _load(self, path: Path, format: str, device: str) -> Any:
         if format == "torch":
-            return self.torch.load(path, map_location=device, weights_only=True)
+            try:
+                return self.torch.load(path, map_location=device, weights_only=True)
+            except self.torch.serialization.pickle.UnpicklingError as error:
+                raise UnsafeLoadError(
+                    f"refusing {path}: it holds pickled objects beyond tensors and containers (a whole "
+                    f"model, say), which torch.load(weights_only=True) will not rebuild because unpickling "
+                    f"them runs code. If you trust the file, use load_whole_model(path, trusted=True). "
+                    f"torch said: {str(error).splitlines()[0][:200]}"
+                ) from error
         return self._safetensors.load_file(str(path), device=device)
+
+    def load_whole_model(self, path: str | Path, device: str = "cpu", *, trusted: bool = False) -> Any:
+        """`torch.load(weights_only=False)` of a `torch.save(model)` file: runs the file's pickle."""
+        source = files.require_existing(path)
+        files.expect_format(source, "torch", files.is_torch_zip(source), TORCH.signature)
+        if not trusted:
+            raise UnsafeLoadError(
+                f"refusing to unpickle {source} as a whole model: that runs code from the file. "
+                f"Pass trusted=True only for files you made (or load a state_dict instead)."
+            )
+        self.check_device(device)
+        return self.torch.load(source, map_location=device, weights_only=False)
 
     def new_mlp(self, params: dict[str, np.ndarray]) -> Any:
         model = self._mlp()
@@ -115,7 +142,7 @@ class TorchAdapter(Adapter):
 
     def _save_mlp(self, model: Any, path: Path, format: str) -> None:
         if format == "torch":
-            self.torch.save(model.state_dict(), path)
+            self._torch_save(model.state_dict(), path)
         else:
             self._safetensors.save_file(model.state_dict(), str(path))
 

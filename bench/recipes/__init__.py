@@ -1,0 +1,1 @@
+"""The seeds' recipes as code: checkpoints with optimizer state, transfer learning, whole models."""

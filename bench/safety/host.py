@@ -1,0 +1,121 @@
+"""Run one framework's safety matrix: `python -m bench.safety.host FRAMEWORK WORKDIR OUT.jsonl`.
+
+Inputs are generated in a child; every (format, mode, input) load then runs in its own process,
+forked from a server that has imported the framework, with a timeout, an address-space cap, and
+an RSS watchdog in this process. A marker file left behind proves code ran, whatever else happened.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+TIMEOUT_S = 60.0
+MEMORY_CAP_BYTES = 4 << 30
+
+
+def _generate(framework: str, workdir: str, manifest: str) -> None:
+    from bench.safety.inputs import generate, write_manifest
+
+    write_manifest(generate(framework, Path(workdir)), Path(manifest))
+
+
+def watch(process: multiprocessing.Process, receiver: object, timeout_s: float, cap_bytes: int) -> dict[str, str]:
+    """Wait for the child's report; turn silence into hang, crash or memory-blowup."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if receiver.poll(0.05):
+            try:
+                report = receiver.recv()
+            except EOFError:
+                report = None
+            process.join(10)
+            if report is not None:
+                return report
+            break
+        if not process.is_alive():
+            process.join()
+            break
+        try:
+            rss = psutil.Process(process.pid).memory_info().rss
+        except psutil.NoSuchProcess:
+            rss = 0
+        if rss > cap_bytes:
+            process.kill()
+            process.join()
+            return {"outcome": "memory-blowup", "detail": f"RSS passed {cap_bytes >> 20} MiB; killed"}
+        if time.monotonic() > deadline:
+            process.kill()
+            process.join()
+            return {"outcome": "hang", "detail": f"no result after {timeout_s:.0f} s; killed"}
+    code = process.exitcode
+    if code is not None and code < 0:
+        return {"outcome": "crash", "detail": f"killed by {signal.Signals(-code).name}"}
+    return {"outcome": "crash", "detail": f"exited with status {code} without a result"}
+
+
+def run_framework(framework: str, workdir: Path, out: Path, timeout_s: float = TIMEOUT_S) -> None:
+    from bench.safety.child import run_one
+    from bench.safety.inputs import read_manifest
+    from bench.safety.modes import MODES
+
+    os.environ["SERBENCH_SAFETY_FRAMEWORK"] = framework
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["bench.safety.preload"])
+    manifest = workdir / "manifest.json"
+    generator = context.Process(target=_generate, args=(framework, str(workdir), str(manifest)))
+    generator.start()
+    generator.join(600)
+    if generator.exitcode != 0:
+        raise RuntimeError(f"generating {framework} safety inputs failed (exit {generator.exitcode})")
+    with open(out, "a", encoding="utf-8") as results:
+        for item in read_manifest(manifest):
+            for mode in MODES[(framework, item.format)]:
+                if item.marker:
+                    Path(item.marker).unlink(missing_ok=True)
+                receiver, sender = context.Pipe(duplex=False)
+                process = context.Process(
+                    target=run_one, args=(framework, item.format, mode, item.path, MEMORY_CAP_BYTES, sender)
+                )
+                process.start()
+                sender.close()
+                report = watch(process, receiver, timeout_s, MEMORY_CAP_BYTES)
+                if item.marker and Path(item.marker).exists():
+                    report = {
+                        "outcome": "code-executed",
+                        "detail": f"marker file created; the load then gave: {report['outcome']}",
+                    }
+                record = {
+                    "framework": framework,
+                    "format": item.format,
+                    "mode": mode,
+                    "input": item.name,
+                    "group": item.group,
+                    **report,
+                }
+                results.write(json.dumps(record) + "\n")
+                results.flush()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("framework")
+    parser.add_argument("workdir", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--timeout", type=float, default=TIMEOUT_S)
+    args = parser.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    run_framework(args.framework, args.workdir, args.out, args.timeout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

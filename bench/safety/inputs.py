@@ -1,0 +1,295 @@
+"""Build the safety matrix's input files for one framework (runs in that framework's process).
+
+For each format: the valid file, the damaged variants derived from its bytes, another framework's
+file, a directory, a missing path; for pickle-bearing formats the canaries; for npy, safetensors
+and MXNet ndarray files an allocation bomb (a header declaring an enormous array).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import random
+import struct
+import zipfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import frameworks
+from bench import workloads
+from bench.safety.canary import Canary, lambda_source
+
+SAFETY_FORMATS: dict[str, tuple[str, ...]] = {
+    "numpy": ("npy", "npz", "npy-pickle", "safetensors"),
+    "torch": ("torch", "safetensors"),
+    "tensorflow": ("npy-pickle", "tf-checkpoint", "keras-h5", "keras", "safetensors"),
+    "mxnet": ("mx-ndarray", "gluon-params", "safetensors"),
+}
+"""`keras` is a whole Keras model (`model.save('m.keras')`), the carrier of the Lambda canary."""
+
+MODEL_FORMATS = ("keras-h5", "gluon-params", "keras")
+TENSOR_WORKLOAD = "d2l-dict"
+
+
+@dataclass(frozen=True)
+class SafetyInput:
+    format: str
+    name: str
+    path: str
+    group: str
+    """valid, hostile or damaged"""
+    marker: str = ""
+
+
+def reference(fmt: str) -> Any:
+    """What a correct load of the valid file gives, as NumPy."""
+    if fmt in MODEL_FORMATS:
+        return workloads.mlp_parameters(0)
+    if fmt == "npy":
+        return workloads.build("d2l-tensor")
+    return workloads.build(TENSOR_WORKLOAD)
+
+
+def suffix(framework: str, fmt: str) -> str:
+    return ".keras" if fmt == "keras" else frameworks.adapter_class(framework).spec(fmt).suffix
+
+
+def keras_model(params: dict[str, np.ndarray], marker: Path | None = None) -> Any:
+    """A functional Keras MLP (whole-model format); with `marker`, a Lambda canary in front."""
+    import keras
+
+    inputs = keras.Input((20,))
+    x = inputs
+    if marker is not None:
+        x = keras.layers.Lambda(eval(lambda_source(marker)))(x)
+    hidden = keras.layers.Dense(256, activation="relu", name="hidden")
+    output = keras.layers.Dense(10, name="output")
+    model = keras.Model(inputs, output(hidden(x)))
+    hidden.set_weights([params["hidden.weight"].T, params["hidden.bias"]])
+    output.set_weights([params["output.weight"].T, params["output.bias"]])
+    return model
+
+
+def save_valid(adapter: frameworks.Adapter, fmt: str, path: Path) -> None:
+    if fmt == "keras":
+        keras_model(reference(fmt)).save(path)
+    elif fmt in MODEL_FORMATS:
+        adapter.save_mlp(adapter.new_mlp(reference(fmt)), path, fmt)
+    else:
+        adapter.save(adapter.from_numpy(reference(fmt)), path, fmt)
+
+
+def _main_file(path: Path) -> Path:
+    """The file whose bytes carry the header and data (a checkpoint directory's data file)."""
+    if path.is_dir():
+        return next(p for p in sorted(path.iterdir()) if p.name.startswith("ckpt.data"))
+    return path
+
+
+def _zip_data_offset(data: bytes) -> int | None:
+    """Start of the tensor bytes in a zip: torch's largest storage record (`*/data/N`), else the largest
+    member (an npz's array, a .keras file's weights)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            storages = [info for info in archive.infolist() if "/data/" in info.filename]
+            member = max(storages or archive.infolist(), key=lambda info: info.compress_size)
+    except zipfile.BadZipFile:
+        return None
+    name_length, extra_length = struct.unpack("<HH", data[member.header_offset + 26 : member.header_offset + 30])
+    start = member.header_offset + 30 + name_length + extra_length
+    if member.filename.endswith(".npy"):
+        start += data_offset("npy", data[start:])
+    return start
+
+
+def _hdf5_data_offset(data: bytes) -> int | None:
+    """File offset of the largest contiguous dataset's bytes in an HDF5 file."""
+    import h5py
+
+    datasets: list[tuple[int, int]] = []
+    with h5py.File(io.BytesIO(data), "r") as handle:
+
+        def visit(_name: str, item: object) -> None:
+            if isinstance(item, h5py.Dataset) and item.id.get_offset() is not None:
+                datasets.append((item.size, item.id.get_offset()))
+
+        handle.visititems(visit)
+    return max(datasets)[1] if datasets else None
+
+
+def data_offset(fmt: str, data: bytes) -> int:
+    """Where the header ends and array bytes begin (a best estimate for container formats)."""
+    if data[:4] == b"PK\x03\x04" and (offset := _zip_data_offset(data)) is not None:
+        return offset
+    if data[:8] == b"\x89HDF\r\n\x1a\n" and (offset := _hdf5_data_offset(data)) is not None:
+        return offset
+    if data[:6] == b"\x93NUMPY":
+        header_len = struct.unpack("<H", data[8:10])[0] if data[6] == 1 else struct.unpack("<I", data[8:12])[0]
+        return (10 if data[6] == 1 else 12) + header_len
+    if fmt == "safetensors":
+        return 8 + struct.unpack("<Q", data[:8])[0]
+    return min(64, len(data) // 4)
+
+
+def _copy_tree(source: Path, target: Path) -> Path:
+    if source.is_dir():
+        target.mkdir()
+        for child in source.iterdir():
+            (target / child.name).write_bytes(child.read_bytes())
+    else:
+        target.write_bytes(source.read_bytes())
+    return target
+
+
+def damaged_variants(fmt: str, valid: Path, directory: Path, other_file: Path) -> list[tuple[str, Path]]:
+    """Every damaged input derived from the valid one: (name, path)."""
+    main = _main_file(valid)
+    data = main.read_bytes()
+    start = data_offset(fmt, data)
+    rng = random.Random(0)
+    variants: dict[str, bytes] = {
+        "zero-length": b"",
+        "truncated-1": data[:1],
+        "truncated-8": data[:8],
+        "truncated-mid-header": data[: max(1, start // 2)],
+        "truncated-mid-data": data[: start + max(1, (len(data) - start) // 2)],
+        "truncated-size-1": data[:-1],
+        "random-bytes": bytes(rng.getrandbits(8) for _ in range(len(data))),
+        "flipped-header-byte": _flip(data, max(0, min(start // 2, len(data) - 1))),
+        "flipped-data-byte": _flip(data, min(len(data) - 1, start + 1)),
+        "garbage-appended": data + b"\xde\xad\xbe\xef" * 64,
+    }
+    out = []
+    full_suffix = "".join(valid.suffixes)  # Keras needs all of ".weights.h5"
+    for name, payload in variants.items():
+        target = _copy_tree(valid, directory / f"{name}{full_suffix}")
+        (_main_file(target) if target.is_dir() else target).write_bytes(payload)
+        out.append((name, target))
+    foreign = directory / f"other-framework-file{full_suffix}"
+    if valid.is_dir():
+        foreign.mkdir()
+        (foreign / "ckpt.index").write_bytes(other_file.read_bytes())
+    else:
+        foreign.write_bytes(other_file.read_bytes())
+    out.append(("other-framework-file", foreign))
+    a_directory = directory / "a-directory"
+    a_directory.mkdir()
+    out.append(("a-directory", a_directory))
+    out.append(("missing-path", directory / f"missing{full_suffix}"))
+    return out
+
+
+def _flip(data: bytes, index: int) -> bytes:
+    if not data:
+        return data
+    mutable = bytearray(data)
+    mutable[index] ^= 0xFF
+    return bytes(mutable)
+
+
+def _npy_bomb(path: Path) -> None:
+    header = "{'descr': '<f4', 'fortran_order': False, 'shape': (1099511627776,), }"
+    header += " " * ((64 - (10 + len(header) + 1) % 64) % 64) + "\n"
+    path.write_bytes(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode() + b"\x00" * 64)
+
+
+def _safetensors_bomb(path: Path) -> None:
+    header = json.dumps({"w": {"dtype": "F32", "shape": [1 << 38], "data_offsets": [0, 1 << 40]}}).encode()
+    path.write_bytes(struct.pack("<Q", len(header)) + header + b"\x00" * 64)
+
+
+def _mxnet_bomb(path: Path) -> None:
+    """An NDArray-list file (magic 0x112) holding one float32 array whose shape claims 2^40 elements."""
+    array = struct.pack("<I", 0xF993FAC9)  # NDARRAY_V2_MAGIC
+    array += struct.pack("<i", 0)  # storage type: dense
+    array += struct.pack("<I", 2) + struct.pack("<qq", 1 << 20, 1 << 20)  # ndim, shape
+    array += struct.pack("<ii", 1, 0)  # context: cpu(0)
+    array += struct.pack("<i", 0)  # dtype float32
+    body = struct.pack("<QQ", 0x112, 0) + struct.pack("<Q", 1) + array + b"\x00" * 64 + struct.pack("<Q", 0)
+    path.write_bytes(body)
+
+
+BOMBS = {"npy": _npy_bomb, "npy-pickle": _npy_bomb, "safetensors": _safetensors_bomb, "mx-ndarray": _mxnet_bomb}
+
+
+def hostile_inputs(framework: str, fmt: str, directory: Path, markers: Path) -> list[tuple[str, Path, Path]]:
+    """Canaries carried the way this format carries code: (name, path, marker)."""
+    out = []
+
+    def marker(name: str) -> Path:
+        return markers / f"{framework}-{fmt}-{name}.marker"
+
+    if fmt in ("npy", "npy-pickle", "torch"):
+        plain = directory / "canary-plain-pickle.pkl"
+        with open(plain, "wb") as handle:
+            pickle.dump(Canary(marker("canary-plain-pickle")), handle)
+        out.append(("canary-plain-pickle", plain, marker("canary-plain-pickle")))
+    if fmt in ("npy", "npy-pickle"):
+        path = directory / "canary-object-array.npy"
+        np.save(path, np.array([Canary(marker("canary-object-array"))], dtype=object), allow_pickle=True)
+        out.append(("canary-object-array", path, marker("canary-object-array")))
+    if fmt == "npz":
+        path = directory / "canary-object-array.npz"
+        np.savez(path, x=np.array([Canary(marker("canary-object-array"))], dtype=object))
+        out.append(("canary-object-array", path, marker("canary-object-array")))
+    if fmt == "torch":
+        import torch
+
+        path = directory / "canary-in-torch-zip.pt"
+        torch.save({"weight": torch.ones(2), "hook": Canary(marker("canary-in-torch-zip"))}, path)
+        with zipfile.ZipFile(path) as archive:
+            assert any(name.endswith("data.pkl") for name in archive.namelist())
+        out.append(("canary-in-torch-zip", path, marker("canary-in-torch-zip")))
+    if fmt == "keras":
+        path = directory / "canary-lambda-layer.keras"
+        lambda_marker = marker("canary-lambda-layer")
+        keras_model(reference(fmt), lambda_marker).save(path)
+        lambda_marker.unlink(missing_ok=True)  # building the model ran the lambda once; start clean
+        out.append(("canary-lambda-layer", path, lambda_marker))
+    return out
+
+
+def foreign_bytes(framework: str) -> bytes:
+    """A small valid file of another framework: an empty MXNet NDArray list, or for MXNet an .npy."""
+    if framework == "mxnet":
+        buffer = io.BytesIO()
+        np.save(buffer, np.arange(3))
+        return buffer.getvalue()
+    return struct.pack("<QQQQ", 0x112, 0, 0, 0)
+
+
+def generate(framework: str, directory: Path) -> list[SafetyInput]:
+    """Write every input for `framework` under `directory`; returns the manifest."""
+    adapter = frameworks.get_adapter(framework)
+    markers = directory / "markers"
+    markers.mkdir(parents=True, exist_ok=True)
+    other = directory / "other-framework.bin"
+    other.write_bytes(foreign_bytes(framework))
+    manifest = []
+    for fmt in SAFETY_FORMATS[framework]:
+        fmt_dir = directory / fmt
+        fmt_dir.mkdir()
+        valid = fmt_dir / f"valid{suffix(framework, fmt)}"
+        save_valid(adapter, fmt, valid)
+        manifest.append(SafetyInput(fmt, "valid", str(valid), "valid"))
+        for name, path, marker in hostile_inputs(framework, fmt, fmt_dir, markers):
+            manifest.append(SafetyInput(fmt, name, str(path), "hostile", str(marker)))
+        for name, path in damaged_variants(fmt, valid, fmt_dir, other):
+            manifest.append(SafetyInput(fmt, name, str(path), "damaged"))
+        if fmt in BOMBS:
+            bomb = fmt_dir / f"allocation-bomb{suffix(framework, fmt)}"
+            BOMBS[fmt](bomb)
+            manifest.append(SafetyInput(fmt, "allocation-bomb", str(bomb), "damaged"))
+    return manifest
+
+
+def write_manifest(inputs: list[SafetyInput], path: Path) -> None:
+    path.write_text(json.dumps([asdict(item) for item in inputs], indent=1))
+
+
+def read_manifest(path: Path) -> list[SafetyInput]:
+    return [SafetyInput(**item) for item in json.loads(path.read_text())]

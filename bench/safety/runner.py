@@ -1,0 +1,132 @@
+"""`serbench safety --out DIR`: run every framework's safety matrix and write safety.csv/.md."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+import frameworks
+from bench.environment import environment
+from bench.safety.inputs import SAFETY_FORMATS
+from frameworks.files import write_bytes_atomic
+
+COLUMNS = ["framework", "format", "mode", "input", "group", "outcome", "detail"]
+HOST_TIMEOUT_S = 3600
+SHORT = {
+    "loaded-exact": "ok",
+    "clear-error": "error",
+    "silent-wrong-data": "WRONG",
+    "code-executed": "CODE",
+    "crash": "CRASH",
+    "hang": "HANG",
+    "memory-blowup": "MEM",
+}
+
+
+def run_safety(out: Path, framework_names: tuple[str, ...] | None = None, timeout_s: float = 60.0) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "raw").mkdir(exist_ok=True)
+    write_bytes_atomic(out / "env.json", json.dumps(environment(out), indent=1, default=str).encode())
+    records = []
+    for framework in framework_names or frameworks.names():
+        workdir = out / "inputs" / framework
+        shutil.rmtree(workdir, ignore_errors=True)
+        workdir.mkdir(parents=True)
+        jsonl = out / "raw" / f"safety-{framework}.jsonl"
+        jsonl.unlink(missing_ok=True)
+        command = [
+            sys.executable,
+            "-m",
+            "bench.safety.host",
+            framework,
+            str(workdir),
+            str(jsonl),
+            "--timeout",
+            str(timeout_s),
+        ]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=HOST_TIMEOUT_S, check=False)
+        if result.returncode != 0:
+            reason = (result.stderr.strip().splitlines() or ["?"])[-1][:300]
+            for fmt in SAFETY_FORMATS[framework]:
+                records.append(
+                    {
+                        "framework": framework,
+                        "format": fmt,
+                        "mode": "-",
+                        "input": "-",
+                        "group": "-",
+                        "outcome": "unavailable",
+                        "detail": reason,
+                    }
+                )
+        if jsonl.exists():
+            records += [json.loads(line) for line in jsonl.read_text().splitlines()]
+        shutil.rmtree(workdir, ignore_errors=True)
+    shutil.rmtree(out / "inputs", ignore_errors=True)
+    frame = pd.DataFrame(records).reindex(columns=COLUMNS)
+    write_bytes_atomic(out / "safety.csv", frame.to_csv(index=False).encode())
+    write_bytes_atomic(out / "safety.md", safety_markdown(frame).encode())
+    return out
+
+
+def loader_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """loader (framework / format / mode) x input -> short outcome."""
+    frame = frame[frame["input"] != "-"].copy()
+    frame["loader"] = frame["framework"] + " / " + frame["format"] + " / " + frame["mode"]
+    table = frame.pivot_table(index="loader", columns="input", values="outcome", aggfunc="first", sort=False)
+    return table.apply(
+        lambda column: column.map(lambda value: SHORT.get(value, value) if isinstance(value, str) else "-")
+    )
+
+
+def verdicts(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per loader: is it safe for untrusted files? Derived from the outcomes, nothing typed."""
+    rows = []
+    frame = frame[frame["input"] != "-"]
+    for (framework, fmt, mode), group in frame.groupby(["framework", "format", "mode"], sort=False):
+        outcomes = group.set_index("input")["outcome"]
+        executed = sorted(outcomes[outcomes == "code-executed"].index)
+        wrong = sorted(outcomes[outcomes == "silent-wrong-data"].index)
+        dangerous = sorted(outcomes[outcomes.isin(["crash", "hang", "memory-blowup"])].index)
+        if executed:
+            verdict = "UNSAFE: runs code from the file"
+        elif dangerous:
+            verdict = "not robust: " + ", ".join(f"{i} ({outcomes[i]})" for i in dangerous)
+        elif wrong:
+            verdict = "safe from code, but returns wrong data silently for: " + ", ".join(wrong)
+        else:
+            verdict = "safe: clear errors only"
+        rows.append(
+            {"loader": f"{framework} / {fmt} / {mode}", "verdict": verdict, "valid file": outcomes.get("valid", "-")}
+        )
+    return pd.DataFrame(rows)
+
+
+def safety_markdown(frame: pd.DataFrame) -> str:
+    legend = ", ".join(f"`{short}` {long}" for long, short in SHORT.items())
+    unavailable = frame[frame["outcome"] == "unavailable"]
+    lines = [
+        "## Which loaders are safe for untrusted files",
+        "",
+        verdicts(frame).to_markdown(index=False, disable_numparse=True),
+        "",
+    ]
+    if not unavailable.empty:
+        lines += [
+            "Not measured: " + "; ".join(sorted(set(unavailable["framework"] + ": " + unavailable["detail"]))),
+            "",
+        ]
+    lines += [
+        "## Every loader against every input",
+        "",
+        f"Legend: {legend}.",
+        "",
+        loader_table(frame).to_markdown(disable_numparse=True),
+        "",
+    ]
+    return "\n".join(lines)
