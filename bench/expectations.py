@@ -21,14 +21,14 @@ HOLDS: dict[tuple[str, str], frozenset[str]] = {
     ("numpy", "npz"): MAPPING,
     ("numpy", "npy-pickle"): ALL,
     ("numpy", "safetensors"): MAPPING,
-    ("torch", "torch"): ALL,
+    ("torch", "torch"): ALL | {"checkpoint"},
     ("torch", "safetensors"): MAPPING,
     ("tensorflow", "npy-pickle"): ALL,
-    ("tensorflow", "tf-checkpoint"): ALL,
+    ("tensorflow", "tf-checkpoint"): ALL | {"checkpoint"},
     ("tensorflow", "keras-h5"): frozenset({"mlp"}),
     ("tensorflow", "safetensors"): MAPPING,
     ("mxnet", "mx-ndarray"): frozenset({"tensor", "list", "dict", "mlp"}),
-    ("mxnet", "gluon-params"): frozenset({"mlp"}),
+    ("mxnet", "gluon-params"): frozenset({"mlp", "checkpoint"}),
     ("mxnet", "safetensors"): MAPPING,
 }
 """Kinds each format can store; anything else must raise UnsupportedError naming both."""

@@ -27,9 +27,21 @@ class Preset:
 
 
 PRESETS = {
-    "quick": Preset(("d2l-dict", "d2l-mlp", "size-1MiB", "size-64MiB"), {"small": 15, "medium": 5, "large": 3}),
+    "quick": Preset(
+        ("d2l-dict", "d2l-mlp", "d2l-checkpoint", "size-1MiB", "size-64MiB"), {"small": 15, "medium": 5, "large": 3}
+    ),
     "full": Preset(
-        ("d2l-tensor", "d2l-list", "d2l-dict", "d2l-mlp", "nested", "size-1MiB", "size-64MiB", "vgg16"),
+        (
+            "d2l-tensor",
+            "d2l-list",
+            "d2l-dict",
+            "d2l-mlp",
+            "d2l-checkpoint",
+            "nested",
+            "size-1MiB",
+            "size-64MiB",
+            "vgg16",
+        ),
         {"small": 30, "medium": 7, "large": 5},
     ),
 }
@@ -91,7 +103,8 @@ def plan(
                     cases.append(Case(framework, spec.name, name, "cpu", "-", "save", 0, held=False))
                     continue
                 cases.append(Case(framework, spec.name, name, "cpu", "-", "save", rounds))
-                load_devices = ("cpu",) if workload.kind == "mlp" or framework == NullAdapter.name else devices
+                model_kind = workload.kind in ("mlp", "checkpoint")
+                load_devices = ("cpu",) if model_kind or framework == NullAdapter.name else devices
                 for device in load_devices:
                     for cache in caches:
                         cases.append(Case(framework, spec.name, name, device, cache, "load", rounds))

@@ -133,6 +133,29 @@ def roundtrip_mlp(adapter: Adapter, format: str, params: dict[str, np.ndarray], 
     return outcome_of(params, adapter.mlp_state(clone))
 
 
+def roundtrip_checkpoint(adapter: Adapter, format: str, directory: Path) -> Outcome:
+    """Train two steps, checkpoint in the framework's idiom, restore into fresh objects, compare all
+    model and optimizer state."""
+    from bench.recipes.training import RECIPES, checkpoint_path_name, training_recipe
+
+    try:
+        adapter.check_holds(adapter.spec(format), "checkpoint")
+        if adapter.name not in RECIPES:
+            raise UnsupportedError(f"{adapter.name} has no optimizer, so no training checkpoint")
+        recipe = training_recipe(adapter.name)
+        model, optimizer = recipe.new(0)
+        loss = recipe.train(model, optimizer, 0, 2)
+        path = directory / checkpoint_path_name(adapter.name)
+        recipe.save_checkpoint(path, model, optimizer, epoch=2, loss=loss)
+        fresh_model, fresh_optimizer = recipe.new(1)
+        recipe.load_checkpoint(path, fresh_model, fresh_optimizer)
+    except UnsupportedError as error:
+        return Outcome("unsupported", detail=str(error))
+    except Exception as error:  # noqa: BLE001
+        return Outcome("error", detail=f"{type(error).__name__}: {str(error).splitlines()[0][:200]}")
+    return outcome_of(recipe.state(model, optimizer), recipe.state(fresh_model, fresh_optimizer))
+
+
 def roundtrip(adapter: Adapter, format: str, workload_name: str, directory: Path | None = None) -> Outcome:
     """Round-trip one named workload through one adapter and format."""
     from bench import workloads
@@ -142,4 +165,6 @@ def roundtrip(adapter: Adapter, format: str, workload_name: str, directory: Path
     with tempfile.TemporaryDirectory(dir=directory) as scratch:
         if workload.kind == "mlp":
             return roundtrip_mlp(adapter, format, tree, Path(scratch))
+        if workload.kind == "checkpoint":
+            return roundtrip_checkpoint(adapter, format, Path(scratch))
         return roundtrip_tree(adapter, format, tree, Path(scratch))

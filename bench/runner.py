@@ -65,6 +65,9 @@ def _run_chunk(framework: str, cases: list[Case], raw: Path, scratch: Path) -> N
     partial = raw / f".benchmark-{framework}.json.partial"
     write_plan(cases, plan_path)
     outcomes.unlink(missing_ok=True)
+    if not any(case.held for case in cases):
+        write_json(final, {"benchmarks": [], "note": "no case of this selection is held by these formats"})
+        return
     env = {
         **os.environ,
         "SERBENCH_PLAN": str(plan_path),

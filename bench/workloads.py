@@ -105,6 +105,19 @@ def mlp_parameters(seed: int = 0) -> dict[str, np.ndarray]:
     return params
 
 
+def mlp_checkpoint_shape() -> dict[str, dict[str, np.ndarray]]:
+    """What an Adam checkpoint of the d2l MLP holds, for sizing: the parameters and two moments each.
+
+    The checkpoint itself is made by each framework's training recipe (`bench.recipes.training`).
+    """
+    params = mlp_parameters(0)
+    return {
+        "model": params,
+        "exp_avg": {k: v * 0.1 for k, v in params.items()},
+        "exp_avg_sq": {k: v * v for k, v in params.items()},
+    }
+
+
 def mlp_input(seed: int = 0) -> np.ndarray:
     return rng(2_000 + seed).standard_normal(MLP_INPUT_SHAPE, dtype=np.float32)
 
@@ -167,6 +180,7 @@ def _d2l() -> list[Workload]:
         Workload("d2l-list", "list", "d2l", "small", lambda: [x(), y()]),
         Workload("d2l-dict", "dict", "d2l", "small", lambda: {"x": x(), "y": y()}),
         Workload("d2l-mlp", "mlp", "d2l", "small", mlp_parameters, "float32"),
+        Workload("d2l-checkpoint", "checkpoint", "d2l", "small", mlp_checkpoint_shape, "float32"),
     ]
 
 

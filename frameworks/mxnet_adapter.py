@@ -28,7 +28,7 @@ MX_NDARRAY = FormatSpec(
 )
 GLUON_PARAMS = FormatSpec(
     "gluon-params",
-    frozenset({"mlp"}),
+    frozenset({"mlp", "checkpoint"}),
     "Gluon Block.save_parameters: a Block's parameters by structural name",
     "the MXNet NDArray-list magic 0x112",
     files.is_mxnet_ndarray_list,

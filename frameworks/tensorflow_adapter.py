@@ -34,7 +34,7 @@ NPY_PICKLE = FormatSpec(
 )
 TF_CHECKPOINT = FormatSpec(
     "tf-checkpoint",
-    ALL_KINDS,
+    ALL_KINDS | {"checkpoint"},
     "tf.train.Checkpoint: variables by object-graph path, in a directory (ckpt.index, ckpt.data-*)",
     "a directory holding a TensorFlow table ckpt.index",
     files.is_tf_checkpoint,

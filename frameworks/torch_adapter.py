@@ -16,7 +16,7 @@ from frameworks.errors import UnsafeLoadError
 
 TORCH = FormatSpec(
     "torch",
-    frozenset({"tensor", "list", "dict", "nested", "mlp"}),
+    frozenset({"tensor", "list", "dict", "nested", "mlp", "checkpoint"}),
     "torch.save: a zip holding a pickle (data.pkl) and raw storages; loaded with weights_only=True",
     "a zip archive holding data.pkl",
     files.is_torch_zip,

@@ -8,8 +8,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-KINDS = ("tensor", "list", "dict", "nested", "mlp")
-"""`nested` is a list or dict holding containers; `mlp` is a dict of MLP parameters."""
+KINDS = ("tensor", "list", "dict", "nested", "mlp", "checkpoint")
+"""`nested` is a list or dict holding containers; `mlp` is a dict of MLP parameters; `checkpoint` is
+a training checkpoint (model + Adam state + epoch + loss) in the framework's own idiom."""
 
 
 def is_container(obj: Any) -> bool:

@@ -1,4 +1,5 @@
-"""The PyTorch seeds' recipes (000, 001, 002, 004), each checked for the behaviour it promises."""
+"""The PyTorch seeds' recipes (000, 001, 002, 004), each checked for the behaviour it promises.
+Checkpoints with optimizer state and eval mode, in every framework: test_training_checkpoints.py."""
 
 from __future__ import annotations
 
@@ -16,68 +17,6 @@ from bench.recipes import torch_recipes as recipes
 from tests.conftest import adapter_or_skip
 
 torch = pytest.importorskip("torch", reason="the PyTorch recipes need torch")
-
-
-def state_bytes(model: object) -> dict[str, bytes]:
-    return {k: v.detach().numpy().tobytes() for k, v in model.state_dict().items()}
-
-
-def test_checkpoint_resume_is_bit_identical_to_uninterrupted_training(tmp_path: Path) -> None:
-    """Train k steps, checkpoint (model + Adam moments + epoch + loss), restore into fresh objects,
-    train m more: the result equals k + m uninterrupted steps bit for bit."""
-    k, m = 3, 4
-    straight, straight_opt = recipes.mlp_with_adam()
-    recipes.train_steps(straight, straight_opt, 0, k + m)
-
-    first, first_opt = recipes.mlp_with_adam()
-    loss = recipes.train_steps(first, first_opt, 0, k)
-    path = tmp_path / "checkpoint.pt"
-    recipes.save_checkpoint(path, first, first_opt, epoch=k, loss=loss)
-
-    resumed, resumed_opt = recipes.mlp_with_adam(seed=1)
-    epoch, saved_loss = recipes.load_checkpoint(path, resumed, resumed_opt)
-    assert (epoch, saved_loss) == (k, loss)
-    assert "exp_avg_sq" in resumed_opt.state_dict()["state"][0], "Adam's second moments must be restored"
-    recipes.train_steps(resumed, resumed_opt, epoch, m)
-    assert state_bytes(resumed) == state_bytes(straight)
-
-
-def test_resume_without_optimizer_state_is_not_identical(tmp_path: Path) -> None:
-    """The control: restoring only the weights (fresh Adam moments) diverges, so the test above can fail."""
-    straight, straight_opt = recipes.mlp_with_adam()
-    recipes.train_steps(straight, straight_opt, 0, 7)
-    first, first_opt = recipes.mlp_with_adam()
-    recipes.train_steps(first, first_opt, 0, 3)
-    resumed, resumed_opt = recipes.mlp_with_adam(seed=1)
-    resumed.load_state_dict(first.state_dict())
-    recipes.train_steps(resumed, resumed_opt, 3, 4)
-    assert state_bytes(resumed) != state_bytes(straight)
-
-
-def test_bn_dropout_buffers_survive_and_eval_mode_is_deterministic(tmp_path: Path) -> None:
-    model = recipes.bn_mlp().train()
-    inputs, _ = recipes.batch(0)
-    model(inputs)  # one training forward updates running_mean, running_var, num_batches_tracked
-    path = tmp_path / "bn.pt"
-    torch.save(model.state_dict(), path)
-    clone = recipes.bn_mlp(seed=1)
-    clone.load_state_dict(torch.load(path, weights_only=True))
-    assert {k for k in clone.state_dict() if "running" in k or "num_batches" in k} == {
-        "1.running_mean",
-        "1.running_var",
-        "1.num_batches_tracked",
-    }
-    assert state_bytes(clone) == state_bytes(model)
-    assert int(clone.state_dict()["1.num_batches_tracked"]) == 1
-
-    clone.eval()
-    with torch.no_grad():
-        first, second = clone(inputs), clone(inputs)
-        original = model.eval()(inputs)
-    assert first.numpy().tobytes() == second.numpy().tobytes() == original.numpy().tobytes()
-    clone.train()
-    with torch.no_grad():
-        assert not torch.equal(clone(inputs), clone(inputs)), "train mode (dropout) must vary: why eval() matters"
 
 
 WHOLE_MODEL_SAVER = textwrap.dedent("""

@@ -22,6 +22,7 @@ from bench import pagecache, workloads
 from bench.materialize import materialize
 from bench.null_adapter import NullAdapter
 from bench.plan import Case, read_plan
+from bench.recipes.training import training_recipe
 from bench.roundtrip import outcome_of
 
 PLAN = (
@@ -74,12 +75,20 @@ def test_io(case: Case, benchmark: Any) -> None:
     workload = workloads.WORKLOADS[case.workload]
     spec = adapter.spec(case.format)
     reference = workloads.build(case.workload)
-    is_mlp = workload.kind == "mlp"
-    native = adapter.new_mlp(reference) if is_mlp else adapter.from_numpy(reference)
+    is_mlp, is_checkpoint = workload.kind == "mlp", workload.kind == "checkpoint"
     path = file_for(case, spec.suffix, scratch_dir())
+    if is_checkpoint:
+        recipe = training_recipe(case.framework)
+        native = recipe.new(0)
+        last_loss = recipe.train(*native, 0, 2)
+        reference = recipe.state(*native)
+    else:
+        native = adapter.new_mlp(reference) if is_mlp else adapter.from_numpy(reference)
 
     def save() -> None:
-        if is_mlp:
+        if is_checkpoint:
+            recipe.save_checkpoint(path, *native, epoch=2, loss=last_loss)
+        elif is_mlp:
             adapter.save_mlp(native, path, case.format)
         else:
             adapter.save(native, path, case.format)
@@ -95,11 +104,18 @@ def test_io(case: Case, benchmark: Any) -> None:
                 residency.append(pagecache.resident_fraction(path))
             else:
                 pagecache.warm(path)
-        clone = adapter.new_mlp(workloads.mlp_parameters(seed=1)) if is_mlp else None
+        clone: Any = None
+        if is_mlp:
+            clone = adapter.new_mlp(workloads.mlp_parameters(seed=1))
+        elif is_checkpoint:
+            clone = recipe.new(1)
         release_free_memory()
         return (clone,), {}
 
     def load(clone: Any) -> Any:
+        if is_checkpoint:
+            recipe.load_checkpoint(path, *clone)
+            return clone
         if is_mlp:
             return adapter.load_mlp(path, case.format, clone)
         tree = adapter.load(path, case.format, case.device, trusted=True)
@@ -131,7 +147,10 @@ def test_io(case: Case, benchmark: Any) -> None:
     info["file_bytes"] = 0 if case.framework == NullAdapter.name else pagecache.size_on_disk(path)
     info["lazy"] = spec.lazy
     info["resident_before_cold"] = max(residency) if residency else None
-    (clone,), _ = prepare() if is_mlp else ((None,), {})
+    (clone,), _ = prepare() if is_mlp or is_checkpoint else ((None,), {})
     loaded = load(clone)
-    back = adapter.mlp_state(loaded) if is_mlp else adapter.to_numpy(loaded)
+    if is_checkpoint:
+        back = recipe.state(*loaded)
+    else:
+        back = adapter.mlp_state(loaded) if is_mlp else adapter.to_numpy(loaded)
     info["roundtrip"] = outcome_of(reference, back).summary()

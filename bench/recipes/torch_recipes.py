@@ -1,84 +1,13 @@
-"""PyTorch recipes from the seeds: training checkpoints with Adam, a VGG16-shaped backbone for
-transfer learning (names and shapes of torchvision's, nothing downloaded), a BatchNorm/Dropout MLP.
+"""PyTorch recipes from the seeds: a VGG16-shaped backbone for transfer learning (torchvision's
+names and shapes, nothing downloaded), partial loading and freezing. Training checkpoints and the
+BatchNorm/Dropout model, in every framework, are in `bench.recipes.training`.
 
 torch is imported inside each function: this module is imported by tests that may run without it.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
-
-import numpy as np
-
-from bench import workloads
-from frameworks.files import atomic_path
-
-
-def bn_mlp(seed: int = 0) -> Any:
-    """Seed 002's kind of model: Linear -> BatchNorm1d -> ReLU -> Dropout -> Linear."""
-    import torch
-
-    torch.manual_seed(seed)
-    return torch.nn.Sequential(
-        torch.nn.Linear(20, 256),
-        torch.nn.BatchNorm1d(256),
-        torch.nn.ReLU(),
-        torch.nn.Dropout(0.5),
-        torch.nn.Linear(256, 10),
-    )
-
-
-def mlp_with_adam(seed: int = 0, lr: float = 1e-2) -> tuple[Any, Any]:
-    import torch
-
-    from frameworks import get_adapter
-
-    model = get_adapter("torch").new_mlp(workloads.mlp_parameters(seed)).train()
-    return model, torch.optim.Adam(model.parameters(), lr=lr)
-
-
-def batch(step: int) -> tuple[Any, Any]:
-    """Deterministic training data for step `step`."""
-    import torch
-
-    generator = np.random.default_rng([workloads.SEED, 5_000, step])
-    inputs = generator.standard_normal((16, 20), dtype=np.float32)
-    targets = generator.integers(0, 10, size=16)
-    return torch.from_numpy(inputs), torch.from_numpy(targets)
-
-
-def train_steps(model: Any, optimizer: Any, start: int, count: int) -> float:
-    import torch
-
-    loss = torch.tensor(float("nan"))
-    for step in range(start, start + count):
-        inputs, targets = batch(step)
-        optimizer.zero_grad()
-        loss = torch.nn.functional.cross_entropy(model(inputs), targets)
-        loss.backward()
-        optimizer.step()
-    return float(loss.detach())
-
-
-def save_checkpoint(path: Path, model: Any, optimizer: Any, epoch: int, loss: float) -> None:
-    """Seed 001/002's idiom: one file with model and optimizer state_dicts, epoch and loss; atomic."""
-    import torch
-
-    with atomic_path(path) as temporary:
-        torch.save(
-            {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "loss": loss}, temporary
-        )
-
-
-def load_checkpoint(path: Path, model: Any, optimizer: Any) -> tuple[int, float]:
-    import torch
-
-    checkpoint = torch.load(path, weights_only=True, map_location="cpu")
-    model.load_state_dict(checkpoint["model"])
-    optimizer.load_state_dict(checkpoint["optimizer"])
-    return checkpoint["epoch"], checkpoint["loss"]
-
 
 VGG16_CONV = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 
