@@ -107,6 +107,13 @@ def cmd_safety_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_index(args: argparse.Namespace) -> int:
+    from bench.index import write_index
+
+    print(write_index(args.results))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="serbench", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -155,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
     safety_table.add_argument("--source", type=Path, default=Path("results/reference-safety/safety.csv"))
     safety_table.add_argument("--update-readme", metavar="README", help="rewrite the generated block in this file")
     safety_table.set_defaults(func=cmd_safety_table)
+
+    index = commands.add_parser("index", help="write results/README.md indexing the stored runs")
+    index.add_argument("results", type=Path, nargs="?", default=Path("results"))
+    index.set_defaults(func=cmd_index)
     return parser
 
 

@@ -211,6 +211,23 @@ def environment_block(env: dict, limits: dict) -> str:
     return "\n".join(lines)
 
 
+def safety_section(run_dir: Path) -> list[str]:
+    """The safety table when the run directory holds one (`serbench safety --out RUN_DIR`), else a pointer."""
+    from bench.safety.runner import safety_markdown
+
+    source = Path(run_dir) / "safety.csv"
+    if not source.exists():
+        return [
+            "## Safety",
+            "",
+            "Not measured in this run: `serbench safety --out " + str(run_dir) + "` adds it; "
+            "the committed reference is `results/reference-safety/safety.md`.",
+            "",
+        ]
+    table = safety_markdown(pd.read_csv(source, keep_default_na=False)).replace("## ", "### ")
+    return ["## Safety", "", table, ""]
+
+
 def write_report(run_dir: Path) -> Path:
     """Write report.md, tables/*.csv and plots/*.png into `run_dir`; returns the report path."""
     from bench import plots
@@ -250,6 +267,7 @@ def write_report(run_dir: Path) -> Path:
     h2d_text = f"{h2d['gbps']:.2f} GB/s" if h2d.get("gbps") else h2d.get("note", "unavailable")
     sections += ["## GPU vs CPU load", "", f"Host-to-device limit (pageable): {h2d_text}.", "", _markdown(gpu), ""]
     gpu.to_csv(tables_dir / "gpu_vs_cpu.csv", index=False)
+    sections += safety_section(run_dir)
     figures = plots.draw_all(frame, limits, plots_dir)
     sections += ["## Plots", ""] + [f"![{name}](plots/{name}.png)" for name in figures] + [""]
     report = run_dir / "report.md"

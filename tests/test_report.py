@@ -65,6 +65,26 @@ def test_write_report_produces_markdown_tables_and_plots(run_dir: Path) -> None:
     assert not pd.read_csv(run_dir / "tables" / "size-64MiB.csv").empty
 
 
+def test_report_embeds_a_safety_table_when_the_run_has_one(run_dir: Path) -> None:
+    assert "Not measured in this run" in report.write_report(run_dir).read_text()
+    pd.DataFrame(
+        [
+            {
+                "framework": "torch",
+                "format": "torch",
+                "mode": "torch.load weights_only=False",
+                "input": "canary-in-torch-zip",
+                "group": "hostile",
+                "outcome": "code-executed",
+                "detail": "marker file created",
+            }
+        ]
+    ).to_csv(run_dir / "safety.csv", index=False)
+    text = report.write_report(run_dir).read_text()
+    assert "### Which loaders are safe for untrusted files" in text
+    assert "UNSAFE: runs code from the file" in text
+
+
 def test_report_is_deterministic(run_dir: Path) -> None:
     first = report.write_report(run_dir).read_text()
     assert report.write_report(run_dir).read_text() == first

@@ -1,0 +1,44 @@
+"""The results index lists every stored run with its date, machine and commit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench.index import index_frame, write_index
+
+RESULTS = Path(__file__).resolve().parent.parent / "results"
+
+
+def test_index_rows_come_from_env_json(tmp_path: Path) -> None:
+    for name, extra in (("2026-a-quick", {}), ("safety-x", {"safety.csv": ""})):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "env.json").write_text(
+            json.dumps(
+                {
+                    "date": "2026-11-22T00:00:00+00:00",
+                    "cpu": "Test CPU",
+                    "cores_logical": 2,
+                    "ram_bytes": 24 << 30,
+                    "gpu": "none",
+                    "git_commit": "0123456789abcdef",
+                }
+            )
+        )
+        for file, text in extra.items():
+            (run / file).write_text(text)
+    frame = index_frame(tmp_path)
+    assert list(frame["kind"]) == ["benchmark", "safety"]
+    assert frame.loc[0, "run"] == "[2026-a-quick](2026-a-quick/report.md)"
+    assert frame.loc[0, "machine"] == "Test CPU, 2 cores, 24 GiB"
+    assert frame.loc[0, "commit"] == "`0123456789ab`"
+    assert "Test CPU" in write_index(tmp_path).read_text()
+
+
+def test_committed_index_is_current() -> None:
+    readme = RESULTS / "README.md"
+    expected = index_frame(RESULTS).to_markdown(index=False, disable_numparse=True)
+    assert expected in readme.read_text(), "results/README.md is stale: run `serbench index`"
+    for env in RESULTS.glob("*/env.json"):
+        assert env.parent.name in readme.read_text()
