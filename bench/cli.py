@@ -74,7 +74,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from bench.compare import compare, has_regression, load_any, render
 
-    table = compare(load_any(args.base), load_any(args.new), threshold=args.threshold)
+    table = compare(load_any(args.base), load_any(args.new), threshold=args.threshold, noise_floor=args.noise_floor)
     print(render(table, show_all=args.all))
     if has_regression(table):
         print("serbench compare: regression found", file=sys.stderr)
@@ -149,6 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("base", type=Path, help="run directory or pytest-benchmark JSON")
     diff.add_argument("new", type=Path, help="run directory or pytest-benchmark JSON")
     diff.add_argument("--threshold", type=float, default=0.10, help="relative slowdown to flag (default 0.10)")
+    diff.add_argument(
+        "--noise-floor",
+        type=float,
+        default=0.0,
+        help="least relative noise assumed (run-to-run drift a machine shows beyond its IQR)",
+    )
     diff.add_argument("--all", action="store_true", help="show unchanged rows too")
     diff.set_defaults(func=cmd_compare)
 

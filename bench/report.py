@@ -139,6 +139,7 @@ def recommendations(frame: pd.DataFrame) -> pd.DataFrame:
         saves = big[big["op"] == "save"]
         memory = warm.dropna(subset=["peak_rss_multiple"])
         fastest = exact.loc[exact["gbps"].idxmax()] if not exact.empty else None
+        fastest_any = warm.loc[warm["gbps"].idxmax()] if not warm.empty else None
         smallest = saves.loc[saves["file_bytes"].idxmin()] if not saves.empty else None
         leanest = memory.loc[memory["peak_rss_multiple"].idxmin()] if not memory.empty else None
         rows.append(
@@ -146,6 +147,9 @@ def recommendations(frame: pd.DataFrame) -> pd.DataFrame:
                 "framework": framework,
                 "measured on": f"{big['workload'].iloc[0]} ({_bytes(largest)})",
                 "fastest exact load": NA if fastest is None else f"{fastest['format']} ({fastest['gbps']:.2f} GB/s)",
+                "fastest load, any round trip": NA
+                if fastest_any is None
+                else f"{fastest_any['format']} ({fastest_any['gbps']:.2f} GB/s; {fastest_any['roundtrip']})",
                 "smallest file": NA if smallest is None else f"{smallest['format']} ({_bytes(smallest['file_bytes'])})",
                 "lowest peak memory": NA
                 if leanest is None

@@ -66,6 +66,15 @@ def test_threshold_is_configurable(tmp_path: Path) -> None:
     assert not has_regression(compare(load_any(base), load_any(new), threshold=0.5))
 
 
+def test_noise_floor_absorbs_run_to_run_drift(tmp_path: Path) -> None:
+    drifted = [dict(r, median_s=(r["median_s"] or 0) * 1.25 or None) for r in rows()]
+    base, new = make_run(tmp_path / "a"), make_run(tmp_path / "b", drifted)
+    assert has_regression(compare(load_any(base), load_any(new)))
+    assert not has_regression(compare(load_any(base), load_any(new), noise_floor=0.35))
+    doubled = [dict(r, median_s=(r["median_s"] or 0) * 2 or None) for r in rows()]
+    assert has_regression(compare(load_any(base), load_any(make_run(tmp_path / "c", doubled)), noise_floor=0.35))
+
+
 def test_status_broken_is_a_regression(tmp_path: Path) -> None:
     broken = [
         *rows()[:-1],
