@@ -30,6 +30,7 @@ COLUMNS = [
     "iqr_s",
     "min_s",
     "rounds",
+    "processes",
     "payload_bytes",
     "file_bytes",
     "gbps",
@@ -59,37 +60,45 @@ def read_json(path: Path) -> object:
     return json.loads(Path(path).read_text())
 
 
-def _benchmark_rows(path: Path) -> list[dict[str, object]]:
+INFO_FIELDS = (
+    "framework",
+    "format",
+    "workload",
+    "device",
+    "cache",
+    "op",
+    "kind",
+    "dtype",
+    "size",
+    "payload_bytes",
+    "file_bytes",
+    "roundtrip",
+    "lazy",
+    "resident_before_cold",
+)
+
+
+def _benchmark_rows(paths: list[Path]) -> list[dict[str, object]]:
+    """One row per case, pooling the rounds of every process that timed it (their raw `data`)."""
+    pooled: dict[str, tuple[dict, list[float], int]] = {}
+    for path in paths:
+        for bench in read_json(path)["benchmarks"]:
+            info, stats = bench["extra_info"], bench["stats"]
+            first, data, count = pooled.get(info["id"], (info, [], 0))
+            pooled[info["id"]] = (first, data + list(stats.get("data") or [stats["median"]]), count + 1)
     rows = []
-    for bench in read_json(path)["benchmarks"]:
-        info, stats = bench["extra_info"], bench["stats"]
+    for info, data, processes in pooled.values():
+        q1, median, q3 = np.percentile(data, [25, 50, 75])
         rows.append(
             {
-                **{
-                    k: info[k]
-                    for k in (
-                        "framework",
-                        "format",
-                        "workload",
-                        "device",
-                        "cache",
-                        "op",
-                        "kind",
-                        "dtype",
-                        "size",
-                        "payload_bytes",
-                        "file_bytes",
-                        "roundtrip",
-                        "lazy",
-                        "resident_before_cold",
-                    )
-                },
+                **{k: info[k] for k in INFO_FIELDS},
                 "status": "ok",
                 "note": "",
-                "median_s": stats["median"],
-                "iqr_s": stats["iqr"],
-                "min_s": stats["min"],
-                "rounds": stats["rounds"],
+                "median_s": median,
+                "iqr_s": q3 - q1,
+                "min_s": min(data),
+                "rounds": len(data),
+                "processes": processes,
             }
         )
     return rows
@@ -117,10 +126,9 @@ def assemble(run_dir: Path) -> pd.DataFrame:
     raw = Path(run_dir) / "raw"
     rows: list[dict[str, object]] = []
     timed: set[str] = set()
-    for path in sorted(raw.glob("benchmark-*.json")):
-        for row in _benchmark_rows(path):
-            rows.append(row)
-            timed.add("|".join(str(row[k]) for k in ("framework", "format", "workload", "device", "cache", "op")))
+    for row in _benchmark_rows(sorted(raw.glob("benchmark-*.json"))):
+        rows.append(row)
+        timed.add("|".join(str(row[k]) for k in ("framework", "format", "workload", "device", "cache", "op")))
     for plan_path in sorted(raw.glob("plan-*.json")):
         outcomes = {}
         outcome_path = plan_path.with_name(plan_path.name.replace("plan-", "outcomes-").replace(".json", ".jsonl"))

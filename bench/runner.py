@@ -25,7 +25,7 @@ from pathlib import Path
 from rich.console import Console
 
 from bench import environment, limits, workloads
-from bench.plan import Case, plan, write_plan
+from bench.plan import PRESETS, Case, plan, write_plan
 from bench.results import assemble
 from frameworks.files import write_bytes_atomic
 
@@ -57,14 +57,20 @@ def default_out(preset: str) -> Path:
     return Path("results") / f"{stamp}-{preset}"
 
 
-def _run_chunk(framework: str, cases: list[Case], raw: Path, scratch: Path) -> None:
+def chunk_files(raw: Path, framework: str, processes: int) -> list[Path]:
+    return [raw / f"benchmark-{framework}-p{index}.json" for index in range(processes)]
+
+
+def _run_chunk(framework: str, cases: list[Case], raw: Path, scratch: Path, process: int = 0) -> None:
     """Time one framework's cases in a fresh pytest process; raw files appear only when complete."""
     plan_path = raw / f"plan-{framework}.json"
     outcomes = raw / f"outcomes-{framework}.jsonl"
-    final = raw / f"benchmark-{framework}.json"
-    partial = raw / f".benchmark-{framework}.json.partial"
+    final = raw / f"benchmark-{framework}-p{process}.json"
+    partial = raw / f".benchmark-{framework}-p{process}.json.partial"
+    log_path = raw / f"pytest-{framework}-p{process}.log"
     write_plan(cases, plan_path)
-    outcomes.unlink(missing_ok=True)
+    if process == 0:
+        outcomes.unlink(missing_ok=True)
     if not any(case.held for case in cases):
         write_json(final, {"benchmarks": [], "note": "no case of this selection is held by these formats"})
         return
@@ -90,21 +96,17 @@ def _run_chunk(framework: str, cases: list[Case], raw: Path, scratch: Path) -> N
         "--benchmark-json",
         str(partial),
         "--benchmark-disable-gc",
+        "--benchmark-save-data",
         "--benchmark-quiet",
         "-W",
         "ignore::DeprecationWarning",
     ]
-    with open(raw / f"pytest-{framework}.log", "w") as log:
+    with open(log_path, "w") as log:
         result = subprocess.run(command, env=env, stdout=log, stderr=None, timeout=CHUNK_TIMEOUT_S, check=False)
     if result.returncode not in (0, 1) or not partial.exists():
-        raise RuntimeError(
-            f"benchmark chunk for {framework} failed (exit {result.returncode}); see {raw / f'pytest-{framework}.log'}"
-        )
+        raise RuntimeError(f"benchmark chunk for {framework} failed (exit {result.returncode}); see {log_path}")
     if result.returncode == 1:
-        console.print(
-            f"[yellow]{framework}: some cases failed; they are reported as errors "
-            f"(details in {raw / f'pytest-{framework}.log'})"
-        )
+        console.print(f"[yellow]{framework}: some cases failed; they are reported as errors (details in {log_path})")
     os.replace(partial, final)
 
 
@@ -162,15 +164,17 @@ def run(config: RunConfig) -> Path:
     by_framework: dict[str, list[Case]] = {}
     for case in cases:
         by_framework.setdefault(case.framework, []).append(case)
+    processes = PRESETS[config.preset].processes
     for framework, chunk in by_framework.items():
-        done = raw / f"benchmark-{framework}.json"
+        done = all(path.exists() for path in chunk_files(raw, framework, processes))
         peaks_path = raw / f"peak-{framework}.json"
-        if config.resume and done.exists() and (peaks_path.exists() or not config.peak_memory):
+        if config.resume and done and (peaks_path.exists() or not config.peak_memory):
             console.print(f"{framework}: already done, skipped (--resume)")
             continue
         framework_scratch = scratch / framework
         try:
-            _run_chunk(framework, chunk, raw, framework_scratch)
+            for process in range(processes):
+                _run_chunk(framework, chunk, raw, framework_scratch, process)
             if config.peak_memory:
                 write_json(peaks_path, _measure_peaks(framework, chunk, framework_scratch))
         finally:
