@@ -83,8 +83,8 @@ def git_commit(repo: Path) -> str:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10, check=True
         ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(  # untracked code counts too; results/ is where runs write
+            ["git", "status", "--porcelain", "--", ".", ":!results"],
             cwd=repo,
             capture_output=True,
             text=True,
