@@ -56,6 +56,19 @@ class FormatSpec:
     """`load` returns tensors backed by a memory map: nothing is read until they are touched."""
 
 
+def safetensors_spec(note: str = "", lazy: bool = False) -> FormatSpec:
+    """The safetensors format as every adapter offers it (a flat dict of str -> tensor)."""
+    return FormatSpec(
+        "safetensors",
+        frozenset({"dict", "mlp"}),
+        "safetensors: a flat dict of str -> tensor" + (f"; {note}" if note else ""),
+        "an 8-byte header length then a JSON header",
+        files.is_safetensors,
+        suffix=".safetensors",
+        lazy=lazy,
+    )
+
+
 class Adapter(abc.ABC):
     """Common interface; see the module docstring."""
 

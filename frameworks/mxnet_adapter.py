@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from frameworks import files
-from frameworks.base import Adapter, FormatSpec, check_mlp_state
+from frameworks.base import Adapter, FormatSpec, check_mlp_state, safetensors_spec
 from frameworks.errors import UnsupportedError
 
 MX_NDARRAY = FormatSpec(
@@ -34,14 +34,7 @@ GLUON_PARAMS = FormatSpec(
     files.is_mxnet_ndarray_list,
     suffix=".params",
 )
-SAFETENSORS = FormatSpec(
-    "safetensors",
-    frozenset({"dict", "mlp"}),
-    "safetensors (through NumPy): a flat dict of str -> tensor",
-    "an 8-byte header length then a JSON header",
-    files.is_safetensors,
-    suffix=".safetensors",
-)
+SAFETENSORS = safetensors_spec("through NumPy")
 
 
 def _mlp_class(nn: Any, npx: Any) -> type:

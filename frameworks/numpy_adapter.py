@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from frameworks import files
-from frameworks.base import Adapter, FormatSpec, check_mlp_state
+from frameworks.base import Adapter, FormatSpec, check_mlp_state, safetensors_spec
 from frameworks.errors import FormatMismatchError
 from frameworks.trees import map_tree
 
@@ -44,14 +44,7 @@ NPY_PICKLE = FormatSpec(
     executes_code=True,
     suffix=".npy",
 )
-SAFETENSORS = FormatSpec(
-    "safetensors",
-    MAPPING_KINDS,
-    "safetensors: a flat dict of str -> tensor",
-    "an 8-byte header length then a JSON header",
-    files.is_safetensors,
-    suffix=".safetensors",
-)
+SAFETENSORS = safetensors_spec()
 
 
 def check_npy_size(path: Path) -> None:
@@ -80,11 +73,16 @@ def save_npy_pickle(tree: Any, path: Path) -> None:
 
 
 def load_npy_pickle(path: Path) -> Any:
-    """`np.load(allow_pickle=True)`, unwrapping the 0-d object array a pickled container becomes.
+    """d2l's recipe read back: `np.load(allow_pickle=True)` as a tree (see `np_load_tree`)."""
+    return np_load_tree(path, allow_pickle=True)
+
+
+def np_load_tree(path: Path, allow_pickle: bool) -> Any:
+    """`np.load`, unwrapping the 0-d object array a pickled container becomes.
 
     Like `np.load`, it reads an .npz archive too, as a dict.
     """
-    loaded = np.load(path, allow_pickle=True)
+    loaded = np.load(path, allow_pickle=allow_pickle)
     if isinstance(loaded, np.lib.npyio.NpzFile):
         with loaded:
             return {key: loaded[key] for key in loaded.files}

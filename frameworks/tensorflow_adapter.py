@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from frameworks import files
-from frameworks.base import Adapter, FormatSpec, check_mlp_state
+from frameworks.base import Adapter, FormatSpec, check_mlp_state, safetensors_spec
 from frameworks.numpy_adapter import load_npy_pickle, save_npy_pickle
 from frameworks.trees import map_tree
 
@@ -49,14 +49,7 @@ KERAS_H5 = FormatSpec(
     files.is_hdf5,
     suffix=".weights.h5",
 )
-SAFETENSORS = FormatSpec(
-    "safetensors",
-    frozenset({"dict", "mlp"}),
-    "safetensors: a flat dict of str -> tensor",
-    "an 8-byte header length then a JSON header",
-    files.is_safetensors,
-    suffix=".safetensors",
-)
+SAFETENSORS = safetensors_spec()
 
 
 def _mlp_class(keras: Any) -> type:

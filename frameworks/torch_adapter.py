@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from frameworks import files
-from frameworks.base import Adapter, FormatSpec, check_mlp_state
+from frameworks.base import Adapter, FormatSpec, check_mlp_state, safetensors_spec
 from frameworks.errors import UnsafeLoadError
 
 TORCH = FormatSpec(
@@ -22,15 +22,7 @@ TORCH = FormatSpec(
     files.is_torch_zip,
     suffix=".pt",
 )
-SAFETENSORS = FormatSpec(
-    "safetensors",
-    frozenset({"dict", "mlp"}),
-    "safetensors: a flat dict of str -> tensor; load_file maps the file, reading nothing until touched",
-    "an 8-byte header length then a JSON header",
-    files.is_safetensors,
-    suffix=".safetensors",
-    lazy=True,
-)
+SAFETENSORS = safetensors_spec("load_file maps the file, reading nothing until touched", lazy=True)
 
 
 def _mlp_class(torch: Any) -> type:

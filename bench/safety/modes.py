@@ -15,6 +15,7 @@ import numpy as np
 
 import frameworks
 from bench import workloads
+from frameworks.numpy_adapter import np_load_tree
 
 ModeFn = Callable[[frameworks.Adapter, Path], Any]
 
@@ -31,13 +32,7 @@ def _serbench(fmt: str, trusted: bool = False) -> ModeFn:
 
 def _np_load(allow_pickle: bool) -> ModeFn:
     def load(adapter: frameworks.Adapter, path: Path) -> Any:
-        loaded = np.load(path, allow_pickle=allow_pickle)
-        if isinstance(loaded, np.lib.npyio.NpzFile):
-            with loaded:
-                return {key: loaded[key] for key in loaded.files}
-        if loaded.dtype == object and loaded.ndim == 0:
-            return loaded.item()
-        return loaded
+        return np_load_tree(path, allow_pickle)
 
     return load
 
