@@ -44,12 +44,11 @@ def measure(framework: str, format: str, workload: str, path: Path) -> dict[str,
         tree = adapter.load(path, format, trusted=True)
         # Touch, never copy: a lazy loader's tensors are the mapped file, resident once touched; the
         # copy that the timing makes to read every byte is the harness's, not the loader's, memory.
-        copies = materialize(adapter, tree, lazy=False)
+        materialize(adapter, tree, lazy=False)
     if method.startswith("VmHWM"):
         peak = _status_kib("VmHWM") * 1024
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    del copies
     return {"peak_rss_bytes": max(0, peak - baseline), "baseline_rss_bytes": baseline, "method": method}
 
 

@@ -156,3 +156,17 @@ def test_resume_skips_finished_frameworks(small_run: Path) -> None:
     before = (small_run / "raw" / "benchmark-numpy-p1.json").stat().st_mtime_ns
     run(RunConfig(frameworks=("numpy",), sizes=("medium",), out=small_run, resume=True))
     assert (small_run / "raw" / "benchmark-numpy-p1.json").stat().st_mtime_ns == before
+
+
+def test_peak_memory_measures_model_loads_and_lazy_loads(tmp_path: Path) -> None:
+    from bench.peak_memory import measure
+
+    torch_adapter = adapter_or_skip("torch")
+    model_file = tmp_path / "mlp.pt"
+    torch_adapter.save_mlp(torch_adapter.new_mlp(workloads.mlp_parameters(0)), model_file, "torch")
+    assert measure("torch", "torch", "d2l-mlp", model_file)["peak_rss_bytes"] >= 0
+    state_file = tmp_path / "state.safetensors"
+    torch_adapter.save(torch_adapter.from_numpy(workloads.build("size-64MiB")), state_file, "safetensors")
+    peak = measure("torch", "safetensors", "size-64MiB", state_file)["peak_rss_bytes"]
+    payload = workloads.payload_of("size-64MiB")
+    assert 0.5 * payload < peak < 1.5 * payload, "a touched memory map costs its pages once, not a copy"
