@@ -14,7 +14,6 @@ import frameworks
 from bench import workloads
 from bench.null_adapter import NullAdapter
 
-OPS = ("save", "load", "open")
 CACHES = ("warm", "cold")
 DEVICES = ("cpu", "cuda")
 

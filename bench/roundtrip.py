@@ -8,6 +8,7 @@ type, length, keys and key order.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,17 +106,26 @@ def file_path(adapter: Adapter, format: str, directory: Path, stem: str = "paylo
     return directory / f"{stem}{adapter.spec(format).suffix}"
 
 
-def roundtrip_tree(adapter: Adapter, format: str, tree: Any, directory: Path) -> Outcome:
-    """Save `tree` (NumPy) through the adapter, load it back (trusted: we wrote it), compare."""
-    path = file_path(adapter, format, directory)
+def guarded(attempt: Callable[[], tuple[Any, Any]]) -> Outcome:
+    """Run a round trip returning (expected, loaded) NumPy trees; a gap or a failure is an outcome too."""
     try:
-        adapter.save(adapter.from_numpy(tree), path, format)
-        loaded = adapter.to_numpy(adapter.load(path, format, trusted=True))
+        expected, loaded = attempt()
     except UnsupportedError as error:
         return Outcome("unsupported", detail=str(error))
     except Exception as error:  # noqa: BLE001  (a framework failure is a finding, recorded as such)
         return Outcome("error", detail=f"{type(error).__name__}: {str(error).splitlines()[0][:200]}")
-    return outcome_of(tree, loaded)
+    return outcome_of(expected, loaded)
+
+
+def roundtrip_tree(adapter: Adapter, format: str, tree: Any, directory: Path) -> Outcome:
+    """Save `tree` (NumPy) through the adapter, load it back (trusted: we wrote it), compare."""
+    path = file_path(adapter, format, directory)
+
+    def attempt() -> tuple[Any, Any]:
+        adapter.save(adapter.from_numpy(tree), path, format)
+        return tree, adapter.to_numpy(adapter.load(path, format, trusted=True))
+
+    return guarded(attempt)
 
 
 def roundtrip_mlp(adapter: Adapter, format: str, params: dict[str, np.ndarray], directory: Path) -> Outcome:
@@ -123,14 +133,13 @@ def roundtrip_mlp(adapter: Adapter, format: str, params: dict[str, np.ndarray], 
     from bench.workloads import mlp_parameters
 
     path = file_path(adapter, format, directory)
-    try:
+
+    def attempt() -> tuple[Any, Any]:
         adapter.save_mlp(adapter.new_mlp(params), path, format)
         clone = adapter.load_mlp(path, format, adapter.new_mlp(mlp_parameters(seed=1)))
-    except UnsupportedError as error:
-        return Outcome("unsupported", detail=str(error))
-    except Exception as error:  # noqa: BLE001
-        return Outcome("error", detail=f"{type(error).__name__}: {str(error).splitlines()[0][:200]}")
-    return outcome_of(params, adapter.mlp_state(clone))
+        return params, adapter.mlp_state(clone)
+
+    return guarded(attempt)
 
 
 def roundtrip_checkpoint(adapter: Adapter, format: str, directory: Path) -> Outcome:
@@ -138,7 +147,7 @@ def roundtrip_checkpoint(adapter: Adapter, format: str, directory: Path) -> Outc
     model and optimizer state."""
     from bench.recipes.training import RECIPES, checkpoint_path_name, training_recipe
 
-    try:
+    def attempt() -> tuple[Any, Any]:
         adapter.check_holds(adapter.spec(format), "checkpoint")
         if adapter.name not in RECIPES:
             raise UnsupportedError(f"{adapter.name} has no optimizer, so no training checkpoint")
@@ -149,11 +158,9 @@ def roundtrip_checkpoint(adapter: Adapter, format: str, directory: Path) -> Outc
         recipe.save_checkpoint(path, model, optimizer, epoch=2, loss=loss)
         fresh_model, fresh_optimizer = recipe.new(1)
         recipe.load_checkpoint(path, fresh_model, fresh_optimizer)
-    except UnsupportedError as error:
-        return Outcome("unsupported", detail=str(error))
-    except Exception as error:  # noqa: BLE001
-        return Outcome("error", detail=f"{type(error).__name__}: {str(error).splitlines()[0][:200]}")
-    return outcome_of(recipe.state(model, optimizer), recipe.state(fresh_model, fresh_optimizer))
+        return recipe.state(model, optimizer), recipe.state(fresh_model, fresh_optimizer)
+
+    return guarded(attempt)
 
 
 def roundtrip(adapter: Adapter, format: str, workload_name: str, directory: Path | None = None) -> Outcome:

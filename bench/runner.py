@@ -1,14 +1,15 @@
 """`serbench run`: measure the limits, time the plan with pytest-benchmark, measure peak memory,
 and write tidy results with the environment.
 
-Each framework runs in its own pytest subprocess (frameworks never share a process, and a crash
-loses one framework's chunk, not the run). Every file in the run directory is written atomically;
-`--resume` skips the chunks whose raw files are complete.
+Each framework runs in its own pytest subprocesses, as many as the preset's `processes`, whose
+rounds are pooled (frameworks never share a process, and a crash loses one framework's chunk, not
+the run). Every file in the run directory is written atomically; `--resume` skips the frameworks
+whose raw files are complete.
 
 Layout of a run directory:
-    env.json, limits.json, results.csv, results.json
-    raw/plan-<fw>.json, raw/benchmark-<fw>.json (pytest-benchmark's own), raw/outcomes-<fw>.jsonl,
-    raw/peak-<fw>.json, raw/pytest-<fw>.log
+    env.json, limits.json, results.csv, results.json, report.md, tables/, plots/
+    raw/plan-<fw>.json, raw/benchmark-<fw>-p<N>.json (pytest-benchmark's own, with every round),
+    raw/outcomes-<fw>.jsonl, raw/peak-<fw>.json, raw/pytest-<fw>-p<N>.log
 """
 
 from __future__ import annotations

@@ -49,7 +49,6 @@ class FormatSpec:
     sniff: Callable[[Path], bool]
     executes_code: bool = False
     """Loading may run code from the file (pickle), so `trusted=True` is required."""
-    is_directory: bool = False
     suffix: str = ""
     """The file name ending this format's files conventionally have (Keras insists on its own)."""
     lazy: bool = False

@@ -38,7 +38,6 @@ TF_CHECKPOINT = FormatSpec(
     "tf.train.Checkpoint: variables by object-graph path, in a directory (ckpt.index, ckpt.data-*)",
     "a directory holding a TensorFlow table ckpt.index",
     files.is_tf_checkpoint,
-    is_directory=True,
     suffix=".ckpt",
 )
 KERAS_H5 = FormatSpec(

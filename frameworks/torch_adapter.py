@@ -5,6 +5,7 @@ safetensors through `safetensors.torch`. The MLP is d2l's `nn.Module`; loads go 
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -81,11 +82,11 @@ class TorchAdapter(Adapter):
 
     def _save(self, tree: Any, path: Path, format: str) -> None:
         if format == "torch":
-            self._torch_save(tree, path)
+            self.save_to_file(tree, path)
         else:
             self._safetensors.save_file({key: value.contiguous() for key, value in tree.items()}, str(path))
 
-    def _torch_save(self, obj: Any, path: Path) -> None:
+    def save_to_file(self, obj: Any, path: Path) -> None:
         """torch.save through a Python file: on a failed write torch's own path writer removes the
         partial file and reports "invalid file name", hiding the cause; a file object keeps it."""
         with open(path, "wb") as handle:
@@ -95,7 +96,7 @@ class TorchAdapter(Adapter):
         if format == "torch":
             try:
                 return self.torch.load(path, map_location=device, weights_only=True)
-            except self.torch.serialization.pickle.UnpicklingError as error:
+            except pickle.UnpicklingError as error:
                 raise UnsafeLoadError(
                     f"refusing {path}: it holds pickled objects beyond tensors and containers (a whole "
                     f"model, say), which torch.load(weights_only=True) will not rebuild because unpickling "
@@ -134,7 +135,7 @@ class TorchAdapter(Adapter):
 
     def _save_mlp(self, model: Any, path: Path, format: str) -> None:
         if format == "torch":
-            self._torch_save(model.state_dict(), path)
+            self.save_to_file(model.state_dict(), path)
         else:
             self._safetensors.save_file(model.state_dict(), str(path))
 

@@ -56,9 +56,10 @@ class TorchTraining:
         return float(loss.detach())
 
     def save_checkpoint(self, path: Path, model: Any, optimizer: Any, epoch: int, loss: float) -> None:
-        with atomic_path(path) as temporary, open(temporary, "wb") as handle:
-            self.torch.save(
-                {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "loss": loss}, handle
+        with atomic_path(path) as temporary:
+            self.adapter.save_to_file(
+                {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "loss": loss},
+                temporary,
             )
 
     def load_checkpoint(self, path: Path, model: Any, optimizer: Any) -> tuple[int, float]:
@@ -98,8 +99,8 @@ class TorchTraining:
         return {k: v.numpy().copy() for k, v in model.state_dict().items() if "running" in k or "num_batches" in k}
 
     def bn_save(self, model: Any, path: Path) -> None:
-        with atomic_path(path) as temporary, open(temporary, "wb") as handle:
-            self.torch.save(model.state_dict(), handle)
+        with atomic_path(path) as temporary:
+            self.adapter.save_to_file(model.state_dict(), temporary)
 
     def bn_load(self, path: Path, seed: int) -> Any:
         model = self.bn_model(seed)
