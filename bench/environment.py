@@ -92,7 +92,9 @@ def git_commit(repo: Path) -> str:
             check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        # A tree copied without .git (the GPU machine gets one) can be told its commit by the caller.
+        given = os.environ.get("SERBENCH_GIT_COMMIT")
+        return f"{given} (from SERBENCH_GIT_COMMIT; no git checkout here)" if given else "unknown"
     return commit + ("-dirty" if dirty else "")
 
 

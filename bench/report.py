@@ -98,33 +98,61 @@ def workload_table(frame: pd.DataFrame, workload: str) -> pd.DataFrame:
     return pd.DataFrame(rows).fillna("")
 
 
+def _unavailable(row: pd.Series) -> str:
+    note = str(row["note"])
+    return note if note.startswith("unavailable") else f"unavailable: {note}"
+
+
 def gpu_table(frame: pd.DataFrame, limits: dict) -> pd.DataFrame:
-    """Warm CPU vs CUDA load per framework/format on the largest workload with CUDA rows."""
+    """CPU vs CUDA load per framework/format on the medium and large workloads with CUDA rows
+    (the largest workload alone when only small ones have them)."""
     cuda = frame[(frame["device"] == "cuda") & (frame["op"] == "load")]
     if cuda.empty:
         return pd.DataFrame()
-    workload = (
-        cuda.loc[cuda["payload_bytes"].fillna(0).idxmax(), "workload"]
-        if cuda["payload_bytes"].notna().any()
-        else cuda["workload"].iloc[-1]
-    )
+    sized = cuda.sort_values("payload_bytes", kind="stable", na_position="first")
+    chosen = [w for w in sized["workload"].unique() if (cuda.loc[cuda["workload"] == w, "size"] != "small").all()]
+    chosen = chosen or [sized["workload"].iloc[-1]]
     rows = []
-    subset = frame[(frame["workload"] == workload) & (frame["op"] == "load") & (frame["cache"] == "warm")]
-    for (framework, fmt), group in subset.groupby(["framework", "format"], sort=False):
-        cpu, gpu = _pick(group, "load", "warm", "cpu"), _pick(group, "load", "warm", "cuda")
-        rows.append(
-            {
-                "workload": workload,
-                "framework": framework,
-                "format": fmt,
-                "cpu GB/s": _cell(cpu, "gbps"),
-                "cuda GB/s": _cell(gpu, "gbps")
-                if gpu is not None and gpu["status"] == "ok"
-                else (f"unavailable: {gpu['note']}" if gpu is not None else NA),
-                "cuda % h2d": _cell(gpu, "frac_of_limit", _frac) if gpu is not None and gpu["status"] == "ok" else NA,
-            }
+    for workload in chosen:
+        subset = frame[(frame["workload"] == workload) & (frame["op"] == "load")]
+        for (framework, fmt), group in subset.groupby(["framework", "format"], sort=False):
+            if framework == "null-adapter":
+                continue
+            cpu, gpu = _pick(group, "load", "warm", "cpu"), _pick(group, "load", "warm", "cuda")
+            gpu_cold = _pick(group, "load", "cold", "cuda")
+            row = {"workload": workload, "framework": framework, "format": fmt, "cpu warm GB/s": _cell(cpu, "gbps")}
+            if gpu is None:
+                rows.append({**row, "cuda warm GB/s": NA})
+                continue
+            if gpu["status"] != "ok":
+                rows.append({**row, "cuda warm GB/s": _unavailable(gpu)})
+                continue
+            faster = cpu is not None and cpu["status"] == "ok" and gpu["median_s"] > 0
+            rows.append(
+                {
+                    **row,
+                    "cuda warm": _seconds(gpu["median_s"]),
+                    "cuda warm GB/s": _gbps(gpu["gbps"]),
+                    "cuda cold GB/s": _cell(gpu_cold, "gbps"),
+                    "cuda / cpu time": f"{gpu['median_s'] / cpu['median_s']:.2f}x" if faster else NA,
+                    "cuda % h2d": _frac(gpu["frac_of_limit"]),
+                    "round trip": str(gpu["roundtrip"]),
+                }
+            )
+    return pd.DataFrame(rows).fillna("")
+
+
+def _h2d_text(limits: dict) -> str:
+    parts = []
+    for name in ("h2d_pageable", "h2d_pinned"):
+        limit = limits.get(name, {})
+        parts.append(
+            f"{name}: " + (f"{limit['gbps']:.2f} GB/s" if limit.get("gbps") else limit.get("note", "unavailable"))
         )
-    return pd.DataFrame(rows)
+    return (
+        "Host-to-device copy limits measured in this run (a cuda load is compared with the pageable one, since "
+        "loaders copy from ordinary host memory): " + "; ".join(parts) + "."
+    )
 
 
 def recommendations(frame: pd.DataFrame) -> pd.DataFrame:
@@ -267,9 +295,7 @@ def write_report(run_dir: Path) -> Path:
         table.to_csv(tables_dir / f"{workload.replace('/', '_')}.csv", index=False)
         sections += [f"## {kind}: {workload} ({_bytes(payload)})", "", _markdown(table), ""]
     gpu = gpu_table(frame, limits)
-    h2d = limits.get("h2d_pageable", {})
-    h2d_text = f"{h2d['gbps']:.2f} GB/s" if h2d.get("gbps") else h2d.get("note", "unavailable")
-    sections += ["## GPU vs CPU load", "", f"Host-to-device limit (pageable): {h2d_text}.", "", _markdown(gpu), ""]
+    sections += ["## GPU vs CPU load", "", _h2d_text(limits), "", _markdown(gpu), ""]
     gpu.to_csv(tables_dir / "gpu_vs_cpu.csv", index=False)
     sections += safety_section(run_dir)
     figures = plots.draw_all(frame, limits, plots_dir)

@@ -105,6 +105,10 @@ class Adapter(abc.ABC):
     def device_note(self) -> str:
         return "this adapter loads to host memory only"
 
+    def device_of(self, tensor: Any) -> str:
+        """Where a loaded tensor lives, in the device axis's words ("cpu" or "cuda")."""
+        return "cpu"
+
     @abc.abstractmethod
     def tensor_from_numpy(self, array: np.ndarray) -> Any:
         """One NumPy array as a framework tensor, same dtype, shape and bits."""

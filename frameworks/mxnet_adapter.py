@@ -85,6 +85,9 @@ class MXNetAdapter(Adapter):
     def _context(self, device: str) -> Any:
         return self.mx.gpu(0) if device == "cuda" else self.mx.cpu()
 
+    def device_of(self, tensor: Any) -> str:
+        return "cuda" if tensor.ctx.device_type == "gpu" else "cpu"
+
     def tensor_from_numpy(self, array: np.ndarray) -> Any:
         if array.dtype == self._bfloat16:
             raise UnsupportedError("mxnet cannot hold a bfloat16 NumPy array: it would silently become float32")

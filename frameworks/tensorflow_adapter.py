@@ -96,6 +96,9 @@ class TensorFlowAdapter(Adapter):
     def _tf_device(self, device: str) -> Any:
         return self.tf.device("/GPU:0" if device == "cuda" else "/CPU:0")
 
+    def device_of(self, tensor: Any) -> str:
+        return "cuda" if "GPU" in getattr(tensor, "device", "") else "cpu"
+
     def tensor_from_numpy(self, array: np.ndarray) -> Any:
         return self.tf.constant(array)
 

@@ -63,6 +63,9 @@ class TorchAdapter(Adapter):
             return f"torch {self.torch.__version__} is a CPU-only build"
         return "torch.cuda.is_available() is False: no CUDA device visible"
 
+    def device_of(self, tensor: Any) -> str:
+        return tensor.device.type
+
     def tensor_from_numpy(self, array: np.ndarray) -> Any:
         if array.dtype == self._bfloat16:
             return self.torch.from_numpy(array.view(np.int16)).view(self.torch.bfloat16)

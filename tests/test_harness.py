@@ -145,6 +145,22 @@ def test_cuda_rows_say_unavailable_with_a_reason(small_run: Path) -> None:
     assert cuda["median_s"].isna().all()
 
 
+def test_cuda_loads_where_a_gpu_is_present_are_timed_and_equal_the_cpu_loads(small_run: Path) -> None:
+    frame = pd.read_csv(small_run / "results.csv")
+    loads = frame[(frame["framework"] == "torch") & (frame["op"] == "load")]
+    cuda = loads[loads["device"] == "cuda"]
+    if not (cuda["status"] == "ok").any():
+        pytest.skip(f"no GPU here: {cuda['note'].iloc[0]}")
+    assert (cuda["status"] == "ok").all(), cuda[["format", "workload", "status", "note"]]
+    keys = ["format", "workload", "cache"]
+    paired = cuda.merge(loads[loads["device"] == "cpu"], on=keys, suffixes=("_cuda", "_cpu"))
+    assert len(paired) == len(cuda)
+    assert (paired["roundtrip_cuda"] == paired["roundtrip_cpu"]).all(), "a cuda load must equal the cpu load"
+    pinned = json.loads((small_run / "limits.json").read_text())["h2d_pinned"]["gbps"]
+    too_fast = cuda[cuda["gbps"] > pinned]
+    assert too_fast.empty, f"cuda loads faster than a pinned host-to-device copy ({pinned:.1f} GB/s): {too_fast}"
+
+
 def test_unsupported_cells_are_rows_without_timings(small_run: Path) -> None:
     frame = pd.read_csv(small_run / "results.csv")
     npy = frame[(frame["framework"] == "numpy") & (frame["format"] == "npy")]

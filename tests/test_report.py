@@ -45,7 +45,28 @@ def test_recommendations_come_from_the_numbers(run_dir: Path) -> None:
 def test_gpu_table_says_unavailable_with_reason(run_dir: Path) -> None:
     frame, _, limits = report.load_run(run_dir)
     gpu = report.gpu_table(frame, limits)
-    assert gpu.loc[0, "cuda GB/s"].startswith("unavailable: unavailable: torch cannot use device 'cuda'")
+    assert gpu.loc[0, "cuda warm GB/s"].startswith("unavailable: torch cannot use device 'cuda'")
+    assert "unavailable: unavailable" not in gpu.to_string()
+
+
+def test_gpu_table_compares_timed_cuda_loads_with_cpu(tmp_path: Path) -> None:
+    from tests.run_fixture import row, rows
+
+    timed = [r for r in rows() if r["device"] != "cuda"]
+    timed += [
+        row("torch", "torch", "load", "warm", median=0.02, device="cuda"),
+        row("torch", "torch", "load", "cold", median=0.08, device="cuda"),
+    ]
+    frame, _, limits = report.load_run(make_run(tmp_path / "gpu", timed))
+    frame.loc[frame["device"] == "cuda", "frac_of_limit"] = 0.25
+    gpu = report.gpu_table(frame, limits).set_index(["framework", "format"])
+    torch_row = gpu.loc[("torch", "torch")]
+    assert torch_row["cuda warm"] == "20.00 ms"
+    assert torch_row["cuda / cpu time"] == "0.50x", "cuda warm 20 ms against cpu warm 40 ms"
+    assert torch_row["cuda cold GB/s"] == f"{(64 << 20) / 0.08 / 1e9:.3g}"
+    assert torch_row["cuda % h2d"] == "25%"
+    assert torch_row["round trip"] == "exact"
+    assert gpu.loc[("numpy", "npz"), "cuda warm GB/s"] == "n/a", "no cuda row at all"
 
 
 def test_write_report_produces_markdown_tables_and_plots(run_dir: Path) -> None:
