@@ -45,12 +45,19 @@ COLUMNS = [
 ]
 
 
-def limit_for(op: str, device: str, cache: str) -> str | None:
-    """Which measured limit a figure is compared with."""
+def limit_for(op: str, device: str, cache: str, limits: dict | None = None) -> str | None:
+    """Which measured limit a figure is compared with: the slowest stage the bytes must pass.
+
+    A cold load to the GPU must both read the disk and cross to the device, so it is compared with
+    whichever of the two measured limits is lower."""
     if op == "open":
         return None
     if op == "save":
         return "disk_write"
+    if device == "cuda" and cache == "cold":
+        measured = {name: (limits or {}).get(name, {}).get("gbps") for name in ("disk_read_cold", "h2d_pageable")}
+        known = {name: gbps for name, gbps in measured.items() if gbps}
+        return min(known, key=known.__getitem__) if known else "h2d_pageable"
     if device == "cuda":
         return "h2d_pageable"
     return "disk_read_cold" if cache == "cold" else "memcpy"
@@ -163,7 +170,9 @@ def assemble(run_dir: Path) -> pd.DataFrame:
 def _add_derived(frame: pd.DataFrame, raw: Path) -> pd.DataFrame:
     limits = read_json(raw / "limits.json") if (raw / "limits.json").exists() else {}
     frame["gbps"] = np.where(frame["op"] == "open", np.nan, frame["payload_bytes"] / frame["median_s"] / 1e9)
-    frame["limit"] = [limit_for(o, d, c) for o, d, c in zip(frame["op"], frame["device"], frame["cache"], strict=True)]
+    frame["limit"] = [
+        limit_for(o, d, c, limits) for o, d, c in zip(frame["op"], frame["device"], frame["cache"], strict=True)
+    ]
     frame["limit_gbps"] = [limits.get(name, {}).get("gbps") if name else None for name in frame["limit"]]
     frame["limit_gbps"] = pd.to_numeric(frame["limit_gbps"], errors="coerce")
     frame["frac_of_limit"] = frame["gbps"] / frame["limit_gbps"]

@@ -80,6 +80,39 @@ def test_lazy_materialization_copies_every_byte(tmp_path: Path) -> None:
     assert all(copy.flags.owndata for copy in copies)
 
 
+def test_each_figure_is_compared_with_its_slowest_stage() -> None:
+    from bench.results import limit_for
+
+    slow_disk = {"disk_read_cold": {"gbps": 2.0}, "h2d_pageable": {"gbps": 8.0}}
+    slow_bus = {"disk_read_cold": {"gbps": 9.0}, "h2d_pageable": {"gbps": 8.0}}
+    assert limit_for("load", "cuda", "cold", slow_disk) == "disk_read_cold"
+    assert limit_for("load", "cuda", "cold", slow_bus) == "h2d_pageable"
+    assert limit_for("load", "cuda", "warm", slow_disk) == "h2d_pageable"
+    assert limit_for("load", "cpu", "cold", slow_disk) == "disk_read_cold"
+    assert limit_for("load", "cpu", "warm", slow_disk) == "memcpy"
+    assert limit_for("save", "cpu", "-", slow_disk) == "disk_write"
+    assert limit_for("open", "cpu", "warm", slow_disk) is None
+
+
+def test_a_chunk_whose_cases_all_skip_leaves_valid_json(tmp_path: Path) -> None:
+    """A framework that is not installed (TF and MXNet on the GPU machine) skips every case;
+    pytest-benchmark then leaves its JSON empty, which must not break the run."""
+    from bench.runner import _run_chunk
+
+    torch_adapter = adapter_or_skip("torch")
+    if "cuda" in torch_adapter.devices():
+        pytest.skip("a GPU is present: the cuda cases would run")
+    cases = [c for c in plan.plan("quick", ("torch",), formats=("torch",), sizes=("medium",)) if c.device == "cuda"]
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    _run_chunk("torch", cases, raw, tmp_path / "scratch")
+    stored = json.loads((raw / "benchmark-torch-p0.json").read_text())
+    assert stored["benchmarks"] == []
+    outcomes = [json.loads(line) for line in (raw / "outcomes-torch.jsonl").read_text().splitlines()]
+    assert {o["outcome"] for o in outcomes} == {"skipped"}
+    assert len(outcomes) == len(cases)
+
+
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real, small run: NumPy and PyTorch on the medium workloads, CPU and CUDA rows."""
