@@ -66,6 +66,10 @@ def compare(base: pd.DataFrame, new: pd.DataFrame, threshold: float = 0.10, nois
     for i in range(len(merged)):
         if merged["_merge"].iloc[i] != "both":
             verdicts.append("only in base" if merged["_merge"].iloc[i] == "left_only" else "only in new")
+        elif merged["status_base"].iloc[i] != "ok" and merged["status_new"].iloc[i] != "ok":
+            verdicts.append(f"not timed: {merged['status_new'].iloc[i]}")
+        elif merged["status_base"].iloc[i] != "ok":
+            verdicts.append(f"newly timed (was {merged['status_base'].iloc[i]})")
         elif status_broke.iloc[i]:
             verdicts.append(f"REGRESSION: status ok -> {merged['status_new'].iloc[i]}")
         elif roundtrip_changed.iloc[i]:
@@ -88,7 +92,8 @@ def has_regression(table: pd.DataFrame) -> bool:
 
 
 def render(table: pd.DataFrame, show_all: bool = False) -> str:
-    shown = table if show_all else table[table["verdict"] != "same"]
+    quiet = (table["verdict"] == "same") | table["verdict"].str.startswith("not timed")
+    shown = table if show_all else table[~quiet]
     summary = table["verdict"].str.split(":").str[0].value_counts().to_dict()
     view = shown.assign(
         change=shown["change"].map(lambda v: "" if pd.isna(v) else f"{v:+.1%}"),

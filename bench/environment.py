@@ -78,6 +78,21 @@ def filesystem_of(path: Path) -> dict[str, str]:
     return {"path": str(path), "mountpoint": best.mountpoint, "type": best.fstype, "device": best.device}
 
 
+def transparent_huge_pages() -> dict[str, str]:
+    """The kernel's THP mode (the selected one of e.g. `always [madvise] never`): numpy asks for huge
+    pages on large arrays, and whether a load's buffers get them moves its time by up to ~30%."""
+    modes = {}
+    for name in ("enabled", "defrag"):
+        try:
+            text = Path(f"/sys/kernel/mm/transparent_hugepage/{name}").read_text()
+        except OSError:
+            modes[name] = "unknown"
+            continue
+        selected = [word[1:-1] for word in text.split() if word.startswith("[")]
+        modes[name] = selected[0] if selected else text.strip()
+    return modes
+
+
 def git_commit(repo: Path) -> str:
     try:
         commit = subprocess.run(
@@ -112,6 +127,7 @@ def environment(out_dir: Path) -> dict[str, object]:
         "ram_bytes": memory.total,
         "gpu": gpu_description(),
         "filesystem": filesystem_of(out_dir),
+        "transparent_huge_pages": transparent_huge_pages(),
         "git_commit": git_commit(Path(__file__).resolve().parent.parent),
         "versions": package_versions(),
     }

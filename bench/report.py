@@ -104,7 +104,7 @@ def _unavailable(row: pd.Series) -> str:
 
 
 def gpu_table(frame: pd.DataFrame, limits: dict) -> pd.DataFrame:
-    """CPU vs CUDA load per framework/format on the medium and large workloads with CUDA rows
+    """CPU vs CUDA load per framework/format on the medium and large workloads with timed CUDA rows
     (the largest workload alone when only small ones have them)."""
     cuda = frame[(frame["device"] == "cuda") & (frame["op"] == "load")]
     if cuda.empty:
@@ -120,13 +120,9 @@ def gpu_table(frame: pd.DataFrame, limits: dict) -> pd.DataFrame:
                 continue
             cpu, gpu = _pick(group, "load", "warm", "cpu"), _pick(group, "load", "warm", "cuda")
             gpu_cold = _pick(group, "load", "cold", "cuda")
+            if gpu is None or gpu["status"] != "ok":
+                continue  # listed by `untimed_on_gpu`
             row = {"workload": workload, "framework": framework, "format": fmt, "cpu warm GB/s": _cell(cpu, "gbps")}
-            if gpu is None:
-                rows.append({**row, "cuda warm GB/s": NA})
-                continue
-            if gpu["status"] != "ok":
-                rows.append({**row, "cuda warm GB/s": _unavailable(gpu)})
-                continue
             faster = cpu is not None and cpu["status"] == "ok" and gpu["median_s"] > 0
             rows.append(
                 {
@@ -140,6 +136,16 @@ def gpu_table(frame: pd.DataFrame, limits: dict) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows).fillna("")
+
+
+def untimed_on_gpu(frame: pd.DataFrame) -> list[str]:
+    """One line per framework and reason whose cuda loads were not timed."""
+    cuda = frame[(frame["device"] == "cuda") & (frame["op"] == "load") & (frame["status"] != "ok")]
+    reasons = [_unavailable(row) if row["status"] == "unavailable" else str(row["note"]) for _, row in cuda.iterrows()]
+    lines = []
+    for (framework, reason), group in cuda.assign(reason=reasons).groupby(["framework", "reason"], sort=False):
+        lines.append(f"- {framework} ({', '.join(dict.fromkeys(group['format']))}): {reason}")
+    return lines
 
 
 def _h2d_text(limits: dict) -> str:
@@ -218,12 +224,14 @@ def _markdown(frame: pd.DataFrame) -> str:
 
 def environment_block(env: dict, limits: dict) -> str:
     fs = env.get("filesystem", {})
+    thp = env.get("transparent_huge_pages", {})
     lines = [
         f"- date: {env.get('date')}, commit: `{env.get('git_commit')}`",
         f"- machine: {env.get('cpu')}, {env.get('cores_logical')} logical cores, "
         f"{_bytes(env.get('ram_bytes', np.nan))} RAM; kernel {env.get('kernel')}; Python {env.get('python')}",
         f"- GPU: {env.get('gpu')}",
         f"- filesystem of the results: {fs.get('type')} on {fs.get('device', '?')} ({fs.get('mountpoint', '?')})",
+        f"- transparent huge pages: {thp.get('enabled', 'not recorded')} (defrag: {thp.get('defrag', 'not recorded')})",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items()),
         "",
         "Limits measured in this run (best round; the ceiling each figure is compared with):",
@@ -295,7 +303,16 @@ def write_report(run_dir: Path) -> Path:
         table.to_csv(tables_dir / f"{workload.replace('/', '_')}.csv", index=False)
         sections += [f"## {kind}: {workload} ({_bytes(payload)})", "", _markdown(table), ""]
     gpu = gpu_table(frame, limits)
-    sections += ["## GPU vs CPU load", "", _h2d_text(limits), "", _markdown(gpu), ""]
+    untimed = untimed_on_gpu(frame)
+    sections += [
+        "## GPU vs CPU load",
+        "",
+        _h2d_text(limits),
+        "",
+        _markdown(gpu) if not gpu.empty else "No cuda load was timed.",
+        "",
+    ]
+    sections += ["Not timed on cuda:", "", *untimed, ""] if untimed else []
     gpu.to_csv(tables_dir / "gpu_vs_cpu.csv", index=False)
     sections += safety_section(run_dir)
     figures = plots.draw_all(frame, limits, plots_dir)

@@ -1,14 +1,16 @@
 """`serbench run`: measure the limits, time the plan with pytest-benchmark, measure peak memory,
 and write tidy results with the environment.
 
-Each framework runs in its own pytest subprocesses, as many as the preset's `processes`, whose
-rounds are pooled (frameworks never share a process, and a crash loses one framework's chunk, not
-the run). Every file in the run directory is written atomically; `--resume` skips the frameworks
-whose raw files are complete.
+Each framework runs in its own pytest subprocesses, as many as the preset's `processes`, plus
+`extra_load_processes` that re-time only the headline (64 MiB and larger) loads; the rounds of
+every process that timed a case are pooled (frameworks never share a process, and a crash loses
+one framework's chunk, not the run). Every file in the run directory is written atomically;
+`--resume` skips the frameworks whose raw files are complete.
 
 Layout of a run directory:
     env.json, limits.json, results.csv, results.json, report.md, tables/, plots/
-    raw/plan-<fw>.json, raw/benchmark-<fw>-p<N>.json (pytest-benchmark's own, with every round),
+    raw/plan-<fw>.json, raw/loads-plan-<fw>.json (the extra processes' cases),
+    raw/benchmark-<fw>-p<N>.json (pytest-benchmark's own, with every round),
     raw/outcomes-<fw>.jsonl, raw/peak-<fw>.json, raw/pytest-<fw>-p<N>.log
 """
 
@@ -26,13 +28,15 @@ from pathlib import Path
 from rich.console import Console
 
 from bench import environment, limits, workloads
-from bench.plan import PRESETS, Case, plan, write_plan
+from bench.plan import PRESETS, Case, headline_loads, plan, write_plan
 from bench.results import assemble
 from frameworks.files import write_bytes_atomic
 
 BENCH_MODULE = Path(__file__).resolve().parent / "benchmarks" / "test_io.py"
 CHUNK_TIMEOUT_S = 3600
 PEAK_TIMEOUT_S = 600
+PEAK_MIN_BYTES = 16 << 20
+"""Below this payload the RSS a load adds is allocator noise (0.8x to 6.7x for 1 MiB here)."""
 console = Console(stderr=True)
 
 
@@ -62,9 +66,11 @@ def chunk_files(raw: Path, framework: str, processes: int) -> list[Path]:
     return [raw / f"benchmark-{framework}-p{index}.json" for index in range(processes)]
 
 
-def _run_chunk(framework: str, cases: list[Case], raw: Path, scratch: Path, process: int = 0) -> None:
+def _run_chunk(
+    framework: str, cases: list[Case], raw: Path, scratch: Path, process: int = 0, plan_name: str = "plan"
+) -> None:
     """Time one framework's cases in a fresh pytest process; raw files appear only when complete."""
-    plan_path = raw / f"plan-{framework}.json"
+    plan_path = raw / f"{plan_name}-{framework}.json"
     outcomes = raw / f"outcomes-{framework}.jsonl"
     final = raw / f"benchmark-{framework}-p{process}.json"
     partial = raw / f".benchmark-{framework}-p{process}.json.partial"
@@ -115,7 +121,7 @@ def _run_chunk(framework: str, cases: list[Case], raw: Path, scratch: Path, proc
 
 
 def _measure_peaks(framework: str, cases: list[Case], scratch: Path) -> list[dict[str, object]]:
-    """Peak RSS of one warm CPU load per (format, workload) of medium or large size, each in a fresh process."""
+    """Peak RSS of one warm CPU load per (format, workload) of PEAK_MIN_BYTES or more, each in a fresh process."""
     import frameworks
     from bench.benchmarks.test_io import file_for
     from bench.null_adapter import NullAdapter
@@ -126,7 +132,7 @@ def _measure_peaks(framework: str, cases: list[Case], scratch: Path) -> list[dic
     seen = set()
     for case in cases:
         key = (case.format, case.workload)
-        if not case.held or case.op != "load" or workloads.WORKLOADS[case.workload].size == "small" or key in seen:
+        if not case.held or case.op != "load" or workloads.payload_of(case.workload) < PEAK_MIN_BYTES or key in seen:
             continue
         seen.add(key)
         path = file_for(case, frameworks.adapter_class(framework).spec(case.format).suffix, scratch)
@@ -168,8 +174,10 @@ def run(config: RunConfig) -> Path:
     by_framework: dict[str, list[Case]] = {}
     for case in cases:
         by_framework.setdefault(case.framework, []).append(case)
-    processes = PRESETS[config.preset].processes
+    preset = PRESETS[config.preset]
     for framework, chunk in by_framework.items():
+        headline = headline_loads(chunk)
+        processes = preset.processes + (preset.extra_load_processes if headline else 0)
         done = all(path.exists() for path in chunk_files(raw, framework, processes))
         peaks_path = raw / f"peak-{framework}.json"
         if config.resume and done and (peaks_path.exists() or not config.peak_memory):
@@ -178,7 +186,10 @@ def run(config: RunConfig) -> Path:
         framework_scratch = scratch / framework
         try:
             for process in range(processes):
-                _run_chunk(framework, chunk, raw, framework_scratch, process)
+                if process < preset.processes:
+                    _run_chunk(framework, chunk, raw, framework_scratch, process)
+                else:
+                    _run_chunk(framework, headline, raw, framework_scratch, process, plan_name="loads-plan")
             if config.peak_memory:
                 write_json(peaks_path, _measure_peaks(framework, chunk, framework_scratch))
         finally:

@@ -21,7 +21,17 @@ def verdicts(base: Path, new: Path, **kwargs: float) -> dict[tuple[str, str, str
 def test_identical_rerun_is_not_flagged(tmp_path: Path) -> None:
     base, new = make_run(tmp_path / "a"), make_run(tmp_path / "b")
     table = compare(load_any(base), load_any(new))
-    assert set(table["verdict"]) == {"same"}
+    untimed = table["median_s_base"].isna()
+    assert set(table.loc[~untimed, "verdict"]) == {"same"}
+    assert set(table.loc[untimed, "verdict"]) == {"not timed: unavailable", "not timed: unsupported"}
+    assert not has_regression(table)
+
+
+def test_a_case_timed_only_in_the_new_run_says_so(tmp_path: Path) -> None:
+    timed = [dict(r, status="ok", median_s=0.03, iqr_s=0.001, note="") if r["device"] == "cuda" else r for r in rows()]
+    table = compare(load_any(make_run(tmp_path / "a")), load_any(make_run(tmp_path / "b", timed)))
+    cuda = table[table["device"] == "cuda"]
+    assert list(cuda["verdict"]) == ["newly timed (was unavailable)"]
     assert not has_regression(table)
 
 
