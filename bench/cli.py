@@ -55,6 +55,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         out=args.out,
         resume=args.resume,
         peak_memory=not args.no_peak_memory,
+        processes=args.processes,
+        extra_load_processes=args.extra_load_processes,
     )
     out = run(config)
     print(summary(out))
@@ -139,6 +141,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", type=Path, help="run directory (default results/<UTC time>-<preset>)")
     bench.add_argument("--resume", action="store_true", help="skip the frameworks already done in --out")
     bench.add_argument("--no-peak-memory", action="store_true", help="skip the per-load subprocess RSS figures")
+    bench.add_argument(
+        "--processes", type=int, help="pytest processes per framework whose rounds are pooled (quick 2, full 1)"
+    )
+    bench.add_argument(
+        "--extra-load-processes",
+        type=int,
+        help="more processes that re-time only the 64 MiB+ loads (quick 0, full 2): less noise, more time",
+    )
     bench.set_defaults(func=cmd_run)
 
     report = commands.add_parser("report", help="write report.md, tables and plots from a run's stored results")

@@ -28,8 +28,9 @@ class Preset:
     run 10-40% slower than the next, which rounds within one process cannot reveal."""
     extra_load_processes: int = 0
     """More processes that time only the headline loads (see `headline_loads`), pooled with the rest.
-    A 64 MiB load's time depends on whether its process's buffers got transparent huge pages (up to
-    ~30% here), which differs from process to process, so a stable median needs several processes."""
+    On this project's VMs one process's median for a 64 MiB load differs from the next one's by 20-40%
+    (with transparent huge pages on or off), so the median of the headline figures needs several
+    processes; the quick preset cannot afford them within its 3 minutes."""
 
 
 PRESETS = {
@@ -37,7 +38,6 @@ PRESETS = {
         ("d2l-dict", "d2l-mlp", "d2l-checkpoint", "size-1MiB", "size-64MiB"),
         {"small": 15, "medium": 5, "large": 3},
         processes=2,
-        extra_load_processes=2,
     ),
     "full": Preset(
         (

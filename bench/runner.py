@@ -51,6 +51,10 @@ class RunConfig:
     out: Path | None = None
     resume: bool = False
     peak_memory: bool = True
+    processes: int | None = None
+    """Overrides the preset's `processes` (more processes: less noise, more time)."""
+    extra_load_processes: int | None = None
+    """Overrides the preset's `extra_load_processes`."""
 
 
 def write_json(path: Path, data: object) -> None:
@@ -175,9 +179,11 @@ def run(config: RunConfig) -> Path:
     for case in cases:
         by_framework.setdefault(case.framework, []).append(case)
     preset = PRESETS[config.preset]
+    base_processes = config.processes or preset.processes
+    extra = preset.extra_load_processes if config.extra_load_processes is None else config.extra_load_processes
     for framework, chunk in by_framework.items():
         headline = headline_loads(chunk)
-        processes = preset.processes + (preset.extra_load_processes if headline else 0)
+        processes = base_processes + (extra if headline else 0)
         done = all(path.exists() for path in chunk_files(raw, framework, processes))
         peaks_path = raw / f"peak-{framework}.json"
         if config.resume and done and (peaks_path.exists() or not config.peak_memory):
@@ -186,7 +192,7 @@ def run(config: RunConfig) -> Path:
         framework_scratch = scratch / framework
         try:
             for process in range(processes):
-                if process < preset.processes:
+                if process < base_processes:
                     _run_chunk(framework, chunk, raw, framework_scratch, process)
                 else:
                     _run_chunk(framework, headline, raw, framework_scratch, process, plan_name="loads-plan")

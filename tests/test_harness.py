@@ -115,10 +115,11 @@ def test_a_chunk_whose_cases_all_skip_leaves_valid_json(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real, small run: NumPy and PyTorch on the medium workloads, CPU and CUDA rows."""
+    """A real, small run: NumPy and PyTorch on the medium workloads, CPU and CUDA rows, with the
+    64 MiB loads re-timed in two more processes (the full preset's default, off in quick)."""
     adapter_or_skip("torch")
     out = tmp_path_factory.mktemp("run") / "r"
-    return run(RunConfig(frameworks=("numpy", "torch"), sizes=("medium",), out=out))
+    return run(RunConfig(frameworks=("numpy", "torch"), sizes=("medium",), out=out, extra_load_processes=2))
 
 
 def test_run_writes_tidy_results_with_environment(small_run: Path) -> None:
@@ -208,7 +209,7 @@ def test_unsupported_cells_are_rows_without_timings(small_run: Path) -> None:
 
 def test_resume_skips_finished_frameworks(small_run: Path) -> None:
     before = (small_run / "raw" / "benchmark-numpy-p3.json").stat().st_mtime_ns
-    run(RunConfig(frameworks=("numpy",), sizes=("medium",), out=small_run, resume=True))
+    run(RunConfig(frameworks=("numpy",), sizes=("medium",), out=small_run, resume=True, extra_load_processes=2))
     assert (small_run / "raw" / "benchmark-numpy-p3.json").stat().st_mtime_ns == before
 
 
