@@ -18,6 +18,13 @@ and `serbench compare A B` compares two runs. Safety runs hold `safety.csv` and 
 """
 
 
+def short_commit(recorded: str) -> str:
+    """`0123456789ab`, `0123456789ab-dirty` or `6ac207c (given)` from env.json's git_commit."""
+    first = recorded.split()[0] if recorded.split() else "?"
+    sha, dirty = first.removesuffix("-dirty"), first.endswith("-dirty")
+    return sha[:12] + ("-dirty" if dirty else "") + (" (given)" if "SERBENCH_GIT_COMMIT" in recorded else "")
+
+
 def index_frame(results: Path) -> pd.DataFrame:
     rows = []
     for env_path in sorted(Path(results).glob("*/env.json")):
@@ -33,7 +40,7 @@ def index_frame(results: Path) -> pd.DataFrame:
                 "machine": f"{env.get('cpu', '?')}, {env.get('cores_logical', '?')} cores, "
                 f"{round(env.get('ram_bytes', 0) / 2**30)} GiB",
                 "GPU": env.get("gpu", "?"),
-                "commit": f"`{str(env.get('git_commit', '?'))[:12]}`",
+                "commit": f"`{short_commit(str(env.get('git_commit', '?')))}`",
             }
         )
     return pd.DataFrame(rows)

@@ -42,3 +42,12 @@ def test_committed_index_is_current() -> None:
     assert expected in readme.read_text(), "results/README.md is stale: run `serbench index`"
     for env in RESULTS.glob("*/env.json"):
         assert env.parent.name in readme.read_text()
+
+
+def test_short_commit_keeps_dirty_and_given_marks() -> None:
+    from bench.index import short_commit
+
+    assert short_commit("0123456789abcdef0123") == "0123456789ab"
+    assert short_commit("0123456789abcdef0123-dirty") == "0123456789ab-dirty"
+    assert short_commit("6ac207c (from SERBENCH_GIT_COMMIT; git here says 8bcf3ed-dirty)") == "6ac207c (given)"
+    assert short_commit("unknown") == "unknown"
