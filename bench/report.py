@@ -231,7 +231,9 @@ def environment_block(env: dict, limits: dict) -> str:
         f"{_bytes(env.get('ram_bytes', np.nan))} RAM; kernel {env.get('kernel')}; Python {env.get('python')}",
         f"- GPU: {env.get('gpu')}",
         f"- filesystem of the results: {fs.get('type')} on {fs.get('device', '?')} ({fs.get('mountpoint', '?')})",
-        f"- transparent huge pages: {thp.get('enabled', 'not recorded')} (defrag: {thp.get('defrag', 'not recorded')})",
+        f"- transparent huge pages: {thp['enabled']} (defrag: {thp.get('defrag', '?')})"
+        if thp
+        else "- transparent huge pages: not recorded (the run predates that field)",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items()),
         "",
         "Limits measured in this run (best round; the ceiling each figure is compared with):",
