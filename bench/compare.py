@@ -62,13 +62,14 @@ def compare(base: pd.DataFrame, new: pd.DataFrame, threshold: float = 0.10, nois
     )
     worse = merged["roundtrip_new"].map(_severity) > merged["roundtrip_base"].map(_severity)
     status_broke = (merged["status_base"] == "ok") & (merged["status_new"].notna()) & (merged["status_new"] != "ok")
+    timed_base, timed_new = merged["status_base"] == "ok", merged["status_new"] == "ok"
     verdicts = []
     for i in range(len(merged)):
         if merged["_merge"].iloc[i] != "both":
             verdicts.append("only in base" if merged["_merge"].iloc[i] == "left_only" else "only in new")
-        elif merged["status_base"].iloc[i] != "ok" and merged["status_new"].iloc[i] != "ok":
+        elif not timed_base.iloc[i] and not timed_new.iloc[i]:
             verdicts.append(f"not timed: {merged['status_new'].iloc[i]}")
-        elif merged["status_base"].iloc[i] != "ok":
+        elif not timed_base.iloc[i]:
             verdicts.append(f"newly timed (was {merged['status_base'].iloc[i]})")
         elif status_broke.iloc[i]:
             verdicts.append(f"REGRESSION: status ok -> {merged['status_new'].iloc[i]}")

@@ -103,7 +103,7 @@ def _unavailable(row: pd.Series) -> str:
     return note if note.startswith("unavailable") else f"unavailable: {note}"
 
 
-def gpu_table(frame: pd.DataFrame, limits: dict) -> pd.DataFrame:
+def gpu_table(frame: pd.DataFrame) -> pd.DataFrame:
     """CPU vs CUDA load per framework/format on the medium and large workloads with timed CUDA rows
     (the largest workload alone when only small ones have them)."""
     cuda = frame[(frame["device"] == "cuda") & (frame["op"] == "load")]
@@ -122,15 +122,17 @@ def gpu_table(frame: pd.DataFrame, limits: dict) -> pd.DataFrame:
             gpu_cold = _pick(group, "load", "cold", "cuda")
             if gpu is None or gpu["status"] != "ok":
                 continue  # listed by `untimed_on_gpu`
-            row = {"workload": workload, "framework": framework, "format": fmt, "cpu warm GB/s": _cell(cpu, "gbps")}
-            faster = cpu is not None and cpu["status"] == "ok" and gpu["median_s"] > 0
+            comparable = cpu is not None and cpu["status"] == "ok" and cpu["median_s"] > 0
             rows.append(
                 {
-                    **row,
+                    "workload": workload,
+                    "framework": framework,
+                    "format": fmt,
+                    "cpu warm GB/s": _cell(cpu, "gbps"),
                     "cuda warm": _seconds(gpu["median_s"]),
                     "cuda warm GB/s": _gbps(gpu["gbps"]),
                     "cuda cold GB/s": _cell(gpu_cold, "gbps"),
-                    "cuda / cpu time": f"{gpu['median_s'] / cpu['median_s']:.2f}x" if faster else NA,
+                    "cuda / cpu time": f"{gpu['median_s'] / cpu['median_s']:.2f}x" if comparable else NA,
                     "cuda % h2d": _frac(gpu["frac_of_limit"]),
                     "round trip": str(gpu["roundtrip"]),
                 }
@@ -304,7 +306,7 @@ def write_report(run_dir: Path) -> Path:
         payload = frame.loc[frame["workload"] == workload, "payload_bytes"].max()
         table.to_csv(tables_dir / f"{workload.replace('/', '_')}.csv", index=False)
         sections += [f"## {kind}: {workload} ({_bytes(payload)})", "", _markdown(table), ""]
-    gpu = gpu_table(frame, limits)
+    gpu = gpu_table(frame)
     untimed = untimed_on_gpu(frame)
     sections += [
         "## GPU vs CPU load",

@@ -43,8 +43,8 @@ def test_recommendations_come_from_the_numbers(run_dir: Path) -> None:
 
 
 def test_untimed_cuda_loads_are_listed_with_their_reason(run_dir: Path) -> None:
-    frame, _, limits = report.load_run(run_dir)
-    assert report.gpu_table(frame, limits).empty, "no cuda load was timed"
+    frame, _, _ = report.load_run(run_dir)
+    assert report.gpu_table(frame).empty, "no cuda load was timed"
     assert report.untimed_on_gpu(frame) == ["- torch (torch): unavailable: torch cannot use device 'cuda' here"]
     assert "unavailable: unavailable" not in report.write_report(run_dir).read_text()
 
@@ -57,9 +57,9 @@ def test_gpu_table_compares_timed_cuda_loads_with_cpu(tmp_path: Path) -> None:
         row("torch", "torch", "load", "warm", median=0.02, device="cuda"),
         row("torch", "torch", "load", "cold", median=0.08, device="cuda"),
     ]
-    frame, _, limits = report.load_run(make_run(tmp_path / "gpu", timed))
+    frame, _, _ = report.load_run(make_run(tmp_path / "gpu", timed))
     frame.loc[frame["device"] == "cuda", "frac_of_limit"] = 0.25
-    gpu = report.gpu_table(frame, limits).set_index(["framework", "format"])
+    gpu = report.gpu_table(frame).set_index(["framework", "format"])
     torch_row = gpu.loc[("torch", "torch")]
     assert torch_row["cuda warm"] == "20.00 ms"
     assert torch_row["cuda / cpu time"] == "0.50x", "cuda warm 20 ms against cpu warm 40 ms"
