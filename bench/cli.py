@@ -42,6 +42,14 @@ def _names(value: str) -> tuple[str, ...]:
     return tuple(item for item in value.split(",") if item)
 
 
+def _thread_settings(value: str) -> tuple[str, ...]:
+    settings = _names(value)
+    for setting in settings:
+        if setting != "default" and not (setting.isdigit() and int(setting) > 0):
+            raise argparse.ArgumentTypeError(f"{setting!r} is not a thread setting: use 1, default, or a count")
+    return tuple(dict.fromkeys(settings))
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from bench.runner import RunConfig, run, summary
 
@@ -57,6 +65,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         peak_memory=not args.no_peak_memory,
         processes=args.processes,
         extra_load_processes=args.extra_load_processes,
+        threads=args.threads,
+        pause_page_reporting=args.pause_page_reporting,
     )
     out = run(config)
     print(summary(out))
@@ -148,6 +158,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--extra-load-processes",
         type=int,
         help="more processes that re-time only the 64 MiB+ loads (quick 0, full 2): less noise, more time",
+    )
+    bench.add_argument(
+        "--threads",
+        type=_thread_settings,
+        help="comma-separated thread settings to time every case with: 1 (one thread per framework pool, the "
+        "reproducible setting on a small VM), default (the framework's choice), or a count; "
+        "default: the preset's (quick: 1; full: 1, plus default for the 64 MiB+ loads)",
+    )
+    bench.add_argument(
+        "--pause-page-reporting",
+        action="store_true",
+        help="on a VM whose balloon reports free pages to the host (freed memory then faults in the host when "
+        "reused), unbind the balloon driver for the run and rebind it after (needs root; make bench passes it)",
     )
     bench.set_defaults(func=cmd_run)
 

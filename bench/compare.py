@@ -2,8 +2,11 @@
 correctness change, between two runs (run directories or pytest-benchmark JSON files).
 
 A row regresses when its median got slower by more than the threshold (default 10%) AND by more
-than the noise of the two runs (the larger relative IQR). A round-trip change is flagged whatever
-the speed; a change to a worse outcome (exact -> drift -> error) is a regression.
+than the noise of the two runs. A figure's noise (`bench.stats.relative_noise`) is the larger of
+its IQR and the span of its sample medians (one per process and pass), relative to its median:
+on this project's VM the drift between processes and stretches of a run exceeds the IQR of
+rounds taken together. A round-trip change is flagged whatever the speed; a change to a worse
+outcome (exact -> drift -> error) is a regression.
 """
 
 from __future__ import annotations
@@ -14,7 +17,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-KEY = ["framework", "format", "workload", "device", "cache", "op"]
+from bench.stats import relative_noise
+
+KEY = ["framework", "format", "workload", "device", "cache", "op", "threads"]
+SPREAD = ["q1_s", "q3_s", "sample_low_s", "sample_high_s"]
 SEVERITY = {"exact": 0, "drift": 1, "unsupported": 1, "error": 2}
 
 
@@ -23,7 +29,11 @@ def load_any(source: Path) -> pd.DataFrame:
     source = Path(source)
     if source.is_dir():
         frame = pd.read_csv(source / "results.csv", keep_default_na=False, na_values=[""])
-        return frame[[*KEY, "status", "median_s", "iqr_s", "roundtrip"]]
+        if "threads" not in frame:
+            frame["threads"] = "default"  # runs before the threads axis
+        frame["threads"] = frame["threads"].astype(str)
+        frame = frame.reindex(columns=[*KEY, "status", "median_s", "iqr_s", *SPREAD, "roundtrip"])
+        return frame
     data = json.loads(source.read_text())
     rows = []
     for bench in data["benchmarks"]:
@@ -31,16 +41,32 @@ def load_any(source: Path) -> pd.DataFrame:
         row = {k: info.get(k, "") for k in KEY}
         if not info:
             row.update(framework="", format="", workload=bench["fullname"])
+        timing = bench["stats"]
         rows.append(
             {
                 **row,
                 "status": "ok",
-                "median_s": bench["stats"]["median"],
-                "iqr_s": bench["stats"]["iqr"],
+                "median_s": timing["median"],
+                "iqr_s": timing["iqr"],
+                "q1_s": timing.get("q1", timing["median"] - timing["iqr"] / 2),
+                "q3_s": timing.get("q3", timing["median"] + timing["iqr"] / 2),
+                "sample_low_s": timing["median"],
+                "sample_high_s": timing["median"],
                 "roundtrip": info.get("roundtrip", ""),
             }
         )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=[*KEY, "status", "median_s", "iqr_s", *SPREAD, "roundtrip"])
+
+
+def _noise(frame: pd.DataFrame, side: str) -> pd.Series:
+    """Each row's relative noise in one run (its IQR where older results lack the quartiles)."""
+    columns = [f"{name}_{side}" for name in ("median_s", "iqr_s", *SPREAD)]
+    values = []
+    for median, iqr, q1, q3, low, high in frame[columns].itertuples(index=False):
+        if pd.isna(q1):
+            q1, q3 = median - (iqr if not pd.isna(iqr) else 0) / 2, median + (iqr if not pd.isna(iqr) else 0) / 2
+        values.append(relative_noise(median, q1, q3, low, high))
+    return pd.Series(values, index=frame.index, dtype=float)
 
 
 def _severity(outcome: object) -> int:
@@ -53,8 +79,7 @@ def compare(base: pd.DataFrame, new: pd.DataFrame, threshold: float = 0.10, nois
     within one (measured on this project's VM: up to about 40% between back-to-back quick runs)."""
     merged = base.merge(new, on=KEY, how="outer", suffixes=("_base", "_new"), indicator=True)
     merged["change"] = merged["median_s_new"] / merged["median_s_base"] - 1
-    within_runs = np.fmax(merged["iqr_s_base"] / merged["median_s_base"], merged["iqr_s_new"] / merged["median_s_new"])
-    merged["noise"] = np.fmax(within_runs, noise_floor)
+    merged["noise"] = np.fmax(np.fmax(_noise(merged, "base"), _noise(merged, "new")), noise_floor)
     slower = (merged["change"] > threshold) & (merged["change"] > merged["noise"])
     faster = (merged["change"] < -threshold) & (-merged["change"] > merged["noise"])
     roundtrip_changed = (merged["roundtrip_base"].fillna("") != merged["roundtrip_new"].fillna("")) & (

@@ -1,13 +1,20 @@
-"""The benchmark matrix: adapter x format x workload x device x cache state x operation.
+"""The benchmark matrix: adapter x format x workload x device x cache state x operation x threads.
 
-A plan is data (a list of `Case`), written to JSON and handed to the pytest-benchmark module,
-so a run can be split per framework, resumed, and reproduced.
+A plan is data (a list of `Case` and the number of passes), written to JSON and handed to the
+pytest-benchmark module, so a run can be split per framework and thread setting, resumed, and
+reproduced.
+
+Passes: each pytest process times every case `passes` times, pass after pass, a few rounds each,
+instead of all of a case's rounds back to back. On this project's VM the cost of a load drifts
+in stretches of seconds (a 64 MiB torch.load ran 38-58 ms within one process over 40 s, while a
+memcpy of warm buffers did not move), so rounds taken back to back sample one stretch, and their
+median moves from run to run; rounds spread over the run sample them all.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import frameworks
@@ -16,13 +23,23 @@ from bench.null_adapter import NullAdapter
 
 CACHES = ("warm", "cold")
 DEVICES = ("cpu", "cuda")
+THREAD_SETTINGS = ("1", "default")
+"""`1`: every framework's intra-op pools (and BLAS/OpenMP) limited to one thread; `default`: as the
+framework chooses. On this 2-vCPU VM one thread is the reproducible setting: a 64 MiB
+safetensors.torch load + copy spread 3.2x across processes with default threads, 1.3x with one."""
 
 
 @dataclass(frozen=True)
 class Preset:
     workloads: tuple[str, ...]
     rounds: dict[str, int] = field(default_factory=dict)
-    """Timed rounds by workload size, per process."""
+    """Timed rounds by workload size, per process and pass."""
+    passes: int = 1
+    """How often each process times every case, pass after pass (see the module docstring)."""
+    threads: tuple[str, ...] = ("1",)
+    """Thread settings every case is timed with (see THREAD_SETTINGS)."""
+    headline_threads: tuple[str, ...] = ()
+    """More thread settings timed for the headline loads only (whether threads help a large load)."""
     processes: int = 1
     """Separate pytest processes per framework whose rounds are pooled: on a VM a whole process can
     run 10-40% slower than the next, which rounds within one process cannot reveal."""
@@ -35,9 +52,10 @@ class Preset:
 
 PRESETS = {
     "quick": Preset(
-        ("d2l-dict", "d2l-mlp", "d2l-checkpoint", "size-1MiB", "size-64MiB"),
-        {"small": 15, "medium": 5, "large": 3},
+        ("d2l-tensor", "d2l-list", "d2l-dict", "nested", "d2l-mlp", "d2l-checkpoint", "size-1MiB", "size-64MiB"),
+        {"small": 5, "medium": 2, "large": 1},
         processes=2,
+        passes=3,
     ),
     "full": Preset(
         (
@@ -51,8 +69,10 @@ PRESETS = {
             "size-64MiB",
             "vgg16",
         ),
-        {"small": 30, "medium": 7, "large": 5},
-        extra_load_processes=2,
+        {"small": 10, "medium": 3, "large": 2},
+        passes=3,
+        extra_load_processes=1,
+        headline_threads=("default",),
     ),
 }
 HEADLINE_MIN_BYTES = 64 << 20
@@ -73,17 +93,23 @@ class Case:
     rounds: int
     held: bool = True
     """False where the format cannot hold the workload's kind: reported, not timed."""
+    threads: str = "1"
+    """The thread setting the case is timed with (see THREAD_SETTINGS)."""
 
     @property
     def id(self) -> str:
-        return "|".join((self.framework, self.format, self.workload, self.device, self.cache, self.op))
+        return "|".join((self.framework, self.format, self.workload, self.device, self.cache, self.op, self.threads))
 
     def as_dict(self) -> dict[str, object]:
         return {**asdict(self), "id": self.id}
 
 
+def adapter_type(framework: str) -> type[frameworks.Adapter]:
+    return NullAdapter if framework == NullAdapter.name else frameworks.adapter_class(framework)
+
+
 def _specs(framework: str) -> tuple[frameworks.FormatSpec, ...]:
-    return NullAdapter.specs if framework == NullAdapter.name else frameworks.adapter_class(framework).specs
+    return adapter_type(framework).specs
 
 
 def plan(
@@ -95,12 +121,39 @@ def plan(
     devices: tuple[str, ...] = DEVICES,
     caches: tuple[str, ...] = CACHES,
     include_null: bool = True,
+    threads: tuple[str, ...] | None = None,
 ) -> list[Case]:
-    """Every case of the selected matrix, in a stable order."""
+    """Every case of the selected matrix, in a stable order. `threads` replaces the preset's thread
+    settings (its headline-only settings included)."""
     chosen = PRESETS[preset]
+    settings = threads or chosen.threads
+    cases = [
+        case
+        for setting in settings
+        for case in _cases(chosen, names_of(framework_names, include_null), formats, kinds, sizes, devices, caches)
+        for case in [replace(case, threads=setting)]
+    ]
+    if threads is None:
+        base = [case for case in cases if case.threads == settings[0]]
+        threaded = [case for case in headline_loads(base) if case.framework != NullAdapter.name]
+        cases += [replace(case, threads=setting) for setting in chosen.headline_threads for case in threaded]
+    return cases
+
+
+def names_of(framework_names: tuple[str, ...] | None, include_null: bool) -> tuple[str, ...]:
     names = tuple(framework_names or frameworks.names())
-    if include_null:
-        names = (*names, NullAdapter.name)
+    return (*names, NullAdapter.name) if include_null else names
+
+
+def _cases(
+    chosen: Preset,
+    names: tuple[str, ...],
+    formats: tuple[str, ...] | None,
+    kinds: tuple[str, ...] | None,
+    sizes: tuple[str, ...] | None,
+    devices: tuple[str, ...],
+    caches: tuple[str, ...],
+) -> list[Case]:
     cases = []
     for framework in names:
         pool = NULL_WORKLOADS if framework == NullAdapter.name else chosen.workloads
@@ -118,8 +171,10 @@ def plan(
                 cases.append(Case(framework, spec.name, name, "cpu", "-", "save", rounds))
                 model_kind = workload.kind in ("mlp", "checkpoint")
                 load_devices = ("cpu",) if model_kind or framework == NullAdapter.name else devices
+                # an in-memory copy has no page cache to be cold in: its only limit is memcpy
+                load_caches = ("warm",) if framework == NullAdapter.name else caches
                 for device in load_devices:
-                    for cache in caches:
+                    for cache in load_caches:
                         cases.append(Case(framework, spec.name, name, device, cache, "load", rounds))
                         if spec.lazy and device == "cpu":
                             cases.append(Case(framework, spec.name, name, device, cache, "open", rounds))
@@ -135,11 +190,20 @@ def headline_loads(cases: list[Case]) -> list[Case]:
     ]
 
 
-def write_plan(cases: list[Case], path: Path) -> None:
+def write_plan(cases: list[Case], path: Path, passes: int = 1) -> None:
     from frameworks.files import write_bytes_atomic
 
-    write_bytes_atomic(path, json.dumps([case.as_dict() for case in cases], indent=1).encode())
+    document = {"passes": passes, "cases": [case.as_dict() for case in cases]}
+    write_bytes_atomic(path, json.dumps(document, indent=1).encode())
+
+
+def read_plan_file(path: Path) -> tuple[list[Case], int]:
+    """The cases and passes of a plan file (a bare list, from runs before passes, is one pass)."""
+    document = json.loads(Path(path).read_text())
+    items, passes = (document, 1) if isinstance(document, list) else (document["cases"], document["passes"])
+    # runs before the threads axis ran with the frameworks' default threads
+    return [Case(**{"threads": "default", **{k: v for k, v in item.items() if k != "id"}}) for item in items], passes
 
 
 def read_plan(path: Path) -> list[Case]:
-    return [Case(**{k: v for k, v in item.items() if k != "id"}) for item in json.loads(Path(path).read_text())]
+    return read_plan_file(path)[0]

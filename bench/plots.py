@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.container import BarContainer
 
 
 def _real(frame: pd.DataFrame) -> pd.DataFrame:
@@ -16,18 +17,38 @@ def _real(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def load_throughput(frame: pd.DataFrame, limits: dict, path: Path) -> None:
+    """Bars at the median GB/s with whiskers over the range of the rounds; unstable figures hatched."""
     loads = _real(frame)
     loads = loads[(loads["op"] == "load") & (loads["device"] == "cpu")]
-    largest = loads[loads["payload_bytes"] == loads["payload_bytes"].max()]
-    table = largest.pivot_table(index=["framework", "format"], columns="cache", values="gbps")
+    if "threads" in loads and (loads["threads"].astype(str) == "1").any():
+        loads = loads[loads["threads"].astype(str) == "1"]
+    largest = loads[loads["payload_bytes"] == loads["payload_bytes"].max()].copy()
+    largest["low_gbps"] = largest["payload_bytes"] / largest["high_s"].fillna(largest["median_s"]) / 1e9
+    largest["high_gbps"] = largest["payload_bytes"] / largest["low_s"].fillna(largest["median_s"]) / 1e9
+    index = ["framework", "format"]
+    table = largest.pivot_table(index=index, columns="cache", values="gbps")
+    errors = [
+        [
+            (table[cache] - largest.pivot_table(index=index, columns="cache", values="low_gbps")[cache]).values,
+            (largest.pivot_table(index=index, columns="cache", values="high_gbps")[cache] - table[cache]).values,
+        ]
+        for cache in table.columns
+    ]
     figure, axes = plt.subplots(figsize=(10, 5))
-    table.plot.bar(ax=axes, color={"warm": "tab:orange", "cold": "tab:blue"})
+    table.plot.bar(ax=axes, color={"warm": "tab:orange", "cold": "tab:blue"}, yerr=errors, capsize=2)
+    unstable = largest.loc[largest["stability"] == "unstable", ["framework", "format", "cache"]]
+    marked = set(unstable.itertuples(index=False, name=None))
+    bars = [container for container in axes.containers if isinstance(container, BarContainer)]
+    for container, cache in zip(bars, table.columns, strict=True):
+        for patch, key in zip(container, table.index, strict=True):
+            if (*key, cache) in marked:
+                patch.set_hatch("//")
     for name, style in (("memcpy", "--"), ("disk_read_cold", ":"), ("disk_read_warm", "-.")):
         value = limits.get(name, {}).get("gbps")
         if value:
             axes.axhline(value, linestyle=style, color="black", linewidth=1, label=f"{name} {value:.2f} GB/s")
     axes.set_ylabel("GB/s (load incl. materialization)")
-    axes.set_title(f"Load throughput, {largest['workload'].iloc[0]}")
+    axes.set_title(f"Load throughput, {largest['workload'].iloc[0]} (whiskers: range of the rounds; hatched: unstable)")
     axes.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)

@@ -39,7 +39,7 @@ def _record(item_id: str, outcome: str, detail: str) -> None:
 
 
 def pytest_runtest_logreport(report: Any) -> None:
-    case_id = report.nodeid.split("[", 1)[-1].rstrip("]")
+    case_id = report.nodeid.split("[", 1)[-1].rstrip("]").rsplit("#", 1)[0]  # "<case id>#<pass>"
     if report.when == "call" or (report.when == "setup" and not report.passed):
         if report.skipped:
             detail = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)

@@ -2,6 +2,10 @@
 
 A pure function of `results.csv`, `env.json` and `limits.json`: it writes `report.md`, one CSV
 per table and PNG plots beside them, so a report can be regenerated, diffed and compared.
+
+Every figure is printed with its spread: `median [q1-q3] n=R/S` (interquartile range, R rounds
+from S samples, a sample being one process's pass). A figure `bench.stats` calls unstable is
+printed as `unstable low-high`, its range, and no advice is built on it.
 """
 
 from __future__ import annotations
@@ -19,8 +23,11 @@ NA = "n/a"
 
 
 def load_run(run_dir: Path) -> tuple[pd.DataFrame, dict, dict]:
+    from bench.results import COLUMNS
+
     run_dir = Path(run_dir)
     frame = pd.read_csv(run_dir / "results.csv", keep_default_na=False, na_values=[""])
+    frame = frame.reindex(columns=list(dict.fromkeys([*COLUMNS, *frame.columns])))
     env = json.loads((run_dir / "env.json").read_text())
     limits = json.loads((run_dir / "limits.json").read_text())
     return frame, env, limits
@@ -43,10 +50,55 @@ def _bytes(value: float) -> str:
     return f"{int(value)} B"
 
 
+def _time_unit(value: float) -> tuple[float, str]:
+    return (1e6, "µs") if value < 1e-3 else ((1e3, "ms") if value < 1 else (1.0, "s"))
+
+
 def _seconds(value: float) -> str:
     if pd.isna(value):
         return NA
-    return f"{value * 1e3:.2f} ms" if value < 1 else f"{value:.2f} s"
+    scale, unit = _time_unit(value)
+    return f"{value * scale:.3g} {unit}"
+
+
+def _unstable(row: pd.Series) -> bool:
+    return row.get("stability") == "unstable"
+
+
+def _time_range(row: pd.Series, low: str, high: str) -> str:
+    """`a-b unit` (an en dash in the output), in the unit of the median (so both ends read alike)."""
+    scale, unit = _time_unit(row["median_s"])
+    return f"{row[low] * scale:.3g}–{row[high] * scale:.3g} {unit}"
+
+
+def time_figure(row: pd.Series) -> str:
+    """`median [q1-q3] n=rounds/samples`, or `unstable low-high n=...` (en dashes in the output)."""
+    count = "" if pd.isna(row.get("rounds")) else f" n={int(row['rounds'])}/{int(row.get('samples') or 1)}"
+    if pd.isna(row.get("q1_s")):
+        return f"{_seconds(row['median_s'])} (spread not recorded){count}"
+    if _unstable(row):
+        return f"unstable {_time_range(row, 'low_s', 'high_s')}{count}"
+    return f"{_seconds(row['median_s'])} [{_time_range(row, 'q1_s', 'q3_s')}]{count}"
+
+
+def _rate_figure(row: pd.Series, scale: float, fmt: Callable[[float], str]) -> str:
+    """A figure inversely proportional to time (GB/s, fraction of a limit), with its spread."""
+    if pd.isna(scale) or pd.isna(row["median_s"]):
+        return NA
+    value = scale / row["median_s"]
+    if pd.isna(row.get("q1_s")):
+        return f"{fmt(value)} (spread not recorded)"
+    if _unstable(row):
+        return f"unstable {fmt(scale / row['high_s'])}–{fmt(scale / row['low_s'])}"
+    return f"{fmt(value)} [{fmt(scale / row['q3_s'])}–{fmt(scale / row['q1_s'])}]"
+
+
+def gbps_figure(row: pd.Series) -> str:
+    return _rate_figure(row, row["payload_bytes"] / 1e9, _gbps)
+
+
+def fraction_figure(row: pd.Series) -> str:
+    return _rate_figure(row, row["payload_bytes"] / 1e9 / row["limit_gbps"], _frac)
 
 
 def _pick(rows: pd.DataFrame, op: str, cache: str = "-", device: str = "cpu") -> pd.Series | None:
@@ -54,39 +106,44 @@ def _pick(rows: pd.DataFrame, op: str, cache: str = "-", device: str = "cpu") ->
     return None if match.empty else match.iloc[0]
 
 
-def _cell(row: pd.Series | None, field: str, fmt: Callable[[float], str] = _gbps) -> str:
+def _cell(row: pd.Series | None, figure: Callable[[pd.Series], str] = gbps_figure) -> str:
     if row is None:
         return NA
     if row["status"] != "ok":
         return str(row["status"])
-    return fmt(row[field])
+    return figure(row)
 
 
 def workload_table(frame: pd.DataFrame, workload: str) -> pd.DataFrame:
     """framework x format for one workload: speeds, fractions of limits, size, memory, round trip."""
     rows = []
     subset = frame[frame["workload"] == workload]
-    for (framework, fmt), group in subset.groupby(["framework", "format"], sort=False):
+    for (framework, fmt, threads), group in subset.groupby(
+        ["framework", "format", "threads"], sort=False, dropna=False
+    ):
         save, warm, cold = _pick(group, "save"), _pick(group, "load", "warm"), _pick(group, "load", "cold")
         open_warm = _pick(group, "open", "warm")
         if save is not None and save["status"] == "unsupported":
-            rows.append({"framework": framework, "format": fmt, "round trip": "unsupported"})
+            rows.append({"framework": framework, "format": fmt, "threads": threads, "round trip": "unsupported"})
             continue
-        payload = save["payload_bytes"] if save is not None else np.nan
-        file_bytes = save["file_bytes"] if save is not None else np.nan
+        sized = save if save is not None else warm
+        payload = sized["payload_bytes"] if sized is not None else np.nan
+        file_bytes = sized["file_bytes"] if sized is not None else np.nan
         rows.append(
             {
                 "framework": framework,
                 "format": fmt,
-                "save": _cell(save, "median_s", _seconds),
-                "save GB/s": _cell(save, "gbps"),
-                "save % disk": _cell(save, "frac_of_limit", _frac),
-                "warm load": _cell(warm, "median_s", _seconds),
-                "warm load GB/s": _cell(warm, "gbps"),
-                "warm % memcpy": _cell(warm, "frac_of_limit", _frac),
-                "cold load GB/s": _cell(cold, "gbps"),
-                "cold % disk": _cell(cold, "frac_of_limit", _frac),
-                "lazy open": _cell(open_warm, "median_s", _seconds) if open_warm is not None else "-",
+                "threads": threads,
+                "save": _cell(save, time_figure),
+                "save GB/s": _cell(save),
+                "save % disk": _cell(save, fraction_figure),
+                "warm load": _cell(warm, time_figure),
+                "warm load GB/s": _cell(warm),
+                "warm % memcpy": _cell(warm, fraction_figure),
+                "cold load": _cell(cold, time_figure),
+                "cold load GB/s": _cell(cold),
+                "cold % disk": _cell(cold, fraction_figure),
+                "lazy open": _cell(open_warm, time_figure) if open_warm is not None else "-",
                 "file": _bytes(file_bytes),
                 "overhead": NA if pd.isna(file_bytes) or framework == "null-adapter" else _bytes(file_bytes - payload),
                 "peak RSS x payload": NA
@@ -115,7 +172,9 @@ def gpu_table(frame: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for workload in chosen:
         subset = frame[(frame["workload"] == workload) & (frame["op"] == "load")]
-        for (framework, fmt), group in subset.groupby(["framework", "format"], sort=False):
+        for (framework, fmt, threads), group in subset.groupby(
+            ["framework", "format", "threads"], sort=False, dropna=False
+        ):
             if framework == "null-adapter":
                 continue
             cpu, gpu = _pick(group, "load", "warm", "cpu"), _pick(group, "load", "warm", "cuda")
@@ -128,16 +187,27 @@ def gpu_table(frame: pd.DataFrame) -> pd.DataFrame:
                     "workload": workload,
                     "framework": framework,
                     "format": fmt,
-                    "cpu warm GB/s": _cell(cpu, "gbps"),
-                    "cuda warm": _seconds(gpu["median_s"]),
-                    "cuda warm GB/s": _gbps(gpu["gbps"]),
-                    "cuda cold GB/s": _cell(gpu_cold, "gbps"),
-                    "cuda / cpu time": f"{gpu['median_s'] / cpu['median_s']:.2f}x" if comparable else NA,
-                    "cuda % h2d": _frac(gpu["frac_of_limit"]),
+                    "threads": threads,
+                    "cpu warm GB/s": _cell(cpu),
+                    "cuda warm": time_figure(gpu),
+                    "cuda warm GB/s": gbps_figure(gpu),
+                    "cuda cold GB/s": _cell(gpu_cold),
+                    "cuda / cpu time": _ratio_figure(gpu, cpu) if comparable else NA,
+                    "cuda % h2d": fraction_figure(gpu),
                     "round trip": str(gpu["roundtrip"]),
                 }
             )
     return pd.DataFrame(rows).fillna("")
+
+
+def _ratio_figure(numerator: pd.Series, denominator: pd.Series) -> str:
+    """A ratio of two medians with the range their quartiles allow (unstable if either is)."""
+    ratio = f"{numerator['median_s'] / denominator['median_s']:.2f}x"
+    if pd.isna(numerator.get("q1_s")) or pd.isna(denominator.get("q1_s")):
+        return f"{ratio} (spread not recorded)"
+    low, high = numerator["q1_s"] / denominator["q3_s"], numerator["q3_s"] / denominator["q1_s"]
+    prefix = "unstable " if _unstable(numerator) or _unstable(denominator) else ""
+    return f"{prefix}{ratio} [{low:.2f}–{high:.2f}x]"
 
 
 def untimed_on_gpu(frame: pd.DataFrame) -> list[str]:
@@ -163,14 +233,26 @@ def _h2d_text(limits: dict) -> str:
     )
 
 
+def _advice_threads(frame: pd.DataFrame) -> str | None:
+    """The thread setting advice is built on: one thread where it was timed (the reproducible one)."""
+    settings = set(frame["threads"].dropna().astype(str))
+    return "1" if "1" in settings else (sorted(settings)[0] if settings else None)
+
+
 def recommendations(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per framework, from the numbers: fastest exact warm load, smallest file, lowest peak memory."""
+    """Per framework, from the numbers: fastest exact warm load, smallest file, lowest peak memory.
+    Speed advice uses stable figures only; the unstable ones it had to leave out are named."""
     rows = []
     real = frame[(frame["framework"] != "null-adapter") & (frame["status"] == "ok")]
+    setting = _advice_threads(real)
+    if setting is not None:
+        real = real[real["threads"].astype(str) == setting]
     for framework, group in real.groupby("framework", sort=False):
         largest = group["payload_bytes"].max()
         big = group[group["payload_bytes"] == largest]
-        warm = big[(big["op"] == "load") & (big["cache"] == "warm") & (big["device"] == "cpu")]
+        loads = big[(big["op"] == "load") & (big["cache"] == "warm") & (big["device"] == "cpu")]
+        unstable = loads[loads["stability"] == "unstable"]
+        warm = loads[loads["stability"] != "unstable"]
         exact = warm[warm["roundtrip"] == "exact"]
         saves = big[big["op"] == "save"]
         memory = warm.dropna(subset=["peak_rss_multiple"])
@@ -182,14 +264,18 @@ def recommendations(frame: pd.DataFrame) -> pd.DataFrame:
             {
                 "framework": framework,
                 "measured on": f"{big['workload'].iloc[0]} ({_bytes(largest)})",
-                "fastest exact load": NA if fastest is None else f"{fastest['format']} ({fastest['gbps']:.2f} GB/s)",
+                "fastest exact load": NA if fastest is None else f"{fastest['format']} ({gbps_figure(fastest)} GB/s)",
                 "fastest load, any round trip": NA
                 if fastest_any is None
-                else f"{fastest_any['format']} ({fastest_any['gbps']:.2f} GB/s; {fastest_any['roundtrip']})",
+                else f"{fastest_any['format']} ({gbps_figure(fastest_any)} GB/s; {fastest_any['roundtrip']})",
                 "smallest file": NA if smallest is None else f"{smallest['format']} ({_bytes(smallest['file_bytes'])})",
                 "lowest peak memory": NA
                 if leanest is None
                 else f"{leanest['format']} ({leanest['peak_rss_multiple']:.2f}x payload)",
+                "left out (unstable)": ", ".join(
+                    f"{row['format']} ({gbps_figure(row)} GB/s)" for _, row in unstable.iterrows()
+                )
+                or "none",
             }
         )
     return pd.DataFrame(rows)
@@ -210,13 +296,13 @@ def harness_overhead(frame: pd.DataFrame) -> str:
     ]
     if null.empty or loads.empty:
         return "Harness overhead: not measured in this run."
-    per_call = null["median_s"].min()
+    per_call = null.loc[null["median_s"].idxmin()]
     largest = loads[loads["payload_bytes"] == loads["payload_bytes"].max()]
-    fastest = largest["median_s"].min()
+    fastest = largest.loc[largest["median_s"].idxmin()]
     return (
-        f"Harness overhead: {per_call * 1e6:.1f} us per call (null adapter on a 32-byte tensor), "
-        f"{per_call / fastest:.3%} of the fastest load of {largest['workload'].iloc[0]} "
-        f"({_seconds(fastest)})."
+        f"Harness overhead: {time_figure(per_call)} per call (null adapter on a 32-byte tensor), "
+        f"{per_call['median_s'] / fastest['median_s']:.3%} of the fastest load of {largest['workload'].iloc[0]} "
+        f"({time_figure(fastest)})."
     )
 
 
@@ -237,6 +323,9 @@ def environment_block(env: dict, limits: dict) -> str:
         if thp
         else "- transparent huge pages: not recorded (the run predates that field)",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items()),
+        _threads_line(env),
+        _page_reporting_line(env),
+        _machine_line(env),
         "",
         "Limits measured in this run (best round; the ceiling each figure is compared with):",
         "",
@@ -253,6 +342,52 @@ def environment_block(env: dict, limits: dict) -> str:
         ).to_markdown(index=False, disable_numparse=True),
     ]
     return "\n".join(lines)
+
+
+def _threads_line(env: dict) -> str:
+    record = env.get("threads")
+    if not record:
+        return "- threads: not recorded (the run predates the threads axis: the frameworks' defaults)"
+    parts = []
+    for framework, settings in record.items():
+        for setting, effect in settings.items():
+            shown = ", ".join(f"{k}={v}" for k, v in (effect or {}).items() if v != "unset") or "framework defaults"
+            parts.append(f"{framework} `{setting}`: {shown}")
+    return "- threads in effect: " + "; ".join(parts)
+
+
+def _page_reporting_line(env: dict) -> str:
+    state = env.get("page_reporting")
+    if not state:
+        return "- free page reporting (VM balloon): not recorded (the run predates that field)"
+    status = "paused for this run" if state.get("paused") else ("ACTIVE" if state.get("active") else "not active")
+    return f"- free page reporting (VM balloon): {status}: {state.get('note')}"
+
+
+def _machine_line(env: dict) -> str:
+    record = env.get("machine")
+    if not record:
+        return "- machine during the run: not recorded (the run predates that field)"
+    verdict = "BUSY: " + "; ".join(record["warnings"]) if record.get("busy") else "quiet"
+    return (
+        f"- machine during the run: {verdict} (other processes {record['other_cpu_fraction']:.1%} of the CPUs, "
+        f"steal {record['steal_fraction']:.1%}, load average {record['load_average_start'][0]:.2f} at the start)"
+    )
+
+
+def reading_guide(frame: pd.DataFrame) -> str:
+    timed = frame[frame["status"] == "ok"]
+    unstable = timed[timed["stability"] == "unstable"]
+    waited = pd.to_numeric(timed["rounds_waited"], errors="coerce").fillna(0)
+    return (
+        "Each figure is `median [q1–q3] n=R/S`: the interquartile range of R rounds pooled from S samples "
+        "(a sample is one process's pass over the cases; passes spread a case's rounds over the run). "
+        "A figure whose rounds span more than 1.5x, whose IQR exceeds 20% of its median, or whose sample "
+        "medians span more than 1.5x is shown as `unstable low–high` (min–max under 20 rounds, 5th–95th "
+        "percentile from 20) and no advice is built on it. "
+        f"In this run {len(unstable)} of {len(timed)} timed figures are unstable; "
+        f"{int((waited > 0).sum())} figures left out rounds that waited for a CPU ({int(waited.sum())} rounds)."
+    )
 
 
 def safety_section(run_dir: Path) -> list[str]:
@@ -288,11 +423,16 @@ def write_report(run_dir: Path) -> Path:
         "",
         environment_block(env, limits),
         "",
+        "## How to read the figures",
+        "",
+        reading_guide(frame),
+        "",
         harness_overhead(frame),
         "",
         "## Which format should I use?",
         "",
-        "Derived from the numbers below (largest workload of the run, CPU).",
+        "Derived from the stable figures below (largest workload of the run, CPU, one thread where timed); "
+        "an unstable figure is never advice, and the ones left out are named.",
         "",
         _markdown(recommendations(frame)),
         "",

@@ -1,6 +1,11 @@
 """Turn raw run data (pytest-benchmark JSON, outcomes, peak memory, limits) into one tidy table.
 
-Pure: it reads files under RUN_DIR/raw and returns a DataFrame; nothing is rerun.
+Pure: it reads files under RUN_DIR/raw and returns a DataFrame; nothing is rerun. Every timed row
+carries its spread (`bench.stats`): quartiles, a range, the number of rounds and of samples
+(processes x passes), the sample medians' span, and `stability`. Rounds whose evidence says they
+waited for a CPU (`bench.evidence`) are left out of the figure and counted in `rounds_waited`;
+where they are most of the rounds, all are kept and the figure is unstable ("the machine was
+busy"). Every round's time stays in `rounds_s`.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench import workloads
+from bench import stats, workloads
 from bench.plan import Case, read_plan
 
 COLUMNS = [
@@ -24,13 +29,26 @@ COLUMNS = [
     "device",
     "cache",
     "op",
+    "threads",
     "status",
     "note",
     "median_s",
     "iqr_s",
     "min_s",
+    "q1_s",
+    "q3_s",
+    "low_s",
+    "high_s",
     "rounds",
     "processes",
+    "samples",
+    "sample_low_s",
+    "sample_high_s",
+    "stability",
+    "unstable_reason",
+    "rounds_waited",
+    "minflt_per_round",
+    "rounds_s",
     "payload_bytes",
     "file_bytes",
     "gbps",
@@ -67,6 +85,9 @@ def read_json(path: Path) -> object:
     return json.loads(Path(path).read_text())
 
 
+CASE_KEY = ("framework", "format", "workload", "device", "cache", "op", "threads")
+"""What identifies a case (and a row): `Case.id` joins these with '|'."""
+
 INFO_FIELDS = (
     "framework",
     "format",
@@ -86,29 +107,55 @@ INFO_FIELDS = (
 
 
 def _benchmark_rows(paths: list[Path]) -> list[dict[str, object]]:
-    """One row per case, pooling the rounds of every process that timed it (their raw `data`)."""
-    pooled: dict[str, tuple[dict, list[float], int]] = {}
+    """One row per case, pooling the rounds of every process and pass that timed it."""
+    pooled: dict[str, tuple[dict, list[list[float]], list[dict], set[str]]] = {}
     for path in paths:
         for bench in read_json(path)["benchmarks"]:
-            info, stats = bench["extra_info"], bench["stats"]
-            first, data, count = pooled.get(info["id"], (info, [], 0))
-            pooled[info["id"]] = (first, data + list(stats.get("data") or [stats["median"]]), count + 1)
-    rows = []
-    for info, data, processes in pooled.values():
-        q1, median, q3 = np.percentile(data, [25, 50, 75])
-        rows.append(
-            {
-                **{k: info[k] for k in INFO_FIELDS},
-                "status": "ok",
-                "note": "",
-                "median_s": median,
-                "iqr_s": q3 - q1,
-                "min_s": min(data),
-                "rounds": len(data),
-                "processes": processes,
-            }
-        )
-    return rows
+            info, timing = bench["extra_info"], bench["stats"]
+            case_id = info["id"] if "threads" in info else f"{info['id']}|default"  # runs before the threads axis
+            _, samples, evidence, files = pooled.setdefault(case_id, (info, [], [], set()))
+            data = list(timing.get("data") or [timing["median"]])
+            records = info.get("round_evidence") or [{"seconds": value} for value in data]
+            samples.append(data)
+            evidence.extend(records)
+            files.add(path.name)
+    return [_timed_row(info, samples, evidence, len(files)) for info, samples, evidence, files in pooled.values()]
+
+
+def _timed_row(info: dict, samples: list[list[float]], evidence: list[dict], processes: int) -> dict[str, object]:
+    waited = [bool(record.get("waited")) for record in evidence]
+    kept, note = samples, ""
+    if any(waited):
+        flags = iter(waited)
+        kept = [[value for value in sample if not next(flags)] for sample in samples]
+        if sum(len(sample) for sample in kept) < sum(len(sample) for sample in samples) / 2:
+            kept, note = samples, f"the machine was busy: {sum(waited)} of {len(waited)} rounds waited for a CPU"
+    figure = stats.spread(kept)
+    reason = "; ".join(part for part in (note, figure.unstable_reason) if part)
+    faults = [record["minflt"] for record in evidence if "minflt" in record]
+    return {
+        **{k: info[k] for k in INFO_FIELDS},
+        "threads": info.get("threads", "default"),
+        "status": "ok",
+        "note": "",
+        "median_s": figure.median,
+        "iqr_s": figure.iqr,
+        "min_s": min(min(sample) for sample in samples),
+        "q1_s": figure.q1,
+        "q3_s": figure.q3,
+        "low_s": figure.low,
+        "high_s": figure.high,
+        "rounds": figure.rounds,
+        "processes": processes,
+        "samples": figure.samples,
+        "sample_low_s": figure.sample_low,
+        "sample_high_s": figure.sample_high,
+        "stability": "unstable" if reason else "stable",
+        "unstable_reason": reason,
+        "rounds_waited": 0 if kept is samples and not note else sum(waited),
+        "minflt_per_round": float(np.median(faults)) if faults else None,
+        "rounds_s": json.dumps([round(value, 9) for sample in samples for value in sample]),
+    }
 
 
 def _case_row(case: Case, status: str, note: str) -> dict[str, object]:
@@ -120,6 +167,7 @@ def _case_row(case: Case, status: str, note: str) -> dict[str, object]:
         "device": case.device,
         "cache": case.cache,
         "op": case.op,
+        "threads": case.threads,
         "status": status,
         "note": note,
         "kind": workload.kind if workload else "",
@@ -135,14 +183,18 @@ def assemble(run_dir: Path) -> pd.DataFrame:
     timed: set[str] = set()
     for row in _benchmark_rows(sorted(raw.glob("benchmark-*.json"))):
         rows.append(row)
-        timed.add("|".join(str(row[k]) for k in ("framework", "format", "workload", "device", "cache", "op")))
+        timed.add("|".join(str(row[k]) for k in CASE_KEY))
     for plan_path in sorted(raw.glob("plan-*.json")):
-        outcomes = {}
+        outcomes: dict[str, dict] = {}
         outcome_path = plan_path.with_name(plan_path.name.replace("plan-", "outcomes-").replace(".json", ".jsonl"))
         if outcome_path.exists():
             for line in outcome_path.read_text().splitlines():
                 record = json.loads(line)
-                outcomes[record["id"]] = record
+                if record["id"].count("|") == len(CASE_KEY) - 2:  # runs before the threads axis
+                    record["id"] += "|default"
+                # a case outcome per pass; a failure in any pass is the one that is kept
+                if outcomes.get(record["id"], {}).get("outcome") != "failed":
+                    outcomes[record["id"]] = record
         for case in read_plan(plan_path):
             if case.id in timed:
                 continue

@@ -1,17 +1,20 @@
 """`serbench run`: measure the limits, time the plan with pytest-benchmark, measure peak memory,
 and write tidy results with the environment.
 
-Each framework runs in its own pytest subprocesses, as many as the preset's `processes`, plus
-`extra_load_processes` that re-time only the headline (64 MiB and larger) loads; the rounds of
-every process that timed a case are pooled (frameworks never share a process, and a crash loses
-one framework's chunk, not the run). Every file in the run directory is written atomically;
-`--resume` skips the frameworks whose raw files are complete.
+Each framework and thread setting runs in its own pytest subprocesses, as many as the preset's
+`processes`, plus `extra_load_processes` that re-time only the headline (64 MiB and larger)
+loads; each process times every case in `passes` passes, and the rounds of every process and pass
+are pooled (frameworks never share a process, and a crash loses one framework's chunk, not the
+run). A thread setting is the environment its framework reads at import (`Adapter.thread_env`).
+Every file in the run directory is written atomically; `--resume` skips the frameworks whose raw
+files are complete. The machine is checked around the run (`bench.machine`): how busy it was,
+and whether its hypervisor takes freed memory back (paused for the run on request).
 
 Layout of a run directory:
     env.json, limits.json, results.csv, results.json, report.md, tables/, plots/
-    raw/plan-<fw>.json, raw/loads-plan-<fw>.json (the extra processes' cases),
-    raw/benchmark-<fw>-p<N>.json (pytest-benchmark's own, with every round),
-    raw/outcomes-<fw>.jsonl, raw/peak-<fw>.json, raw/pytest-<fw>-p<N>.log
+    raw/plan-<fw>-t<threads>.json, raw/loads-plan-<fw>-t<threads>.json (the extra processes' cases),
+    raw/benchmark-<fw>-t<threads>-p<N>.json (pytest-benchmark's own, every round and its evidence),
+    raw/outcomes-<fw>-t<threads>.jsonl, raw/peak-<fw>.json, raw/pytest-<fw>-t<threads>-p<N>.log
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import datetime as dt
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -27,8 +31,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from bench import environment, limits, workloads
-from bench.plan import PRESETS, Case, headline_loads, plan, write_plan
+from bench import environment, limits, machine, workloads
+from bench.plan import PRESETS, Case, adapter_type, headline_loads, plan, write_plan
 from bench.results import assemble
 from frameworks.files import write_bytes_atomic
 
@@ -55,6 +59,10 @@ class RunConfig:
     """Overrides the preset's `processes` (more processes: less noise, more time)."""
     extra_load_processes: int | None = None
     """Overrides the preset's `extra_load_processes`."""
+    threads: tuple[str, ...] | None = None
+    """Thread settings to time every case with (default: the preset's)."""
+    pause_page_reporting: bool = False
+    """Unbind the virtio balloon for the run where it reports free pages (see `bench.machine`)."""
 
 
 def write_json(path: Path, data: object) -> None:
@@ -66,31 +74,55 @@ def default_out(preset: str) -> Path:
     return Path("results") / f"{stamp}-{preset}"
 
 
-def chunk_files(raw: Path, framework: str, processes: int) -> list[Path]:
-    return [raw / f"benchmark-{framework}-p{index}.json" for index in range(processes)]
+def chunk_files(raw: Path, chunk: str, processes: int) -> list[Path]:
+    return [raw / f"benchmark-{chunk}-p{index}.json" for index in range(processes)]
+
+
+def chunk_name(framework: str, threads: str) -> str:
+    return f"{framework}-t{threads}"
+
+
+def thread_environment(framework: str, threads: str) -> dict[str, str]:
+    """This process's environment with the framework's thread variables set for `threads`."""
+    env = dict(os.environ)
+    for name, value in adapter_type(framework).thread_env(threads).items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env
 
 
 def _run_chunk(
-    framework: str, cases: list[Case], raw: Path, scratch: Path, process: int = 0, plan_name: str = "plan"
+    framework: str,
+    cases: list[Case],
+    raw: Path,
+    scratch: Path,
+    process: int = 0,
+    plan_name: str = "plan",
+    passes: int = 1,
 ) -> None:
-    """Time one framework's cases in a fresh pytest process; raw files appear only when complete."""
-    plan_path = raw / f"{plan_name}-{framework}.json"
-    outcomes = raw / f"outcomes-{framework}.jsonl"
-    final = raw / f"benchmark-{framework}-p{process}.json"
-    partial = raw / f".benchmark-{framework}-p{process}.json.partial"
-    log_path = raw / f"pytest-{framework}-p{process}.log"
-    write_plan(cases, plan_path)
+    """Time one framework's cases of one thread setting in a fresh pytest process; raw files appear
+    only when complete."""
+    threads = cases[0].threads if cases else "1"
+    chunk = chunk_name(framework, threads)
+    plan_path = raw / f"{plan_name}-{chunk}.json"
+    outcomes = raw / f"outcomes-{chunk}.jsonl"
+    final = raw / f"benchmark-{chunk}-p{process}.json"
+    partial = raw / f".benchmark-{chunk}-p{process}.json.partial"
+    log_path = raw / f"pytest-{chunk}-p{process}.log"
+    write_plan(cases, plan_path, passes)
     if process == 0:
         outcomes.unlink(missing_ok=True)
     if not any(case.held for case in cases):
         write_json(final, {"benchmarks": [], "note": "no case of this selection is held by these formats"})
         return
     env = {
-        **os.environ,
+        **thread_environment(framework, threads),
         "SERBENCH_PLAN": str(plan_path),
         "SERBENCH_SCRATCH": str(scratch),
         "SERBENCH_OUTCOMES": str(outcomes),
-        "SERBENCH_LABEL": framework,
+        "SERBENCH_LABEL": f"{framework} (threads {threads}, process {process})",
     }
     command = [
         sys.executable,
@@ -157,16 +189,63 @@ def _measure_peaks(framework: str, cases: list[Case], scratch: Path) -> list[dic
     return records
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds like Ctrl-C, so the balloon driver is bound again
+
+
 def run(config: RunConfig) -> Path:
     out = Path(config.out or default_out(config.preset))
-    raw = out / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    scratch = out / "scratch"
-    cases = plan(config.preset, config.frameworks, config.formats, config.kinds, config.sizes, config.devices)
+    cases = plan(
+        config.preset,
+        config.frameworks,
+        config.formats,
+        config.kinds,
+        config.sizes,
+        config.devices,
+        threads=config.threads,
+    )
     if not cases:
         raise ValueError("the selection matches no benchmark case; check --frameworks/--formats/--kinds/--sizes")
-    write_json(out / "env.json", environment.environment(out))
+    raw = out / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    env = environment.environment(out)
+    start = machine.snapshot()
+    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    try:
+        with machine.page_reporting_paused(config.pause_page_reporting) as reporting:
+            env["page_reporting"] = reporting
+            if reporting["active"] and not reporting["paused"]:
+                console.print(
+                    f"[yellow]free page reporting is active ({reporting['note']}): freed memory goes back to the host, "
+                    "and loads that get it back fault in the host too; figures will spread (--pause-page-reporting)"
+                )
+            write_json(out / "env.json", env)
+            _time_everything(config, cases, out, raw)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    env["machine"] = machine.busy_record(start, machine.snapshot())
+    for warning in env["machine"]["warnings"]:
+        console.print(f"[yellow]the machine was busy: {warning}")
+    frame = assemble(out)
+    env["threads"] = thread_record(raw)
+    write_json(out / "env.json", env)
+    write_bytes_atomic(out / "results.csv", frame.to_csv(index=False).encode())
+    write_bytes_atomic(out / "results.json", frame.to_json(orient="records", indent=1).encode())
+    return out
 
+
+def thread_record(raw: Path) -> dict[str, dict[str, object]]:
+    """Per framework and thread setting, the settings its processes reported (first case of each)."""
+    record: dict[str, dict[str, object]] = {}
+    for path in sorted(raw.glob("benchmark-*.json")):
+        for bench in json.loads(path.read_text()).get("benchmarks", [])[:1]:
+            info = bench["extra_info"]
+            record.setdefault(info["framework"], {})[info.get("threads", "default")] = info.get("threads_in_effect")
+    return record
+
+
+def _time_everything(config: RunConfig, cases: list[Case], out: Path, raw: Path) -> None:
+    scratch = out / "scratch"
     if not (config.resume and (out / "limits.json").exists()):
         largest = max(workloads.payload_of(name) for name in {c.workload for c in cases})
         probe = min(max(largest, 64 << 20), 1 << 30)
@@ -175,37 +254,43 @@ def run(config: RunConfig) -> Path:
         write_json(out / "limits.json", measured)
     shutil.copyfile(out / "limits.json", raw / "limits.json")
 
-    by_framework: dict[str, list[Case]] = {}
+    by_chunk: dict[tuple[str, str], list[Case]] = {}
     for case in cases:
-        by_framework.setdefault(case.framework, []).append(case)
+        by_chunk.setdefault((case.framework, case.threads), []).append(case)
     preset = PRESETS[config.preset]
     base_processes = config.processes or preset.processes
     extra = preset.extra_load_processes if config.extra_load_processes is None else config.extra_load_processes
-    for framework, chunk in by_framework.items():
-        headline = headline_loads(chunk)
-        processes = base_processes + (extra if headline else 0)
-        done = all(path.exists() for path in chunk_files(raw, framework, processes))
+    for framework in dict.fromkeys(framework for framework, _ in by_chunk):
+        chunks = {threads: chunk for (name, threads), chunk in by_chunk.items() if name == framework}
+        processes = {
+            threads: base_processes + (extra if headline_loads(chunk) else 0) for threads, chunk in chunks.items()
+        }
+        done = all(
+            path.exists()
+            for threads in chunks
+            for path in chunk_files(raw, chunk_name(framework, threads), processes[threads])
+        )
         peaks_path = raw / f"peak-{framework}.json"
         if config.resume and done and (peaks_path.exists() or not config.peak_memory):
             console.print(f"{framework}: already done, skipped (--resume)")
             continue
         framework_scratch = scratch / framework
         try:
-            for process in range(processes):
-                if process < base_processes:
-                    _run_chunk(framework, chunk, raw, framework_scratch, process)
-                else:
-                    _run_chunk(framework, headline, raw, framework_scratch, process, plan_name="loads-plan")
+            for threads, chunk in chunks.items():
+                for process in range(processes[threads]):
+                    if process < base_processes:
+                        _run_chunk(framework, chunk, raw, framework_scratch, process, passes=preset.passes)
+                    else:
+                        headline = headline_loads(chunk)
+                        _run_chunk(
+                            framework, headline, raw, framework_scratch, process, "loads-plan", passes=preset.passes
+                        )
             if config.peak_memory:
-                write_json(peaks_path, _measure_peaks(framework, chunk, framework_scratch))
+                first = next(iter(chunks.values()))
+                write_json(peaks_path, _measure_peaks(framework, first, framework_scratch))
         finally:
             shutil.rmtree(framework_scratch, ignore_errors=True)
     shutil.rmtree(scratch, ignore_errors=True)
-
-    frame = assemble(out)
-    write_bytes_atomic(out / "results.csv", frame.to_csv(index=False).encode())
-    write_bytes_atomic(out / "results.json", frame.to_json(orient="records", indent=1).encode())
-    return out
 
 
 def summary(out: Path) -> str:
@@ -213,11 +298,18 @@ def summary(out: Path) -> str:
     import pandas as pd
 
     frame = pd.read_csv(Path(out) / "results.csv")
-    timed = frame[(frame["status"] == "ok") & (frame["device"] == "cpu")]
+    timed = frame[(frame["status"] == "ok") & (frame["device"] == "cpu")].copy()
     if timed.empty:
         return "no timed rows"
-    largest = timed.loc[timed["payload_bytes"] == timed["payload_bytes"].max()]
-    view = largest.pivot_table(index=["framework", "format"], columns=["op", "cache"], values="gbps")
+    largest = timed.loc[timed["payload_bytes"] == timed["payload_bytes"].max()].copy()
+    payload = largest["payload_bytes"] / 1e9
+    largest["GB/s [IQR]"] = [
+        f"{p / m:.2f} [{p / q3:.2f}-{p / q1:.2f}]" + (" unstable" if s == "unstable" else "")
+        for p, m, q1, q3, s in zip(
+            payload, largest["median_s"], largest["q1_s"], largest["q3_s"], largest["stability"], strict=True
+        )
+    ]
+    view = largest.set_index(["framework", "format", "threads", "op", "cache"])[["GB/s [IQR]"]]
     return f"GB/s for {largest['workload'].iloc[0]} ({largest['payload_bytes'].iloc[0] / 2**20:.0f} MiB):\n" + (
-        view.round(2).to_string()
+        view.to_string()
     )

@@ -12,6 +12,7 @@ Canonical MLP parameters are NumPy float32 arrays named `hidden.weight` (256, 20
 from __future__ import annotations
 
 import abc
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +74,18 @@ class Adapter(abc.ABC):
 
     name: ClassVar[str]
     specs: ClassVar[tuple[FormatSpec, ...]]
+    thread_variables: ClassVar[tuple[str, ...]] = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+    """Environment variables that size this framework's thread pools; read when it is imported."""
+
+    @classmethod
+    def thread_env(cls, threads: str) -> dict[str, str | None]:
+        """The environment a process needs for a thread setting ("default" or a count), set before
+        the framework is imported; None removes a variable (the framework's default applies)."""
+        return {name: None if threads == "default" else str(int(threads)) for name in cls.thread_variables}
+
+    def thread_settings(self) -> dict[str, object]:
+        """The thread settings in effect in this process, as the framework reports them."""
+        return {name: os.environ.get(name, "unset") for name in self.thread_variables}
 
     @classmethod
     def format_names(cls) -> tuple[str, ...]:

@@ -55,6 +55,8 @@ def _mlp_class(nn: Any, npx: Any) -> type:
 class MXNetAdapter(Adapter):
     name = "mxnet"
     specs = (MX_NDARRAY, GLUON_PARAMS, SAFETENSORS)
+    # the engine's CPU workers and its OpenMP pool; MXNet has no getter, so the variables are the record
+    thread_variables = (*Adapter.thread_variables, "MXNET_CPU_WORKER_NTHREADS")
 
     def __init__(self) -> None:
         if not hasattr(np, "bool"):

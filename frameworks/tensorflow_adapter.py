@@ -70,6 +70,7 @@ def _mlp_class(keras: Any) -> type:
 class TensorFlowAdapter(Adapter):
     name = "tensorflow"
     specs = (NPY_PICKLE, TF_CHECKPOINT, KERAS_H5, SAFETENSORS)
+    thread_variables = (*Adapter.thread_variables, "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
 
     def __init__(self) -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -84,6 +85,14 @@ class TensorFlowAdapter(Adapter):
         self._safetensors = safetensors.tensorflow
         self._object_graph = trackable_object_graph_pb2.TrackableObjectGraph
         self._mlp = _mlp_class(keras)
+
+    def thread_settings(self) -> dict[str, object]:
+        threading = self.tf.config.threading  # 0 means "the runtime's choice" (its TF_NUM_* variables)
+        return {
+            **super().thread_settings(),
+            "tf intra_op_parallelism_threads": threading.get_intra_op_parallelism_threads(),
+            "tf inter_op_parallelism_threads": threading.get_inter_op_parallelism_threads(),
+        }
 
     def devices(self) -> tuple[str, ...]:
         return ("cpu", "cuda") if self.tf.config.list_physical_devices("GPU") else ("cpu",)

@@ -55,6 +55,13 @@ class TorchAdapter(Adapter):
         self._safetensors = safetensors.torch
         self._mlp = _mlp_class(torch)
 
+    def thread_settings(self) -> dict[str, object]:
+        return {
+            **super().thread_settings(),
+            "torch.get_num_threads": self.torch.get_num_threads(),
+            "torch.get_num_interop_threads": self.torch.get_num_interop_threads(),
+        }
+
     def devices(self) -> tuple[str, ...]:
         return ("cpu", "cuda") if self.torch.cuda.is_available() else ("cpu",)
 

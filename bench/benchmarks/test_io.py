@@ -1,10 +1,12 @@
 """pytest-benchmark cases for one plan (see `bench.plan`), driven by `serbench run`.
 
-The plan file comes from $SERBENCH_PLAN and saved files go under $SERBENCH_SCRATCH. Preparation
-(building the workload, writing the file, warming or evicting the cache, building a clone) runs
-in `setup`, outside the timer. Saves include fsync (the atomic save path). Loads include
-materialization (`bench.materialize`); a lazy loader's bare open is its own `open` case. Figures
-that are not times (bytes, residency before a cold load, round-trip outcome) go in extra_info.
+The plan file comes from $SERBENCH_PLAN and saved files go under $SERBENCH_SCRATCH. Every case is
+timed once per pass, pass after pass (test ids end in `#<pass>`), so its rounds spread over the
+process's life. Preparation (building the workload, writing the file, warming or evicting the
+cache, building a clone) runs in `setup`, outside the timer. Saves include fsync (the atomic save
+path). Loads include materialization (`bench.materialize`); a lazy loader's bare open is its own
+`open` case. Figures that are not times go in extra_info: bytes, residency before a cold load,
+round-trip outcome, the thread settings in effect, and each round's evidence (`bench.evidence`).
 """
 
 from __future__ import annotations
@@ -18,20 +20,26 @@ from typing import Any
 import pytest
 
 import frameworks
-from bench import pagecache, workloads
+from bench import evidence, pagecache, workloads
 from bench.materialize import materialize
 from bench.null_adapter import NullAdapter
-from bench.plan import Case, read_plan
+from bench.plan import Case, read_plan_file
 from bench.recipes.training import training_recipe
 from bench.roundtrip import outcome_of
 
-PLAN = (
-    [case for case in read_plan(Path(os.environ["SERBENCH_PLAN"])) if case.held]
-    if os.environ.get("SERBENCH_PLAN")
-    else []
-)
+
+def _items() -> list[tuple[Case, int]]:
+    if not os.environ.get("SERBENCH_PLAN"):
+        return []
+    cases, passes = read_plan_file(Path(os.environ["SERBENCH_PLAN"]))
+    return [(case, index) for index in range(passes) for case in cases if case.held]
+
+
+ITEMS = _items()
 _null = NullAdapter()
 _libc = ctypes.CDLL(None)
+_prepared: dict[tuple[str, str], tuple[Any, ...]] = {}
+"""Per (framework, workload): what a case times against, built once per process for all passes."""
 
 
 def release_free_memory() -> None:
@@ -64,8 +72,33 @@ def file_for(case: Case, suffix: str, scratch: Path) -> Path:
     return scratch / f"{stem}{suffix}"
 
 
-@pytest.mark.parametrize("case", PLAN, ids=[case.id for case in PLAN])
-def test_io(case: Case, benchmark: Any) -> None:
+def _prepared_objects(case: Case, adapter: frameworks.Adapter) -> tuple[Any, ...]:
+    """(reference, native, recipe, last_loss, clone) for the case's framework and workload."""
+    key = (case.framework, case.workload)
+    if key in _prepared:
+        return _prepared[key]
+    kind = workloads.WORKLOADS[case.workload].kind
+    reference = workloads.build(case.workload)
+    recipe = last_loss = clone = None
+    if kind == "checkpoint":
+        recipe = training_recipe(case.framework)
+        native = recipe.new(0)
+        last_loss = recipe.train(*native, 0, 2)
+        reference = recipe.state(*native)
+        clone = recipe.new(1)
+    elif kind == "mlp":
+        native = adapter.new_mlp(reference)
+        clone = adapter.new_mlp(workloads.mlp_parameters(seed=1))
+    else:
+        native = adapter.from_numpy(reference)
+    # One clone per case, built outside the timer: every round loads into it again (building a Keras
+    # model and optimizer each round would cost more than the load).
+    _prepared[key] = (reference, native, recipe, last_loss, clone)
+    return _prepared[key]
+
+
+@pytest.mark.parametrize(("case", "pass_index"), ITEMS, ids=[f"{case.id}#{index}" for case, index in ITEMS])
+def test_io(case: Case, pass_index: int, benchmark: Any) -> None:
     adapter = adapter_for(case)
     if case.device != "cpu":
         try:
@@ -74,16 +107,9 @@ def test_io(case: Case, benchmark: Any) -> None:
             pytest.skip(f"unavailable: {error}")
     workload = workloads.WORKLOADS[case.workload]
     spec = adapter.spec(case.format)
-    reference = workloads.build(case.workload)
     is_mlp, is_checkpoint = workload.kind == "mlp", workload.kind == "checkpoint"
     path = file_for(case, spec.suffix, scratch_dir())
-    if is_checkpoint:
-        recipe = training_recipe(case.framework)
-        native = recipe.new(0)
-        last_loss = recipe.train(*native, 0, 2)
-        reference = recipe.state(*native)
-    else:
-        native = adapter.new_mlp(reference) if is_mlp else adapter.from_numpy(reference)
+    reference, native, recipe, last_loss, clone = _prepared_objects(case, adapter)
 
     def save() -> None:
         if is_checkpoint:
@@ -96,13 +122,8 @@ def test_io(case: Case, benchmark: Any) -> None:
     if case.op != "save" and (case.framework == NullAdapter.name or not path.exists()):
         save()
     residency: list[float] = []
-    # One clone per case, built outside the timer: every round loads into it again (building a Keras
-    # model and optimizer each round would cost more than the load).
-    clone: Any = None
-    if is_mlp:
-        clone = adapter.new_mlp(workloads.mlp_parameters(seed=1))
-    elif is_checkpoint:
-        clone = recipe.new(1)
+    before: list[evidence.Counters] = []
+    after: list[evidence.Counters] = []
 
     def prepare() -> tuple[tuple[Any, ...], dict[str, Any]]:
         if case.framework != NullAdapter.name:
@@ -112,7 +133,11 @@ def test_io(case: Case, benchmark: Any) -> None:
             else:
                 pagecache.warm(path)
         release_free_memory()
+        before.append(evidence.sample())
         return (clone,), {}
+
+    def after_round(*_: Any) -> None:
+        after.append(evidence.sample())
 
     def load(clone: Any) -> Any:
         if is_checkpoint:
@@ -133,15 +158,20 @@ def test_io(case: Case, benchmark: Any) -> None:
 
     def prepare_save() -> tuple[tuple[Any, ...], dict[str, Any]]:
         release_free_memory()
+        before.append(evidence.sample())
         return (), {}
 
-    if case.op == "save":
-        benchmark.pedantic(timed_save, setup=prepare_save, rounds=case.rounds, warmup_rounds=0, iterations=1)
-    else:
-        benchmark.pedantic(timed_load, setup=prepare, rounds=case.rounds, warmup_rounds=0, iterations=1)
+    target, setup = (timed_save, prepare_save) if case.op == "save" else (timed_load, prepare)
+    benchmark.pedantic(target, setup=setup, teardown=after_round, rounds=case.rounds, warmup_rounds=0, iterations=1)
 
     info = benchmark.extra_info
     info.update(case.as_dict())
+    info["pass"] = pass_index
+    info["threads_in_effect"] = adapter.thread_settings()
+    times = benchmark.stats.stats.data
+    info["round_evidence"] = [
+        evidence.round_record(start, end, seconds) for start, end, seconds in zip(before, after, times, strict=True)
+    ]
     info["kind"] = workload.kind
     info["dtype"] = workload.dtype
     info["size"] = workload.size
