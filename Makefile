@@ -19,8 +19,10 @@ $(STAMP): pyproject.toml requirements/lock.txt
 test: $(STAMP)
 	SERBENCH_REQUIRE_FRAMEWORKS=numpy,torch,tensorflow,mxnet $(PY) -m pytest $(PYTEST_ARGS)
 
+# --pause-page-reporting: on a VM whose balloon hands freed memory back to the host (re-touching
+# it then runs 20x slower), pause that for the run, as root; a no-op elsewhere (see bench/machine.py).
 bench: $(STAMP)
-	$(VENV)/bin/serbench run --quick $(BENCH_ARGS)
+	$(VENV)/bin/serbench run --quick --pause-page-reporting $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

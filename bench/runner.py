@@ -216,8 +216,8 @@ def run(config: RunConfig) -> Path:
             env["page_reporting"] = reporting
             if reporting["active"] and not reporting["paused"]:
                 console.print(
-                    f"[yellow]free page reporting is active ({reporting['note']}): freed memory goes back to the host, "
-                    "and loads that get it back fault in the host too; figures will spread (--pause-page-reporting)"
+                    f"[yellow]free page reporting is active on {reporting['device']}: {reporting['note']}. "
+                    "Large loads will spread (up to 6.6x here); --pause-page-reporting pauses it for the run."
                 )
             write_json(out / "env.json", env)
             _time_everything(config, cases, out, raw)

@@ -24,12 +24,21 @@ def row(framework: str, fmt: str, op: str, cache: str = "-", median: float | Non
         "device": "cpu",
         "cache": cache,
         "op": op,
+        "threads": "1",
         "status": "ok",
         "note": "",
         "median_s": median,
         "iqr_s": None if median is None else median * 0.02,
         "min_s": None if median is None else median * 0.98,
-        "rounds": None if median is None else 5,
+        "q1_s": None if median is None else median * 0.99,
+        "q3_s": None if median is None else median * 1.01,
+        "low_s": None if median is None else median * 0.98,
+        "high_s": None if median is None else median * 1.03,
+        "rounds": None if median is None else 6,
+        "samples": None if median is None else 3,
+        "sample_low_s": None if median is None else median * 0.99,
+        "sample_high_s": None if median is None else median * 1.01,
+        "stability": None if median is None else "stable",
         "payload_bytes": MIB64,
         "file_bytes": MIB64 + 1_000,
         "roundtrip": "exact",
@@ -142,4 +151,39 @@ def make_run(directory: Path, table: list[dict] | None = None) -> Path:
             }
         )
     )
+    return directory
+
+
+def raw_run(directory: Path, rounds: dict[tuple[str, str], list[float]]) -> Path:
+    """A run directory built the way `serbench run` leaves it: raw pytest-benchmark JSON (one warm
+    64 MiB load per (framework, format), with the given rounds), plan, limits and env; results.csv
+    assembled from them by `bench.results.assemble`."""
+    from bench.plan import Case, write_plan
+    from bench.results import assemble
+
+    raw = directory / "raw"
+    raw.mkdir(parents=True)
+    cases = [Case(fw, fmt, "size-64MiB", "cpu", "warm", "load", len(data)) for (fw, fmt), data in rounds.items()]
+    benchmarks = []
+    for case, data in zip(cases, rounds.values(), strict=True):
+        info = {
+            **case.as_dict(),
+            "kind": "dict",
+            "dtype": "float32",
+            "size": "medium",
+            "payload_bytes": MIB64,
+            "file_bytes": MIB64 + 1_000,
+            "roundtrip": "exact",
+            "lazy": False,
+            "resident_before_cold": None,
+            "round_evidence": [{"seconds": value, "minflt": 16384, "waited": False} for value in data],
+        }
+        benchmarks.append({"extra_info": info, "stats": {"data": data, "median": sorted(data)[len(data) // 2]}})
+    (raw / "benchmark-torch-t1-p0.json").write_text(json.dumps({"benchmarks": benchmarks}))
+    write_plan(cases, raw / "plan-torch-t1.json", passes=1)
+    limits = {"memcpy": {"name": "memcpy", "gbps": MEMCPY, "bytes": MIB64, "rounds": 3, "note": "measured"}}
+    (raw / "limits.json").write_text(json.dumps(limits))
+    (directory / "limits.json").write_text(json.dumps(limits))
+    make_run(directory)  # env.json
+    assemble(directory).to_csv(directory / "results.csv", index=False)
     return directory

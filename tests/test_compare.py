@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 from bench.compare import compare, has_regression, load_any
 from tests.run_fixture import make_run, row, rows
 
@@ -59,10 +61,13 @@ def test_exact_to_drift_is_flagged_whatever_the_speed(tmp_path: Path) -> None:
 
 
 def test_change_inside_the_noise_is_not_flagged(tmp_path: Path) -> None:
-    noisy_base = [dict(r, iqr_s=(r["median_s"] or 0) * 0.3) for r in rows()]
-    noisy_new = [
-        dict(r, median_s=(r["median_s"] or 0) * 1.15 or None, iqr_s=(r["median_s"] or 0) * 0.3) for r in rows()
-    ]
+    def noisy(r: dict, scale: float) -> dict:
+        median = (r["median_s"] or 0) * scale or None
+        spread = (r["median_s"] or 0) * 0.15
+        return dict(r, median_s=median, iqr_s=2 * spread, q1_s=(median or 0) - spread, q3_s=(median or 0) + spread)
+
+    noisy_base = [noisy(r, 1.0) for r in rows()]
+    noisy_new = [noisy(r, 1.15) for r in rows()]
     table = compare(load_any(make_run(tmp_path / "a", noisy_base)), load_any(make_run(tmp_path / "b", noisy_new)))
     assert not has_regression(table)
     tight = [dict(r, median_s=(r["median_s"] or 0) * 1.15 or None) for r in rows()]
@@ -138,3 +143,32 @@ def test_cli_compares_pytest_benchmark_json_and_exits_nonzero_on_regression(tmp_
     assert ok.returncode == 0, ok.stderr
     assert bad.returncode == 1
     assert "REGRESSION: slower" in bad.stdout
+
+
+def test_drift_between_processes_is_noise_even_when_each_process_is_tight(tmp_path: Path) -> None:
+    """Rounds within one process agree, processes do not: the sample medians' span is the noise."""
+    drifting = [dict(r, sample_low_s=(r["median_s"] or 0) * 0.8 or None) for r in rows()]
+    slower = [dict(r, median_s=(r["median_s"] or 0) * 1.15 or None) for r in drifting]
+    table = compare(load_any(make_run(tmp_path / "a", drifting)), load_any(make_run(tmp_path / "b", slower)))
+    assert not has_regression(table), table[["format", "op", "change", "noise", "verdict"]]
+    doubled = [dict(r, median_s=(r["median_s"] or 0) * 2 or None) for r in drifting]
+    assert has_regression(
+        compare(load_any(make_run(tmp_path / "c", drifting)), load_any(make_run(tmp_path / "d", doubled)))
+    )
+
+
+def test_thread_settings_are_compared_with_their_own_kind(tmp_path: Path) -> None:
+    one = [r for r in rows() if r["framework"] == "torch"]
+    both = one + [dict(r, threads="default", median_s=(r["median_s"] or 0) * 3 or None) for r in one]
+    table = compare(load_any(make_run(tmp_path / "a", both)), load_any(make_run(tmp_path / "b", both)))
+    assert not has_regression(table), "a 3x slower default-thread row is not a regression of the 1-thread row"
+    assert set(table["threads"]) == {"1", "default"}
+
+
+def test_runs_from_before_the_threads_axis_compare_as_default_threads(tmp_path: Path) -> None:
+    old = make_run(tmp_path / "old")
+    frame = pd.read_csv(old / "results.csv").drop(columns=["threads", "q1_s", "q3_s", "sample_low_s", "sample_high_s"])
+    frame.to_csv(old / "results.csv", index=False)
+    table = compare(load_any(old), load_any(old))
+    assert set(table["threads"]) == {"default"}
+    assert not has_regression(table)

@@ -14,7 +14,7 @@ import pytest
 
 from bench import pagecache, plan, workloads
 from bench.materialize import materialize, touch_pages
-from bench.results import COLUMNS
+from bench.results import CASE_KEY, COLUMNS
 from bench.runner import RunConfig, run
 from tests.conftest import adapter_or_skip
 
@@ -22,14 +22,49 @@ from tests.conftest import adapter_or_skip
 def test_plan_covers_every_axis_and_marks_unsupported_cells() -> None:
     cases = plan.plan("quick", ("numpy", "torch"))
     ids = {case.id for case in cases}
-    assert "torch|torch|size-64MiB|cpu|cold|load" in ids
-    assert "torch|torch|size-64MiB|cuda|warm|load" in ids
-    assert "torch|safetensors|size-64MiB|cpu|warm|open" in ids, "the lazy loader's bare open is its own figure"
-    assert "numpy|npy|size-64MiB|cpu|-|save" in ids
+    assert "torch|torch|size-64MiB|cpu|cold|load|1" in ids
+    assert "torch|torch|size-64MiB|cuda|warm|load|1" in ids
+    assert "torch|safetensors|size-64MiB|cpu|warm|open|1" in ids, "the lazy loader's bare open is its own figure"
+    assert "numpy|npy|size-64MiB|cpu|-|save|1" in ids
     unsupported = [case for case in cases if not case.held]
     assert {(c.framework, c.format, c.workload) for c in unsupported} >= {("numpy", "npy", "d2l-dict")}
     assert all(case.rounds == 0 for case in unsupported)
     assert any(case.framework == "null-adapter" for case in cases)
+
+
+def test_quick_preset_covers_every_kind_of_the_mission() -> None:
+    kinds = {workloads.WORKLOADS[case.workload].kind for case in plan.plan("quick") if case.held}
+    assert kinds == {"tensor", "list", "dict", "nested", "mlp", "checkpoint"}
+
+
+def test_the_in_memory_baseline_has_no_cold_case() -> None:
+    """A memory copy has no page cache to be cold in: it must never be compared with a disk limit."""
+    null = [case for case in plan.plan("quick") if case.framework == "null-adapter"]
+    assert null
+    assert {case.cache for case in null} == {"-", "warm"}
+
+
+def test_threads_are_an_axis_of_the_plan() -> None:
+    quick = plan.plan("quick", ("torch",), include_null=False)
+    assert {case.threads for case in quick} == {"1"}, "the quick preset times the reproducible setting"
+    full = plan.plan("full", ("torch",), include_null=False)
+    threaded = [case for case in full if case.threads == "default"]
+    assert threaded
+    assert {(c.op, workloads.payload_of(c.workload) >= plan.HEADLINE_MIN_BYTES) for c in threaded} == {("load", True)}
+    both = plan.plan("quick", ("torch",), include_null=False, threads=("1", "default"))
+    assert len(both) == 2 * len(quick), "--threads 1,default times every case in both settings"
+
+
+@pytest.mark.parametrize("framework", [*plan.frameworks.names(), "null-adapter"])
+def test_each_framework_says_which_variables_size_its_threads(framework: str) -> None:
+    from bench.runner import thread_environment
+
+    adapter = plan.adapter_type(framework)
+    one = thread_environment(framework, "1")
+    assert {name: one[name] for name in adapter.thread_variables} == dict.fromkeys(adapter.thread_variables, "1")
+    assert "OMP_NUM_THREADS" in adapter.thread_variables
+    default = thread_environment(framework, "default")
+    assert not set(adapter.thread_variables) & set(default), "default leaves the framework's own choice"
 
 
 def test_plan_selection_filters() -> None:
@@ -105,18 +140,19 @@ def test_a_chunk_whose_cases_all_skip_leaves_valid_json(tmp_path: Path) -> None:
     cases = [c for c in plan.plan("quick", ("torch",), formats=("torch",), sizes=("medium",)) if c.device == "cuda"]
     raw = tmp_path / "raw"
     raw.mkdir()
-    _run_chunk("torch", cases, raw, tmp_path / "scratch")
-    stored = json.loads((raw / "benchmark-torch-p0.json").read_text())
+    _run_chunk("torch", cases, raw, tmp_path / "scratch", passes=2)
+    stored = json.loads((raw / "benchmark-torch-t1-p0.json").read_text())
     assert stored["benchmarks"] == []
-    outcomes = [json.loads(line) for line in (raw / "outcomes-torch.jsonl").read_text().splitlines()]
+    outcomes = [json.loads(line) for line in (raw / "outcomes-torch-t1.jsonl").read_text().splitlines()]
     assert {o["outcome"] for o in outcomes} == {"skipped"}
-    assert len(outcomes) == len(cases)
+    assert len(outcomes) == 2 * len(cases), "one outcome per case and pass"
+    assert {o["id"] for o in outcomes} == {case.id for case in cases}
 
 
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real, small run: NumPy and PyTorch on the medium workloads, CPU and CUDA rows, with the
-    64 MiB loads re-timed in two more processes (the full preset's default, off in quick)."""
+    64 MiB loads re-timed in two more processes (off in the quick preset)."""
     adapter_or_skip("torch")
     out = tmp_path_factory.mktemp("run") / "r"
     return run(RunConfig(frameworks=("numpy", "torch"), sizes=("medium",), out=out, extra_load_processes=2))
@@ -127,11 +163,15 @@ def test_run_writes_tidy_results_with_environment(small_run: Path) -> None:
     assert list(frame.columns) == COLUMNS
     env = json.loads((small_run / "env.json").read_text())
     assert {"python", "cpu", "cores_logical", "ram_bytes", "gpu", "kernel", "filesystem", "git_commit"} <= set(env)
+    assert {"busy", "other_cpu_fraction", "steal_fraction", "load_average_start"} <= set(env["machine"])
+    assert {"active", "paused", "note"} <= set(env["page_reporting"])
+    assert env["threads"]["torch"]["1"]["torch.get_num_threads"] == 1, "the thread setting reached torch"
+    assert env["threads"]["numpy"]["1"]["OMP_NUM_THREADS"] == "1"
     assert env["versions"]["torch"].startswith("2.")
     limits = json.loads((small_run / "limits.json").read_text())
     assert limits["memcpy"]["gbps"] > 0
     expected = {c.id for c in plan.plan("quick", ("numpy", "torch"), sizes=("medium",))}
-    got = set(frame[["framework", "format", "workload", "device", "cache", "op"]].astype(str).agg("|".join, axis=1))
+    got = set(frame[list(CASE_KEY)].astype(str).agg("|".join, axis=1))
     assert got == expected, "every planned case is a row"
     assert not list(small_run.rglob("*.partial")), "no partial files left"
     assert not (small_run / "scratch").exists()
@@ -155,10 +195,18 @@ def test_rows_carry_bytes_roundtrip_spread_and_memory(small_run: Path) -> None:
     assert headline.any()
     assert (ok.loc[~headline, "processes"] == 2).all(), "the quick preset pools two processes per case"
     assert (ok.loc[headline, "processes"] == 4).all(), "and re-times the 64 MiB loads in two more"
-    assert (ok.loc[(ok["size"] == "medium") & ~headline, "rounds"] == 2 * 5).all()
-    assert (ok.loc[headline, "rounds"] == 4 * 5).all()
-    assert (small_run / "raw" / "loads-plan-torch.json").exists()
-    assert ok["iqr_s"].notna().all()
+    assert (ok.loc[~headline, "samples"] == 2 * 3).all(), "each process times every case in three passes"
+    assert (ok.loc[(ok["size"] == "medium") & ~headline, "rounds"] == 2 * 3 * 2).all()
+    assert (ok.loc[headline, "rounds"] == 4 * 3 * 2).all()
+    assert (small_run / "raw" / "loads-plan-torch-t1.json").exists()
+    for column in ("iqr_s", "q1_s", "q3_s", "low_s", "high_s", "sample_low_s", "sample_high_s", "stability"):
+        assert ok[column].notna().all(), column
+    assert set(ok["stability"]) <= {"stable", "unstable"}
+    unstable = ok[ok["stability"] == "unstable"]
+    assert unstable["unstable_reason"].str.len().gt(0).all(), "an unstable figure says why"
+    assert ((ok["q1_s"] <= ok["median_s"]) & (ok["median_s"] <= ok["q3_s"])).all()
+    rounds = ok["rounds_s"].map(json.loads)
+    assert (rounds.map(len) >= ok["rounds"]).all(), "every round's time is kept (waited rounds too)"
     saved = ok[(ok["op"] == "save") & (ok["framework"] != "null-adapter")]
     assert (saved["file_bytes"] >= saved["payload_bytes"]).all()
     torch_rows = ok[(ok["framework"] == "torch") & (ok["format"] == "torch")]
@@ -171,6 +219,23 @@ def test_rows_carry_bytes_roundtrip_spread_and_memory(small_run: Path) -> None:
         & (frame["workload"] == "size-64MiB")
     ]
     assert (peak["peak_rss_multiple"] > 0.5).all(), "a load that materializes 64 MiB must add about that much RSS"
+
+
+def test_every_round_keeps_its_evidence(small_run: Path) -> None:
+    """Faults, context switches, run-queue delay and steal per round, aligned with pytest-benchmark's
+    own round times, so a slow round can be explained rather than pooled silently."""
+    stored = json.loads((small_run / "raw" / "benchmark-torch-t1-p0.json").read_text())["benchmarks"]
+    assert stored
+    for bench in stored:
+        records = bench["extra_info"]["round_evidence"]
+        assert [r["seconds"] for r in records] == bench["stats"]["data"]
+        assert {"minflt", "majflt", "nvcsw", "nivcsw", "runqueue_s", "steal_s", "waited"} <= set(records[0])
+        assert bench["extra_info"]["threads_in_effect"]["torch.get_num_threads"] == 1
+    loads = [b for b in stored if b["extra_info"]["op"] == "load" and b["extra_info"]["workload"] == "size-64MiB"]
+    faults = [r["minflt"] for b in loads for r in b["extra_info"]["round_evidence"]]
+    assert min(faults) >= (64 << 20) // (2 << 20), "materializing 64 MiB faults in at least its huge pages"
+    frame = pd.read_csv(small_run / "results.csv")
+    assert (frame.loc[frame["status"] == "ok", "minflt_per_round"] >= 0).all()
 
 
 def test_cuda_rows_say_unavailable_with_a_reason(small_run: Path) -> None:
@@ -208,9 +273,9 @@ def test_unsupported_cells_are_rows_without_timings(small_run: Path) -> None:
 
 
 def test_resume_skips_finished_frameworks(small_run: Path) -> None:
-    before = (small_run / "raw" / "benchmark-numpy-p3.json").stat().st_mtime_ns
+    before = (small_run / "raw" / "benchmark-numpy-t1-p3.json").stat().st_mtime_ns
     run(RunConfig(frameworks=("numpy",), sizes=("medium",), out=small_run, resume=True, extra_load_processes=2))
-    assert (small_run / "raw" / "benchmark-numpy-p3.json").stat().st_mtime_ns == before
+    assert (small_run / "raw" / "benchmark-numpy-t1-p3.json").stat().st_mtime_ns == before
 
 
 def test_peak_memory_measures_model_loads_and_lazy_loads(tmp_path: Path) -> None:
