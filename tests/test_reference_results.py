@@ -53,3 +53,26 @@ def test_reference_run_has_every_row_and_its_environment(run: Path) -> None:
 
 def limits_measured(run: Path) -> bool:
     return json.loads((run / "limits.json").read_text())["h2d_pinned"]["gbps"] is not None
+
+
+@pytest.mark.parametrize("run", RUNS, ids=[run.name for run in RUNS])
+def test_every_committed_figure_carries_its_spread(run: Path) -> None:
+    frame = pd.read_csv(run / "results.csv")
+    timed = frame[frame["status"] == "ok"]
+    for column in ("q1_s", "q3_s", "low_s", "high_s", "rounds", "samples", "stability"):
+        assert timed[column].notna().all(), f"{run.name}: a timed row lacks {column}"
+    unstable = timed[timed["stability"] == "unstable"]
+    assert (unstable["unstable_reason"].fillna("").str.len() > 0).all()
+
+
+@pytest.mark.parametrize("run", RUNS, ids=[run.name for run in RUNS])
+def test_committed_report_is_what_the_report_code_writes_now(run: Path, tmp_path: Path) -> None:
+    """A report is a pure function of the stored results: a stale one (crisp figures from older
+    report code) fails here until it is regenerated with `serbench report`."""
+    import shutil
+
+    from bench.report import write_report
+
+    copy = tmp_path / run.name
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("plots", "raw"))
+    assert write_report(copy).read_text() == (run / "report.md").read_text()
