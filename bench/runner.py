@@ -3,9 +3,8 @@ and write tidy results with the environment.
 
 Each framework and thread setting runs in its own pytest subprocesses, as many as the preset's
 `processes`, plus `extra_load_processes` that re-time only the headline (64 MiB and larger)
-loads; the processes of all frameworks take turns (every framework's first process, then every
-framework's second), each times every case in `passes` passes, and the rounds of every process
-and pass are pooled (frameworks never share a process, and a crash loses one framework's chunk, not the
+loads; each process times every case in `passes` passes, and the rounds of every process and pass
+are pooled (frameworks never share a process, and a crash loses one framework's chunk, not the
 run). A thread setting is the environment its framework reads at import (`Adapter.thread_env`).
 Every file in the run directory is written atomically; `--resume` skips the frameworks whose raw
 files are complete. The machine is checked around the run (`bench.machine`): how busy it was,
@@ -261,8 +260,6 @@ def _time_everything(config: RunConfig, cases: list[Case], out: Path, raw: Path)
     preset = PRESETS[config.preset]
     base_processes = config.processes or preset.processes
     extra = preset.extra_load_processes if config.extra_load_processes is None else config.extra_load_processes
-    runs: list[tuple[int, str, list[Case], str]] = []
-    pending: dict[str, list[Case]] = {}
     for framework in dict.fromkeys(framework for framework, _ in by_chunk):
         chunks = {threads: chunk for (name, threads), chunk in by_chunk.items() if name == framework}
         processes = {
@@ -273,29 +270,27 @@ def _time_everything(config: RunConfig, cases: list[Case], out: Path, raw: Path)
             for threads in chunks
             for path in chunk_files(raw, chunk_name(framework, threads), processes[threads])
         )
-        if config.resume and done and ((raw / f"peak-{framework}.json").exists() or not config.peak_memory):
+        peaks_path = raw / f"peak-{framework}.json"
+        if config.resume and done and (peaks_path.exists() or not config.peak_memory):
             console.print(f"{framework}: already done, skipped (--resume)")
             continue
-        pending[framework] = next(iter(chunks.values()))
-        for chunk in chunks.values():
-            for process in range(processes[chunk[0].threads]):
-                if process < base_processes:
-                    runs.append((process, framework, chunk, "plan"))
-                else:
-                    runs.append((process, framework, headline_loads(chunk), "loads-plan"))
-    # Process-major order: every framework's first process, then every framework's second, ... so the
-    # processes pooled into one figure sit minutes apart. On this VM a whole minute can run slower: in
-    # one of three back-to-back quick runs, every round of MXNet's safetensors loads (2 processes run
-    # one after the other, 3 passes each) was 25-37% slower, with the same page faults.
-    runs.sort(key=lambda run: run[0])
-    try:
-        for process, framework, chunk, plan_name in runs:
-            _run_chunk(framework, chunk, raw, scratch / framework, process, plan_name, passes=preset.passes)
-        if config.peak_memory:
-            for framework, chunk in pending.items():
-                write_json(raw / f"peak-{framework}.json", _measure_peaks(framework, chunk, scratch / framework))
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        framework_scratch = scratch / framework
+        try:
+            for threads, chunk in chunks.items():
+                for process in range(processes[threads]):
+                    if process < base_processes:
+                        _run_chunk(framework, chunk, raw, framework_scratch, process, passes=preset.passes)
+                    else:
+                        headline = headline_loads(chunk)
+                        _run_chunk(
+                            framework, headline, raw, framework_scratch, process, "loads-plan", passes=preset.passes
+                        )
+            if config.peak_memory:
+                first = next(iter(chunks.values()))
+                write_json(peaks_path, _measure_peaks(framework, first, framework_scratch))
+        finally:
+            shutil.rmtree(framework_scratch, ignore_errors=True)
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 def summary(out: Path) -> str:
