@@ -360,7 +360,9 @@ def _page_reporting_line(env: dict) -> str:
     state = env.get("page_reporting")
     if not state:
         return "- free page reporting (VM balloon): not recorded (the run predates that field)"
-    status = "paused for this run" if state.get("paused") else ("ACTIVE" if state.get("active") else "not active")
+    if state.get("paused"):
+        return f"- free page reporting (VM balloon): paused for this run ({state.get('device')} unbound, rebound after)"
+    status = "ACTIVE" if state.get("active") else "not active"
     return f"- free page reporting (VM balloon): {status}: {state.get('note')}"
 
 
