@@ -28,6 +28,7 @@ records that reporting was active, and the report says so.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -132,4 +133,11 @@ def page_reporting_paused(pause: bool, sys_root: Path = SYS) -> Iterator[dict[st
     try:
         yield {**state, "paused": True, "note": f"paused for this run ({state['device']} unbound, rebound after)"}
     finally:
-        (driver / "bind").write_text(str(state["device"]))
+        try:
+            (driver / "bind").write_text(str(state["device"]))
+        except OSError as error:  # the run's results still get written; say how to restore it by hand
+            print(
+                f"serbench: could not bind {state['device']} to virtio_balloon again ({error.strerror}); "
+                f"as root: echo {state['device']} > {driver / 'bind'}",
+                file=sys.stderr,
+            )

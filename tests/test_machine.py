@@ -91,3 +91,11 @@ def test_busy_record_names_each_sign_of_a_busy_machine() -> None:
     assert len(record["warnings"]) == 3, record["warnings"]
     quiet = machine.Snapshot(10.0, (0.0, 0.0, 0.0), busy_s=1.0, steal_s=0.0, own_cpu_s=1.0)
     assert not machine.busy_record(machine.Snapshot(0.0, (0.0, 0.0, 0.0), 0.0, 0.0, 0.0), quiet)["busy"]
+
+
+def test_a_failed_rebind_is_reported_not_raised(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = fake_sys(tmp_path)
+    (root / "bus" / "virtio" / "drivers" / "virtio_balloon" / "bind").mkdir()  # writing to it fails
+    with machine.page_reporting_paused(True, root) as state:
+        assert state["paused"]
+    assert "could not bind virtio0 to virtio_balloon again" in capsys.readouterr().err
