@@ -388,7 +388,8 @@ def reading_guide(frame: pd.DataFrame) -> str:
         "medians span more than 1.5x is shown as `unstable low–high` (min–max under 20 rounds, 5th–95th "
         "percentile from 20) and no advice is built on it. "
         f"In this run {len(unstable)} of {len(timed)} timed figures are unstable; "
-        f"{int((waited > 0).sum())} figures left out rounds that waited for a CPU ({int(waited.sum())} rounds)."
+        f"{int((waited > 0).sum())} figures had rounds that waited for a CPU ({int(waited.sum())} rounds: left out "
+        "of their figure, unless they were most of its rounds, which then says the machine was busy)."
     )
 
 

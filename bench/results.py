@@ -152,7 +152,7 @@ def _timed_row(info: dict, samples: list[list[float]], evidence: list[dict], pro
         "sample_high_s": figure.sample_high,
         "stability": "unstable" if reason else "stable",
         "unstable_reason": reason,
-        "rounds_waited": 0 if kept is samples and not note else sum(waited),
+        "rounds_waited": sum(waited),
         "minflt_per_round": float(np.median(faults)) if faults else None,
         "rounds_s": json.dumps([round(value, 9) for sample in samples for value in sample]),
     }

@@ -196,8 +196,14 @@ def test_rows_carry_bytes_roundtrip_spread_and_memory(small_run: Path) -> None:
     assert (ok.loc[~headline, "processes"] == 2).all(), "the quick preset pools two processes per case"
     assert (ok.loc[headline, "processes"] == 4).all(), "and re-times the 64 MiB loads in two more"
     assert (ok.loc[~headline, "samples"] == 2 * 3).all(), "each process times every case in three passes"
-    assert (ok.loc[(ok["size"] == "medium") & ~headline, "rounds"] == 2 * 3 * 2).all()
-    assert (ok.loc[headline, "rounds"] == 4 * 3 * 2).all()
+    timed_rounds = ok["rounds_s"].map(json.loads).map(len)  # every round, also those left out
+    assert (timed_rounds[(ok["size"] == "medium") & ~headline] == 2 * 3 * 2).all()
+    assert (timed_rounds[headline] == 4 * 3 * 2).all()
+    left_out = ok["rounds"] + ok["rounds_waited"] == timed_rounds
+    kept_all = (ok["rounds"] == timed_rounds) & ok["unstable_reason"].fillna("").str.contains("the machine was busy")
+    assert (left_out | kept_all).all(), (
+        "a round that waited for a CPU is left out, or the figure says the machine was busy"
+    )
     assert (small_run / "raw" / "loads-plan-torch-t1.json").exists()
     for column in ("iqr_s", "q1_s", "q3_s", "low_s", "high_s", "sample_low_s", "sample_high_s", "stability"):
         assert ok[column].notna().all(), column
@@ -205,8 +211,7 @@ def test_rows_carry_bytes_roundtrip_spread_and_memory(small_run: Path) -> None:
     unstable = ok[ok["stability"] == "unstable"]
     assert unstable["unstable_reason"].str.len().gt(0).all(), "an unstable figure says why"
     assert ((ok["q1_s"] <= ok["median_s"]) & (ok["median_s"] <= ok["q3_s"])).all()
-    rounds = ok["rounds_s"].map(json.loads)
-    assert (rounds.map(len) >= ok["rounds"]).all(), "every round's time is kept (waited rounds too)"
+
     saved = ok[(ok["op"] == "save") & (ok["framework"] != "null-adapter")]
     assert (saved["file_bytes"] >= saved["payload_bytes"]).all()
     torch_rows = ok[(ok["framework"] == "torch") & (ok["format"] == "torch")]
