@@ -43,10 +43,14 @@ def _names(value: str) -> tuple[str, ...]:
 
 
 def _thread_settings(value: str) -> tuple[str, ...]:
+    from bench.plan import THREAD_SETTINGS
+
     settings = _names(value)
     for setting in settings:
-        if setting != "default" and not (setting.isdigit() and int(setting) > 0):
-            raise argparse.ArgumentTypeError(f"{setting!r} is not a thread setting: use 1, default, or a count")
+        if setting not in THREAD_SETTINGS and not (setting.isdigit() and int(setting) > 0):
+            raise argparse.ArgumentTypeError(
+                f"{setting!r} is not a thread setting: use {', '.join(THREAD_SETTINGS)} or a thread count"
+            )
     return tuple(dict.fromkeys(settings))
 
 

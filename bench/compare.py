@@ -24,16 +24,18 @@ SPREAD = ["q1_s", "q3_s", "sample_low_s", "sample_high_s"]
 SEVERITY = {"exact": 0, "drift": 1, "unsupported": 1, "error": 2}
 
 
+COLUMNS = [*KEY, "status", "median_s", "iqr_s", *SPREAD, "roundtrip"]
+
+
 def load_any(source: Path) -> pd.DataFrame:
-    """A run directory (results.csv) or a pytest-benchmark JSON file, as key + median/iqr/roundtrip."""
+    """A run directory (results.csv) or a pytest-benchmark JSON file, as key + median, spread, round trip."""
     source = Path(source)
     if source.is_dir():
         frame = pd.read_csv(source / "results.csv", keep_default_na=False, na_values=[""])
         if "threads" not in frame:
             frame["threads"] = "default"  # runs before the threads axis
         frame["threads"] = frame["threads"].astype(str)
-        frame = frame.reindex(columns=[*KEY, "status", "median_s", "iqr_s", *SPREAD, "roundtrip"])
-        return frame
+        return _with_spread(frame.reindex(columns=COLUMNS))
     data = json.loads(source.read_text())
     rows = []
     for bench in data["benchmarks"]:
@@ -48,25 +50,31 @@ def load_any(source: Path) -> pd.DataFrame:
                 "status": "ok",
                 "median_s": timing["median"],
                 "iqr_s": timing["iqr"],
-                "q1_s": timing.get("q1", timing["median"] - timing["iqr"] / 2),
-                "q3_s": timing.get("q3", timing["median"] + timing["iqr"] / 2),
-                "sample_low_s": timing["median"],
-                "sample_high_s": timing["median"],
+                "q1_s": timing.get("q1"),
+                "q3_s": timing.get("q3"),
                 "roundtrip": info.get("roundtrip", ""),
             }
         )
-    return pd.DataFrame(rows, columns=[*KEY, "status", "median_s", "iqr_s", *SPREAD, "roundtrip"])
+    return _with_spread(pd.DataFrame(rows, columns=COLUMNS))
+
+
+def _with_spread(frame: pd.DataFrame) -> pd.DataFrame:
+    """Fill what a source lacks: quartiles from the IQR around the median (results from before the
+    quartiles were stored), and one sample's span (a pytest-benchmark file is one process)."""
+    half = frame["iqr_s"] / 2
+    frame["q1_s"] = frame["q1_s"].fillna(frame["median_s"] - half)
+    frame["q3_s"] = frame["q3_s"].fillna(frame["median_s"] + half)
+    frame["sample_low_s"] = frame["sample_low_s"].fillna(frame["median_s"])
+    frame["sample_high_s"] = frame["sample_high_s"].fillna(frame["median_s"])
+    return frame
 
 
 def _noise(frame: pd.DataFrame, side: str) -> pd.Series:
-    """Each row's relative noise in one run (its IQR where older results lack the quartiles)."""
-    columns = [f"{name}_{side}" for name in ("median_s", "iqr_s", *SPREAD)]
-    values = []
-    for median, iqr, q1, q3, low, high in frame[columns].itertuples(index=False):
-        if pd.isna(q1):
-            q1, q3 = median - (iqr if not pd.isna(iqr) else 0) / 2, median + (iqr if not pd.isna(iqr) else 0) / 2
-        values.append(relative_noise(median, q1, q3, low, high))
-    return pd.Series(values, index=frame.index, dtype=float)
+    """Each row's relative noise in one run (see `bench.stats.relative_noise`)."""
+    columns = [f"{name}_{side}" for name in ("median_s", *SPREAD)]
+    return pd.Series(
+        [relative_noise(*values) for values in frame[columns].itertuples(index=False)], index=frame.index, dtype=float
+    )
 
 
 def _severity(outcome: object) -> int:

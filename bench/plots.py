@@ -25,14 +25,12 @@ def load_throughput(frame: pd.DataFrame, limits: dict, path: Path) -> None:
     largest = loads[loads["payload_bytes"] == loads["payload_bytes"].max()].copy()
     largest["low_gbps"] = largest["payload_bytes"] / largest["high_s"].fillna(largest["median_s"]) / 1e9
     largest["high_gbps"] = largest["payload_bytes"] / largest["low_s"].fillna(largest["median_s"]) / 1e9
-    index = ["framework", "format"]
-    table = largest.pivot_table(index=index, columns="cache", values="gbps")
+    pivot = largest.pivot_table(
+        index=["framework", "format"], columns="cache", values=["gbps", "low_gbps", "high_gbps"]
+    )
+    table = pivot["gbps"]
     errors = [
-        [
-            (table[cache] - largest.pivot_table(index=index, columns="cache", values="low_gbps")[cache]).values,
-            (largest.pivot_table(index=index, columns="cache", values="high_gbps")[cache] - table[cache]).values,
-        ]
-        for cache in table.columns
+        [(table - pivot["low_gbps"])[cache].values, (pivot["high_gbps"] - table)[cache].values] for cache in table
     ]
     figure, axes = plt.subplots(figsize=(10, 5))
     table.plot.bar(ax=axes, color={"warm": "tab:orange", "cold": "tab:blue"}, yerr=errors, capsize=2)
