@@ -11,27 +11,14 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass
 
+import frameworks
 from bench.workloads import Workload
 
-ALL = frozenset({"tensor", "list", "dict", "nested", "mlp"})
-MAPPING = frozenset({"dict", "mlp"})
 
-HOLDS: dict[tuple[str, str], frozenset[str]] = {
-    ("numpy", "npy"): frozenset({"tensor"}),
-    ("numpy", "npz"): MAPPING,
-    ("numpy", "npy-pickle"): ALL,
-    ("numpy", "safetensors"): MAPPING,
-    ("torch", "torch"): ALL | {"checkpoint"},
-    ("torch", "safetensors"): MAPPING,
-    ("tensorflow", "npy-pickle"): ALL,
-    ("tensorflow", "tf-checkpoint"): ALL | {"checkpoint"},
-    ("tensorflow", "keras-h5"): frozenset({"mlp"}),
-    ("tensorflow", "safetensors"): MAPPING,
-    ("mxnet", "mx-ndarray"): frozenset({"tensor", "list", "dict", "mlp"}),
-    ("mxnet", "gluon-params"): frozenset({"mlp", "checkpoint"}),
-    ("mxnet", "safetensors"): MAPPING,
-}
-"""Kinds each format can store; anything else must raise UnsupportedError naming both."""
+def holds(framework: str, format: str) -> frozenset[str]:
+    """Kinds the format can store, from the adapter's spec (the one place that says so); anything
+    else must raise UnsupportedError naming both."""
+    return frameworks.adapter_class(framework).spec(format).holds
 
 
 @dataclass(frozen=True)
@@ -201,7 +188,7 @@ def expected(framework: str, format: str, workload: Workload) -> Expectation:
     for finding in FINDINGS:
         if finding.matches(framework, format, workload.name):
             return finding.expectation
-    held = HOLDS[(framework, format)]
+    held = holds(framework, format)
     if workload.kind not in held:
         return Expectation("unsupported", f"{format} holds {', '.join(sorted(held))}, not a {workload.kind}")
     return EXACT

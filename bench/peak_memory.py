@@ -39,7 +39,7 @@ def measure(framework: str, format: str, workload: str, path: Path) -> dict[str,
     except OSError:
         method = "ru_maxrss (peak RSS could not be reset: an underestimate if import peaked higher)"
     if is_mlp:
-        adapter.load_mlp(path, format, clone)
+        adapter.load_mlp(path, format, clone, trusted=True)
     else:
         tree = adapter.load(path, format, trusted=True)
         # Touch, never copy: a lazy loader's tensors are the mapped file, resident once touched; the

@@ -136,7 +136,7 @@ def roundtrip_mlp(adapter: Adapter, format: str, params: dict[str, np.ndarray], 
 
     def attempt() -> tuple[Any, Any]:
         adapter.save_mlp(adapter.new_mlp(params), path, format)
-        clone = adapter.load_mlp(path, format, adapter.new_mlp(mlp_parameters(seed=1)))
+        clone = adapter.load_mlp(path, format, adapter.new_mlp(mlp_parameters(seed=1)), trusted=True)
         return params, adapter.mlp_state(clone)
 
     return guarded(attempt)
@@ -157,7 +157,7 @@ def roundtrip_checkpoint(adapter: Adapter, format: str, directory: Path) -> Outc
         path = directory / checkpoint_path_name(adapter.name)
         recipe.save_checkpoint(path, model, optimizer, epoch=2, loss=loss)
         fresh_model, fresh_optimizer = recipe.new(1)
-        recipe.load_checkpoint(path, fresh_model, fresh_optimizer)
+        recipe.load_checkpoint(path, fresh_model, fresh_optimizer, trusted=True)
         return recipe.state(model, optimizer), recipe.state(fresh_model, fresh_optimizer)
 
     return guarded(attempt)

@@ -27,7 +27,7 @@ def cell(framework: str, fmt: str, kind: str, notes: dict[str, int]) -> str:
         expectation = expectations.expected(framework, fmt, workload)
         counts[expectation.status] += 1
         if expectation.status in ("drift", "error") or (
-            expectation.status == "unsupported" and kind in expectations.HOLDS[(framework, fmt)]
+            expectation.status == "unsupported" and kind in expectations.holds(framework, fmt)
         ):
             for reason in expectation.reasons():
                 marks.append(f"[{notes.setdefault(reason, len(notes) + 1)}]")

@@ -12,6 +12,7 @@ Canonical MLP parameters are NumPy float32 arrays named `hidden.weight` (256, 20
 from __future__ import annotations
 
 import abc
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,14 +21,19 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from frameworks import files
+from frameworks import files, gate, validators
 from frameworks.errors import (
     DeviceUnavailableError,
+    FormatMismatchError,
     UnknownFormatError,
-    UnsafeLoadError,
     UnsupportedError,
 )
 from frameworks.trees import map_tree, tree_kind
+
+SAFETENSORS_DTYPES = frozenset(
+    {"F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8", "U64", "U32", "U16", "U8", "BOOL"}
+)
+"""Safetensors dtype codes a NumPy-based reader can return (no float8, no complex)."""
 
 MLP_SHAPES = {
     "hidden.weight": (256, 20),
@@ -54,10 +60,16 @@ class FormatSpec:
     """The file name ending this format's files conventionally have (Keras insists on its own)."""
     lazy: bool = False
     """`load` returns tensors backed by a memory map: nothing is read until they are touched."""
+    directory: bool = False
+    """A file of this format is a directory of regular files (a TensorFlow checkpoint)."""
+    validate: Callable[[Path], None] | None = None
+    """Checks the sizes, counts and types the file declares against what it holds and the load budget,
+    before any framework parser allocates; raises a SerbenchError (see `frameworks.gate`)."""
 
 
-def safetensors_spec(note: str = "", lazy: bool = False) -> FormatSpec:
-    """The safetensors format as every adapter offers it (a flat dict of str -> tensor)."""
+def safetensors_spec(note: str = "", lazy: bool = False, dtypes: frozenset[str] = SAFETENSORS_DTYPES) -> FormatSpec:
+    """The safetensors format as every adapter offers it (a flat dict of str -> tensor); `dtypes` are
+    the safetensors dtype codes the adapter's reader can return."""
     return FormatSpec(
         "safetensors",
         frozenset({"dict", "mlp"}),
@@ -66,6 +78,7 @@ def safetensors_spec(note: str = "", lazy: bool = False) -> FormatSpec:
         files.is_safetensors,
         suffix=".safetensors",
         lazy=lazy,
+        validate=functools.partial(validators.safetensors_header, dtypes=dtypes),
     )
 
 
@@ -74,6 +87,8 @@ class Adapter(abc.ABC):
 
     name: ClassVar[str]
     specs: ClassVar[tuple[FormatSpec, ...]]
+    native_mlp_format: ClassVar[str] = ""
+    """The format the framework's own tutorial saves a model's parameters in (cross-framework tests)."""
     thread_variables: ClassVar[tuple[str, ...]] = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
     """Environment variables that size this framework's thread pools; read when it is imported."""
 
@@ -158,14 +173,8 @@ class Adapter(abc.ABC):
     def load(self, path: str | Path, format: str, device: str = "cpu", *, trusted: bool = False) -> Any:
         """Load a tree saved in `format`, with its tensors on `device`."""
         spec = self.spec(format)
-        source = files.require_existing(path)
         self.check_device(device)
-        files.expect_format(source, spec.name, spec.sniff(source), spec.signature)
-        if spec.executes_code and not trusted:
-            raise UnsafeLoadError(
-                f"refusing to load {source} as {spec.name!r}: this format unpickles, which can run "
-                f"code from the file. Pass trusted=True (CLI: --trusted) only for files you made."
-            )
+        source = gate.admit(path, spec, trusted=trusted)
         return self._load(source, spec.name, device)
 
     @abc.abstractmethod
@@ -200,12 +209,14 @@ class Adapter(abc.ABC):
         with files.atomic_path(path) as temporary:
             self._save_mlp(model, temporary, spec.name)
 
-    def load_mlp(self, path: str | Path, format: str, clone: Any) -> Any:
-        """Load saved parameters into `clone` (a model of the same architecture) and return it."""
+    def load_mlp(self, path: str | Path, format: str, clone: Any, *, trusted: bool = False) -> Any:
+        """Load saved parameters into `clone` (a model of the same architecture) and return it.
+
+        The file passes the trust gate like any load, and its parameters must be the MLP's, float32,
+        in the MLP's shapes: a framework that would cast float64 or integer bits silently is not asked."""
         spec = self.spec(format)
         self.check_holds(spec, "mlp")
-        source = files.require_existing(path)
-        files.expect_format(source, spec.name, spec.sniff(source), spec.signature)
+        source = gate.admit(path, spec, trusted=trusted)
         self._load_mlp(source, spec.name, clone)
         return clone
 
@@ -215,11 +226,32 @@ class Adapter(abc.ABC):
 
     def _load_mlp(self, path: Path, format: str, clone: Any) -> None:
         state = self.to_numpy(self._load(path, format, "cpu"))
+        check_mlp_file(path, format, state)
         self.set_mlp_state(clone, state)
 
 
 def check_mlp_state(params: dict[str, np.ndarray]) -> None:
     """Raise ValueError if `params` is not a complete canonical MLP state."""
-    found = {key: tuple(np.shape(value)) for key, value in params.items()}
+    found = {key: tuple(np.shape(value)) for key, value in params.items()} if isinstance(params, dict) else params
     if found != MLP_SHAPES:
         raise ValueError(f"expected MLP parameters {MLP_SHAPES}, found {found}")
+
+
+def dtype_name(value: Any) -> str:
+    """'float32' for a float32 tensor of any framework (torch.float32, tf.float32, numpy)."""
+    return str(getattr(value, "dtype", type(value).__name__)).rsplit(".", 1)[-1].replace("'>", "")
+
+
+def check_mlp_file(path: Path, format: str, params: Any) -> None:
+    """Raise FormatMismatchError unless a loaded file held exactly the MLP's parameters, as float32."""
+    if not isinstance(params, dict):
+        raise FormatMismatchError(f"{path} ({format!r}) holds a {type(params).__name__}, not the MLP's parameters")
+    found = {key: (dtype_name(value), tuple(np.shape(value))) for key, value in params.items()}
+    wanted = {key: ("float32", shape) for key, shape in MLP_SHAPES.items()}
+    if found != wanted:
+        names = sorted(set(found) | set(wanted))
+        wrong = {key: found.get(key, "missing") for key in names if found.get(key) != wanted.get(key)}
+        raise FormatMismatchError(
+            f"{path} ({format!r}) does not hold the MLP's float32 parameters: wrong or missing {wrong}; expected "
+            f"{ {key: f'float32{shape}' for key, shape in MLP_SHAPES.items()} }"
+        )

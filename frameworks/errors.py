@@ -28,3 +28,15 @@ class UnsafeLoadError(SerbenchError, PermissionError):
 
 class DeviceUnavailableError(SerbenchError, RuntimeError):
     """The requested device does not exist here or the framework build lacks it."""
+
+
+class NotRegularFileError(SerbenchError, ValueError):
+    """The path is a FIFO, device, socket or other non-regular file: reading it could block forever."""
+
+
+class ResourceLimitError(SerbenchError, ValueError):
+    """The file declares more data than it holds or than the load budget allows; nothing was allocated."""
+
+
+class UnsafeTargetError(SerbenchError, PermissionError):
+    """A save would destroy something serbench did not write (a directory, a read-only or special file)."""

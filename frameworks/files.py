@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import resource
 import shutil
+import stat
 import struct
 import uuid
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from frameworks.errors import FormatMismatchError
+from frameworks.errors import FormatMismatchError, UnsafeTargetError
 
 NPY_MAGIC = b"\x93NUMPY"
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -98,19 +100,92 @@ def resource_exhaustion(error: BaseException, temporary: Path, directory: Path) 
     return None
 
 
+SERBENCH_MARKER = ".serbench"
+"""An empty file serbench writes into every directory it saves (a checkpoint directory): only a
+directory holding it may be replaced by a later save."""
+TEMPORARY_PREFIX = ".tmp-serbench-"
+RETIRED_PREFIX = ".old-serbench-"
+NAME_MAX = 255
+
+
+def _sibling_name(prefix: str, target_name: str) -> str:
+    """`{prefix}{pid}-{random}-{target name}`; a name too long for the file system keeps a digest of
+    the target's name and its last 40 characters (so `.weights.h5` survives for Keras)."""
+    name = f"{prefix}{os.getpid()}-{uuid.uuid4().hex[:8]}-{target_name}"
+    if len(name.encode()) <= NAME_MAX:
+        return name
+    return f"{prefix}{os.getpid()}-{uuid.uuid4().hex[:8]}-{_short_name(target_name)}"
+
+
+def _short_name(target_name: str) -> str:
+    return hashlib.sha256(target_name.encode()).hexdigest()[:16] + "-" + target_name[-40:]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(target: Path) -> list[Path]:
+    """Remove what an earlier save of `target` left behind when its process died (SIGKILL, a crash):
+    siblings named like serbench's temporaries of this target whose process no longer exists."""
+    removed = []
+    ours = {target.name, _short_name(target.name)}
+    for entry in os.scandir(target.parent if str(target.parent) else "."):
+        prefix = next((p for p in (TEMPORARY_PREFIX, RETIRED_PREFIX) if entry.name.startswith(p)), None)
+        if prefix is None:
+            continue
+        parts = entry.name[len(prefix) :].split("-", 2)
+        if len(parts) == 3 and parts[0].isdigit() and parts[2] in ours and not _pid_alive(int(parts[0])):
+            _remove(Path(entry.path))
+            removed.append(Path(entry.path))
+    return removed
+
+
+def check_target(target: Path) -> None:
+    """Refuse a save that would destroy what serbench did not write: a directory without serbench's
+    marker, a FIFO, device or socket, or a read-only file (whose protection a rename would drop)."""
+    try:
+        mode = os.lstat(target).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(mode):
+        if not (target / SERBENCH_MARKER).is_file():
+            raise UnsafeTargetError(
+                f"refusing to save to {target}: it is an existing directory that serbench did not write (it has no "
+                f"{SERBENCH_MARKER} marker), and replacing it would delete its files. Choose a new path, or remove it."
+            )
+    elif not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+        raise UnsafeTargetError(f"refusing to save to {target}: it is not a regular file (a FIFO, device or socket)")
+    elif stat.S_ISREG(mode) and not mode & 0o222:
+        raise UnsafeTargetError(
+            f"refusing to save to {target}: the file is read-only (mode {stat.S_IMODE(mode):o}); replacing it would "
+            f"drop that protection. Make it writable first if you mean to overwrite it."
+        )
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary sibling of `path`; on success fsync it, rename it over `path`, fsync the dir.
 
     The temporary name ends with the target's name, so suffix-checking savers (Keras wants
-    `.weights.h5`) accept it. If the body raises, the temporary is removed and `path` is untouched.
-    A directory target (TF checkpoints) is swapped in with two renames.
+    `.weights.h5`) accept it, and carries the saving process's id, so a later save of the same
+    target removes what a killed save left. If the body raises, the temporary is removed and `path`
+    is untouched. A directory the saver made gets serbench's marker and is swapped in with two
+    renames. `check_target` says what is never overwritten.
     """
     target = Path(path)
     directory = target.parent if str(target.parent) else Path(".")
     if not directory.is_dir():
         raise FileNotFoundError(f"cannot save to {target}: directory {directory} does not exist")
-    temporary = directory / f".tmp-{uuid.uuid4().hex[:12]}-{target.name}"
+    check_target(target)
+    remove_stale_temporaries(target)
+    temporary = directory / _sibling_name(TEMPORARY_PREFIX, target.name)
     try:
         try:
             yield temporary
@@ -124,9 +199,16 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             ) from error
         if not temporary.exists():
             raise FileNotFoundError(f"the saver wrote nothing at {temporary}")
+        if temporary.is_dir():
+            (temporary / SERBENCH_MARKER).touch()
         fsync_tree(temporary)
-        if temporary.is_dir() and target.exists():
-            retired = directory / f".old-{uuid.uuid4().hex[:12]}-{target.name}"
+        if target.is_dir() and not target.is_symlink():
+            retired = directory / _sibling_name(RETIRED_PREFIX, target.name)
+            os.replace(target, retired)
+            os.replace(temporary, target)
+            _remove(retired)
+        elif temporary.is_dir() and target.exists():
+            retired = directory / _sibling_name(RETIRED_PREFIX, target.name)
             os.replace(target, retired)
             os.replace(temporary, target)
             _remove(retired)

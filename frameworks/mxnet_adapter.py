@@ -9,14 +9,117 @@ interop (it silently turns ml_dtypes.bfloat16 into float32), so bfloat16 is refu
 
 from __future__ import annotations
 
+import math
+import os
+import struct
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from frameworks import files
-from frameworks.base import Adapter, FormatSpec, check_mlp_state, safetensors_spec
-from frameworks.errors import UnsupportedError
+from frameworks import files, gate
+from frameworks.base import Adapter, FormatSpec, check_mlp_file, check_mlp_state, safetensors_spec
+from frameworks.errors import FormatMismatchError, UnsupportedError
+
+NDARRAY_MAGICS = (0xF993FAC9, 0xF993FACA)
+"""NDArray::Save's V2 (legacy shapes) and V3 (NumPy shapes) markers, the ones MXNet 1.9 writes."""
+TYPE_FLAGS = {
+    0: ("float32", 4), 1: ("float64", 8), 2: ("float16", 2), 3: ("uint8", 1), 4: ("int32", 4), 5: ("int8", 1),
+    6: ("int64", 8), 7: ("bool", 1), 8: ("int16", 2), 9: ("uint16", 2), 10: ("uint32", 4), 11: ("uint64", 8),
+    12: ("bfloat16", 2),
+}  # fmt: skip
+MAX_NDIM = 32
+
+
+@dataclass(frozen=True)
+class DeclaredArray:
+    """One array as an NDArray-list file declares it (read without MXNet)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+
+class _Reader:
+    """Reads headers and seeks over data, so checking a large file reads a few bytes per array."""
+
+    def __init__(self, path: Path, handle: Any) -> None:
+        self.path, self.handle, self.size = path, handle, os.fstat(handle.fileno()).st_size
+
+    def take(self, fmt: str, what: str) -> tuple[int, ...]:
+        size = struct.calcsize(fmt)
+        data = self.handle.read(size)
+        if len(data) < size:
+            raise self.damaged(f"it ends inside {what}")
+        return struct.unpack(fmt, data)
+
+    def skip(self, nbytes: int, what: str) -> None:
+        remaining = self.size - self.handle.tell()
+        if nbytes > remaining:
+            raise self.damaged(f"{what} declares {nbytes:,} bytes, only {remaining:,} remain")
+        self.handle.seek(nbytes, os.SEEK_CUR)
+
+    def damaged(self, what: str) -> FormatMismatchError:
+        return FormatMismatchError(f"{self.path} is not a valid MXNet NDArray-list file: {what}")
+
+
+def read_ndarray_list(path: Path) -> list[DeclaredArray]:
+    """Parse an `npx.save` / `save_parameters` file's headers without MXNet: counts, dims, dtypes and
+    names are checked against the bytes that follow before MXNet (which trusts them) allocates."""
+    with open(path, "rb") as handle:
+        return _read_ndarray_list(_Reader(path, handle))
+
+
+def _read_ndarray_list(reader: _Reader) -> list[DeclaredArray]:
+    path = reader.path
+    magic, _reserved, count = reader.take("<QQQ", "the list header")
+    if magic != files.MXNET_LIST_MAGIC:
+        raise reader.damaged(f"magic {magic:#x}, expected {files.MXNET_LIST_MAGIC:#x}")
+    gate.check_count(path, "mx-ndarray", count, "arrays")
+    arrays: list[tuple[str, tuple[int, ...]]] = []
+    total = 0
+    for index in range(count):
+        what = f"array {index}"
+        (array_magic, storage) = reader.take("<Ii", what)
+        if array_magic not in NDARRAY_MAGICS:
+            raise reader.damaged(f"{what} has marker {array_magic:#x}; MXNet 1.9 writes {NDARRAY_MAGICS[1]:#x}")
+        if storage != 0:
+            raise UnsupportedError(f"{path}: {what} is a sparse array (storage type {storage}); serbench reads dense")
+        (ndim,) = reader.take("<i", what)
+        if ndim == -1 or (ndim == 0 and array_magic == NDARRAY_MAGICS[0]):
+            arrays.append(("none", ()))
+            continue
+        if not 0 <= ndim <= MAX_NDIM:
+            raise reader.damaged(f"{what} declares {ndim} dimensions")
+        shape = reader.take(f"<{ndim}q", what)
+        if any(size < 0 for size in shape):
+            raise reader.damaged(f"{what} declares shape {shape}")
+        _device_type, _device_id, type_flag = reader.take("<iii", what)
+        if type_flag not in TYPE_FLAGS:
+            raise reader.damaged(f"{what} declares unknown dtype flag {type_flag}")
+        dtype, item_bytes = TYPE_FLAGS[type_flag]
+        nbytes = math.prod(shape) * item_bytes
+        reader.skip(nbytes, f"{what} ({dtype}{list(shape)})")
+        total += nbytes
+        arrays.append((dtype, shape))
+    gate.check_declared(path, "mx-ndarray", total, "its arrays")
+    (name_count,) = reader.take("<Q", "the name count")
+    if name_count not in (0, count):
+        raise reader.damaged(f"it declares {count} arrays but {name_count:,} names")
+    names = []
+    for index in range(name_count):
+        (length,) = reader.take("<Q", f"name {index}")
+        if length > reader.size - reader.handle.tell():
+            raise reader.damaged(f"name {index} declares {length:,} bytes")
+        names.append(reader.handle.read(length).decode("utf-8", "replace"))
+    labels = names or [str(index) for index in range(count)]
+    return [DeclaredArray(name, dtype, shape) for name, (dtype, shape) in zip(labels, arrays, strict=True)]
+
+
+def check_ndarray_list(path: Path) -> None:
+    read_ndarray_list(path)
+
 
 MX_NDARRAY = FormatSpec(
     "mx-ndarray",
@@ -25,6 +128,7 @@ MX_NDARRAY = FormatSpec(
     "the MXNet NDArray-list magic 0x112",
     files.is_mxnet_ndarray_list,
     suffix=".ndarray",
+    validate=check_ndarray_list,
 )
 GLUON_PARAMS = FormatSpec(
     "gluon-params",
@@ -33,8 +137,22 @@ GLUON_PARAMS = FormatSpec(
     "the MXNet NDArray-list magic 0x112",
     files.is_mxnet_ndarray_list,
     suffix=".params",
+    validate=check_ndarray_list,
 )
-SAFETENSORS = safetensors_spec("through NumPy")
+GLUON_CHECKPOINT = FormatSpec(
+    "gluon-checkpoint",
+    frozenset({"checkpoint"}),
+    "a directory of save_parameters (model.params), Trainer.save_states (trainer.states) and progress.json",
+    "a directory holding model.params, trainer.states and progress.json",
+    lambda path: all((path / name).is_file() for name in ("model.params", "trainer.states", "progress.json")),
+    executes_code=True,
+    directory=True,
+)
+"""The training checkpoint on disk. Trainer.save_states pickles the optimizer's updater, and
+load_states unpickles it: the checkpoint counts as pickle, so restoring it needs trusted=True."""
+SAFETENSORS = safetensors_spec(
+    "through NumPy", dtypes=frozenset({"F64", "F32", "F16", "I64", "I32", "I16", "I8", "U8", "BOOL"})
+)
 
 
 def _mlp_class(nn: Any, npx: Any) -> type:
@@ -55,6 +173,7 @@ def _mlp_class(nn: Any, npx: Any) -> type:
 class MXNetAdapter(Adapter):
     name = "mxnet"
     specs = (MX_NDARRAY, GLUON_PARAMS, SAFETENSORS)
+    native_mlp_format = "gluon-params"
     # the engine's CPU workers and its OpenMP pool; MXNet has no getter, so the variables are the record
     thread_variables = (*Adapter.thread_variables, "MXNET_CPU_WORKER_NTHREADS")
 
@@ -154,6 +273,7 @@ class MXNetAdapter(Adapter):
 
     def _load_mlp(self, path: Path, format: str, clone: Any) -> None:
         if format == "gluon-params":
+            check_mlp_file(path, format, {array.name: array for array in read_ndarray_list(path)})
             clone.load_parameters(str(path), ctx=self.mx.cpu())
         else:
             super()._load_mlp(path, format, clone)

@@ -6,18 +6,116 @@ Its MLP is the reference forward pass the other frameworks are checked against.
 
 from __future__ import annotations
 
+import math
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from frameworks import files
+from frameworks import files, gate
 from frameworks.base import Adapter, FormatSpec, check_mlp_state, safetensors_spec
-from frameworks.errors import FormatMismatchError
+from frameworks.errors import FormatMismatchError, UnsafeLoadError
 from frameworks.trees import map_tree
 
 MAPPING_KINDS = frozenset({"dict", "mlp"})
 PICKLE_KINDS = frozenset({"tensor", "list", "dict", "nested", "mlp"})
+
+
+def _npy_header(handle: Any, path: Path, where: str) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) from an .npy header at the handle's position, or FormatMismatchError."""
+    try:
+        major, _minor = np.lib.format.read_magic(handle)
+        reader = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        shape, _fortran_order, dtype = reader(handle, max_header_size=100_000)
+    except ValueError as error:
+        raise FormatMismatchError(f"{path}{where} has a damaged .npy header: {error}") from None
+    return shape, dtype
+
+
+def check_npy_size(path: Path, allow_objects: bool = False) -> None:
+    """Refuse an .npy whose header declares more bytes than the file holds (a truncated file, or an
+    allocation bomb that would make np.load try to allocate terabytes) or than the load budget, and
+    an object array unless `allow_objects` (the trusted pickle format)."""
+    with open(path, "rb") as handle:
+        shape, dtype = _npy_header(handle, path, "")
+        header_end = handle.tell()
+    if dtype.hasobject:
+        if allow_objects:
+            return
+        raise UnsafeLoadError(
+            f"refusing {path}: it is an object array, which loading would unpickle (code from the file could "
+            f"run); only the trusted 'npy-pickle' format reads object arrays"
+        )
+    declared = math.prod(shape) * dtype.itemsize
+    available = path.stat().st_size - header_end
+    if declared > available:
+        raise FormatMismatchError(
+            f"{path} is damaged: its .npy header declares shape {shape} of {dtype} ({declared:,} bytes) but "
+            f"only {available:,} bytes follow; the file is truncated or forged"
+        )
+    gate.check_declared(path, "npy", declared, "its array")
+
+
+def _npz_members(path: Path, archive: zipfile.ZipFile, allow_objects: bool) -> list[zipfile.ZipInfo]:
+    """The archive's members, each checked: an .npy whose header matches its size, within the budget."""
+    members = archive.infolist()
+    gate.check_count(path, "npz", len(members), "members")
+    gate.check_declared(path, "npz", sum(info.file_size for info in members), "its members (uncompressed)")
+    for info in members:
+        where = f" (member {info.filename!r})"
+        if not info.filename.endswith(".npy"):
+            raise FormatMismatchError(f"{path}{where} is not an .npy array: an npz holds .npy members only")
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise FormatMismatchError(
+                f"{path}{where} is compressed with zip method {info.compress_type}; np.savez writes stored or "
+                f"deflated members only"
+            )
+        with archive.open(info) as member:
+            shape, dtype = _npy_header(member, path, where)
+            header_end = member.tell()
+        if dtype.hasobject:
+            if allow_objects:
+                continue
+            raise UnsafeLoadError(
+                f"refusing {path}{where}: it is an object array, which loading would unpickle (code from the "
+                f"file could run); only the trusted 'npy-pickle' format reads object arrays"
+            )
+        declared = math.prod(shape) * dtype.itemsize
+        if declared != info.file_size - header_end:
+            raise FormatMismatchError(
+                f"{path}{where} is damaged: its header declares {shape} of {dtype} ({declared:,} bytes) but the "
+                f"member holds {info.file_size - header_end:,}"
+            )
+    return members
+
+
+def check_npz(path: Path, allow_objects: bool = False) -> None:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            _npz_members(path, archive, allow_objects)
+    except zipfile.BadZipFile as error:
+        raise FormatMismatchError(f"{path} is not a valid 'npz' file: {error}") from None
+
+
+def check_npy_or_npz(path: Path) -> None:
+    """The trusted pickle format's sizes (object arrays are its point, so they pass)."""
+    if files.is_npy(path):
+        check_npy_size(path, allow_objects=True)
+    else:
+        check_npz(path, allow_objects=True)
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """An npz's arrays in member order, each checked first. np.load's NpzFile looks members up by name,
+    which is quadratic in the member count (80,000 members took 80 s); this reads them in one pass."""
+    with zipfile.ZipFile(path) as archive:
+        arrays = {}
+        for info in _npz_members(path, archive, allow_objects=False):
+            with archive.open(info) as member:
+                arrays[info.filename[: -len(".npy")]] = np.lib.format.read_array(member, allow_pickle=False)
+        return arrays
+
 
 NPY = FormatSpec(
     "npy",
@@ -26,6 +124,7 @@ NPY = FormatSpec(
     "the .npy magic b'\\x93NUMPY'",
     files.is_npy,
     suffix=".npy",
+    validate=check_npy_size,
 )
 NPZ = FormatSpec(
     "npz",
@@ -34,6 +133,7 @@ NPZ = FormatSpec(
     "a zip archive of .npy members",
     files.is_npz,
     suffix=".npz",
+    validate=check_npz,
 )
 NPY_PICKLE = FormatSpec(
     "npy-pickle",
@@ -43,27 +143,9 @@ NPY_PICKLE = FormatSpec(
     files.is_npy_or_npz,
     executes_code=True,
     suffix=".npy",
+    validate=check_npy_or_npz,
 )
 SAFETENSORS = safetensors_spec()
-
-
-def check_npy_size(path: Path) -> None:
-    """Refuse an .npy whose header declares more bytes than the file holds (a truncated file, or an
-    allocation bomb that would make np.load try to allocate terabytes)."""
-    with open(path, "rb") as handle:
-        major, _minor = np.lib.format.read_magic(handle)
-        reader = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-        shape, _fortran_order, dtype = reader(handle)
-        header_end = handle.tell()
-    if dtype.hasobject:
-        return
-    declared = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
-    available = path.stat().st_size - header_end
-    if declared > available:
-        raise FormatMismatchError(
-            f"{path} is damaged: its .npy header declares shape {shape} of {dtype} ({declared:,} bytes) but "
-            f"only {available:,} bytes follow; the file is truncated or forged"
-        )
 
 
 def save_npy_pickle(tree: Any, path: Path) -> None:
@@ -94,6 +176,7 @@ def np_load_tree(path: Path, allow_pickle: bool) -> Any:
 class NumpyAdapter(Adapter):
     name = "numpy"
     specs = (NPY, NPZ, NPY_PICKLE, SAFETENSORS)
+    native_mlp_format = "npz"
 
     def __init__(self) -> None:
         import ml_dtypes  # noqa: F401  (registers bfloat16 with NumPy)
@@ -125,8 +208,7 @@ class NumpyAdapter(Adapter):
             check_npy_size(path)
             return np.load(path, allow_pickle=False)
         if format == "npz":
-            with np.load(path, allow_pickle=False) as archive:
-                return {key: archive[key] for key in archive.files}
+            return read_npz(path)
         if format == "npy-pickle":
             return map_tree(load_npy_pickle(path), np.asarray)
         return self._safetensors.load_file(str(path))

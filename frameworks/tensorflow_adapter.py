@@ -14,14 +14,60 @@ from typing import Any
 
 import numpy as np
 
-from frameworks import files
+from frameworks import files, gate
 from frameworks.base import Adapter, FormatSpec, check_mlp_state, safetensors_spec
-from frameworks.numpy_adapter import load_npy_pickle, save_npy_pickle
+from frameworks.errors import FormatMismatchError
+from frameworks.numpy_adapter import check_npy_or_npz, load_npy_pickle, save_npy_pickle
 from frameworks.trees import map_tree
 
 ALL_KINDS = frozenset({"tensor", "list", "dict", "nested", "mlp"})
 VARIABLE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
+
+KERAS_MLP_SHAPES = {(20, 256), (256,), (256, 10), (10,)}
+"""The Keras MLP's variables: kernels in (in, out) layout, then biases."""
+
+
+def check_keras_weights(path: Path) -> None:
+    """A `.weights.h5` of the MLP holds four float32 datasets of the MLP's shapes and nothing larger:
+    checked with h5py before Keras reads (a forged file declared huge dims with a fill value, or held
+    int64 or string datasets that Keras accepted)."""
+    import h5py
+
+    datasets: list[tuple[str, str, tuple[int, ...]]] = []
+    try:
+        with h5py.File(path, "r") as handle:
+
+            def visit(name: str, item: object) -> None:
+                gate.check_count(path, "keras-h5", len(datasets), "datasets")
+                if isinstance(item, h5py.Dataset):
+                    datasets.append((name, str(item.dtype), tuple(item.shape)))
+
+            handle.visititems(visit)
+    except OSError as error:
+        raise FormatMismatchError(f"{path} is not a valid 'keras-h5' file: {error}") from None
+    wrong = [entry for entry in datasets if entry[1] != "float32" or entry[2] not in KERAS_MLP_SHAPES]
+    if wrong or len(datasets) != len(KERAS_MLP_SHAPES):
+        raise FormatMismatchError(
+            f"{path} does not hold the MLP's weights: expected 4 float32 datasets of shapes "
+            f"{sorted(KERAS_MLP_SHAPES)}, found {len(datasets)}" + (f", among them {wrong[:3]}" if wrong else "")
+        )
+
+
+def check_checkpoint_directory(path: Path) -> None:
+    """The directory holds `ckpt.index` and its `ckpt.data-*` shards only: a `checkpoint` state file or
+    another prefix beside them could redirect TensorFlow's reader to another checkpoint."""
+    extra = sorted(
+        entry.name
+        for entry in path.iterdir()
+        if entry.name not in ("ckpt.index", files.SERBENCH_MARKER) and not entry.name.startswith("ckpt.data-")
+    )
+    if extra:
+        raise FormatMismatchError(
+            f"{path} is not a checkpoint as serbench writes it: besides ckpt.index and ckpt.data-* it holds {extra[:5]}"
+            f" (a 'checkpoint' state file or another prefix can redirect the read to other files)"
+        )
+
 
 NPY_PICKLE = FormatSpec(
     "npy-pickle",
@@ -31,6 +77,7 @@ NPY_PICKLE = FormatSpec(
     files.is_npy_or_npz,
     executes_code=True,
     suffix=".npy",
+    validate=check_npy_or_npz,
 )
 TF_CHECKPOINT = FormatSpec(
     "tf-checkpoint",
@@ -39,6 +86,8 @@ TF_CHECKPOINT = FormatSpec(
     "a directory holding a TensorFlow table ckpt.index",
     files.is_tf_checkpoint,
     suffix=".ckpt",
+    directory=True,
+    validate=check_checkpoint_directory,
 )
 KERAS_H5 = FormatSpec(
     "keras-h5",
@@ -47,6 +96,7 @@ KERAS_H5 = FormatSpec(
     "the HDF5 signature",
     files.is_hdf5,
     suffix=".weights.h5",
+    validate=check_keras_weights,
 )
 SAFETENSORS = safetensors_spec()
 
@@ -70,6 +120,7 @@ def _mlp_class(keras: Any) -> type:
 class TensorFlowAdapter(Adapter):
     name = "tensorflow"
     specs = (NPY_PICKLE, TF_CHECKPOINT, KERAS_H5, SAFETENSORS)
+    native_mlp_format = "keras-h5"
     thread_variables = (*Adapter.thread_variables, "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
 
     def __init__(self) -> None:
@@ -147,7 +198,16 @@ class TensorFlowAdapter(Adapter):
         graph = self._object_graph()
         graph.ParseFromString(reader.get_tensor(OBJECT_GRAPH_KEY))
 
+        gate.check_count(path, "tf-checkpoint", len(graph.nodes), "object-graph nodes")
+        seen: set[int] = set()
+
         def rebuild(node_id: int) -> Any:
+            if node_id in seen or not 0 <= node_id < len(graph.nodes):
+                raise FormatMismatchError(
+                    f"{path} is not a tree checkpoint: its object graph reaches node {node_id} twice or out of range "
+                    f"(a forged graph can make a reader walk exponentially many paths)"
+                )
+            seen.add(node_id)
             node = graph.nodes[node_id]
             for attribute in node.attributes:
                 if attribute.checkpoint_key.endswith(VARIABLE_SUFFIX):
@@ -155,8 +215,25 @@ class TensorFlowAdapter(Adapter):
             return {child.local_name: rebuild(child.node_id) for child in node.children}
 
         root = graph.nodes[0]
-        (tree_node,) = [child.node_id for child in root.children if child.local_name == "tree"]
-        return rebuild(tree_node)
+        trees = [child.node_id for child in root.children if child.local_name == "tree"]
+        if len(trees) != 1:
+            found = sorted(child.local_name for child in root.children)
+            raise FormatMismatchError(
+                f"{path} holds no tree of tensors (its root holds {found}): a checkpoint written by save_mlp or a "
+                f"training recipe is restored into a model, with load_mlp or the recipe"
+            )
+        return rebuild(trees[0])
+
+    def check_mlp_checkpoint(self, path: Path) -> None:
+        """The checkpoint's variables are the MLP's: four float32 tensors of its shapes (TF would otherwise
+        cast, or restore another checkpoint's values)."""
+        reader = self.tf.train.load_checkpoint(str(path / "ckpt"))
+        dtypes, shapes = reader.get_variable_to_dtype_map(), reader.get_variable_to_shape_map()
+        found = [(str(dtypes[key].name), tuple(shapes[key])) for key in dtypes if key.endswith(VARIABLE_SUFFIX)]
+        if sorted(found) != sorted(("float32", shape) for shape in KERAS_MLP_SHAPES):
+            raise FormatMismatchError(
+                f"{path} does not hold the MLP's float32 variables of shapes {sorted(KERAS_MLP_SHAPES)}; found {found}"
+            )
 
     # The d2l MLP as a Keras 3 model ---------------------------------------------------------
     def new_mlp(self, params: dict[str, np.ndarray]) -> Any:
@@ -196,6 +273,7 @@ class TensorFlowAdapter(Adapter):
         if format == "keras-h5":
             clone.load_weights(str(path))
         elif format == "tf-checkpoint":
+            self.check_mlp_checkpoint(path)
             self.tf.train.Checkpoint(model=clone).read(str(path / "ckpt")).assert_existing_objects_matched()
         else:
             super()._load_mlp(path, format, clone)

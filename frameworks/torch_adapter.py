@@ -6,14 +6,93 @@ safetensors through `safetensors.torch`. The MLP is d2l's `nn.Module`; loads go 
 from __future__ import annotations
 
 import pickle
+import pickletools
+import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from frameworks import files
-from frameworks.base import Adapter, FormatSpec, check_mlp_state, safetensors_spec
-from frameworks.errors import UnsafeLoadError
+from frameworks import files, gate
+from frameworks.base import (
+    SAFETENSORS_DTYPES,
+    Adapter,
+    FormatSpec,
+    check_mlp_file,
+    check_mlp_state,
+    safetensors_spec,
+)
+from frameworks.errors import FormatMismatchError, ResourceLimitError, UnsafeLoadError, UnsupportedError
+from frameworks.trees import leaves
+
+MAX_PICKLE_BYTES = 256 << 20
+TENSOR_GLOBALS = re.compile(
+    r"collections OrderedDict|torch\._utils _rebuild_tensor_v2|torch\._utils _rebuild_parameter"
+    r"|torch \w+Storage|torch\.storage UntypedStorage"
+)
+"""What the data.pkl of a `torch.save` of tensors, containers, state_dicts and optimizer states names
+(protocol 2, the default). torch's own weights_only allowlist is wider: it admits
+`builtins.bytearray` (a 407-byte pickle took 3 GiB) and sparse tensors (an out-of-bounds COO
+tensor segfaults when used), so serbench checks the pickle's globals against this list first."""
+PICKLE_STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING"}
+
+
+def _pickle_globals(path: Path, pickle_bytes: bytes) -> set[str]:
+    """The 'module name' of every global the pickle names, without running it."""
+    names = set()
+    try:
+        for opcode, argument, _position in pickletools.genops(pickle_bytes):
+            if opcode.name == "GLOBAL":
+                names.add(str(argument))
+            elif opcode.name in ("STACK_GLOBAL", "INST", "OBJ"):
+                raise UnsafeLoadError(
+                    f"refusing {path}: its data.pkl uses {opcode.name} (a pickle protocol torch.save does not write by "
+                    f"default), which serbench does not check; re-save it with torch.save, or load it with torch.load "
+                    f"yourself if you trust it"
+                )
+    except (ValueError, pickle.UnpicklingError) as error:
+        raise FormatMismatchError(f"{path} is not a valid 'torch' file: data.pkl is not a pickle ({error})") from None
+    return names
+
+
+def check_torch_zip(path: Path, scan_pickle: bool = True) -> None:
+    """A torch.save zip as torch writes it: stored (never compressed) records, one data.pkl naming only
+    tensor rebuilders and containers, little-endian storages, sizes within the budget."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+            gate.check_count(path, "torch", len(members), "zip records")
+            compressed = [info.filename for info in members if info.compress_type != zipfile.ZIP_STORED]
+            if compressed:
+                raise FormatMismatchError(
+                    f"{path} is not a torch.save file as torch writes it: records {compressed[:3]} are compressed "
+                    f"(torch.save stores records uncompressed; a compressed record can inflate without bound)"
+                )
+            gate.check_declared(path, "torch", sum(info.file_size for info in members), "its records")
+            by_name = {info.filename.split("/", 1)[-1]: info for info in members}
+            byteorder = by_name.get("byteorder")
+            if byteorder is not None and archive.read(byteorder).strip() != b"little":
+                raise UnsupportedError(
+                    f"{path} stores its tensors {archive.read(byteorder)[:16]!r}-endian; serbench reads little-endian "
+                    f"torch files only (torch.load would return the bytes unswapped)"
+                )
+            if not scan_pickle:
+                return
+            pickle_info = by_name["data.pkl"]
+            if pickle_info.file_size > MAX_PICKLE_BYTES:
+                raise ResourceLimitError(f"refusing {path}: its data.pkl declares {pickle_info.file_size:,} bytes")
+            pickle_bytes = archive.read(pickle_info)
+    except zipfile.BadZipFile as error:
+        raise FormatMismatchError(f"{path} is not a valid 'torch' file: {error}") from None
+    foreign = sorted(name for name in _pickle_globals(path, pickle_bytes) if not TENSOR_GLOBALS.fullmatch(name))
+    if foreign:
+        raise UnsafeLoadError(
+            f"refusing {path}: its pickle names {', '.join(foreign[:5])}, beyond the tensors, storages and "
+            f"containers a state_dict needs (a whole model, or a crafted file). If you trust it, use "
+            f"load_whole_model(path, trusted=True)"
+        )
+
 
 TORCH = FormatSpec(
     "torch",
@@ -22,8 +101,12 @@ TORCH = FormatSpec(
     "a zip archive holding data.pkl",
     files.is_torch_zip,
     suffix=".pt",
+    validate=check_torch_zip,
 )
-SAFETENSORS = safetensors_spec("load_file maps the file, reading nothing until touched", lazy=True)
+TORCH_SAFETENSORS_DTYPES = SAFETENSORS_DTYPES | {"F8_E4M3", "F8_E4M3FNUZ", "F8_E5M2", "F8_E5M2FNUZ", "C64"}
+SAFETENSORS = safetensors_spec(
+    "load_file maps the file, reading nothing until touched", lazy=True, dtypes=TORCH_SAFETENSORS_DTYPES
+)
 
 
 def _mlp_class(torch: Any) -> type:
@@ -44,6 +127,7 @@ def _mlp_class(torch: Any) -> type:
 class TorchAdapter(Adapter):
     name = "torch"
     specs = (TORCH, SAFETENSORS)
+    native_mlp_format = "torch"
 
     def __init__(self) -> None:
         import ml_dtypes
@@ -104,26 +188,42 @@ class TorchAdapter(Adapter):
 
     def _load(self, path: Path, format: str, device: str) -> Any:
         if format == "torch":
-            try:
-                return self.torch.load(path, map_location=device, weights_only=True)
-            except pickle.UnpicklingError as error:
-                raise UnsafeLoadError(
-                    f"refusing {path}: it holds pickled objects beyond tensors and containers (a whole "
-                    f"model, say), which torch.load(weights_only=True) will not rebuild because unpickling "
-                    f"them runs code. If you trust the file, use load_whole_model(path, trusted=True). "
-                    f"torch said: {str(error).splitlines()[0][:200]}"
-                ) from error
+            return self.read_torch_file(path, device)
         return self._safetensors.load_file(str(path), device=device)
+
+    def read_torch_file(self, path: Path, device: str = "cpu") -> Any:
+        """`torch.load(weights_only=True)` of a file the gate admitted, then every tensor checked: dense,
+        holding data (not `meta`), within the load budget. Every torch-format entry point reads here."""
+        try:
+            loaded = self.torch.load(path, map_location=device, weights_only=True)
+        except pickle.UnpicklingError as error:
+            raise UnsafeLoadError(
+                f"refusing {path}: it holds pickled objects beyond tensors and containers (a whole "
+                f"model, say), which torch.load(weights_only=True) will not rebuild because unpickling "
+                f"them runs code. If you trust the file, use load_whole_model(path, trusted=True). "
+                f"torch said: {str(error).splitlines()[0][:200]}"
+            ) from error
+        for tensor in leaves(loaded.values() if isinstance(loaded, dict) else loaded):
+            if not isinstance(tensor, self.torch.Tensor):
+                continue
+            if tensor.layout != self.torch.strided or tensor.device.type == "meta":
+                raise UnsupportedError(
+                    f"refusing {path}: it holds a {tensor.layout} tensor on {tensor.device.type}; serbench loads "
+                    f"dense tensors with data only (a sparse tensor can index out of bounds, a meta one holds nothing)"
+                )
+            gate.check_declared(path, "torch", tensor.numel() * tensor.element_size(), "a tensor's shape")
+        return loaded
 
     def load_whole_model(self, path: str | Path, device: str = "cpu", *, trusted: bool = False) -> Any:
         """`torch.load(weights_only=False)` of a `torch.save(model)` file: runs the file's pickle."""
-        source = files.require_existing(path)
+        source = gate.regular_source(path, "torch")
         files.expect_format(source, "torch", files.is_torch_zip(source), TORCH.signature)
         if not trusted:
             raise UnsafeLoadError(
                 f"refusing to unpickle {source} as a whole model: that runs code from the file. "
                 f"Pass trusted=True only for files you made (or load a state_dict instead)."
             )
+        check_torch_zip(source, scan_pickle=False)
         self.check_device(device)
         return self.torch.load(source, map_location=device, weights_only=False)
 
@@ -150,9 +250,7 @@ class TorchAdapter(Adapter):
             self._safetensors.save_file(model.state_dict(), str(path))
 
     def _load_mlp(self, path: Path, format: str, clone: Any) -> None:
-        if format == "torch":
-            state = self.torch.load(path, map_location="cpu", weights_only=True)
-        else:
-            state = self._safetensors.load_file(str(path))
+        state = self._load(path, format, "cpu")
+        check_mlp_file(path, format, state)
         clone.load_state_dict(state)
         clone.eval()

@@ -17,7 +17,6 @@ import frameworks
 from bench import workloads
 from tests.conftest import adapter_or_skip
 
-NATIVE = {"numpy": "npz", "torch": "torch", "tensorflow": "keras-h5", "mxnet": "gluon-params"}
 RTOL, ATOL = 1e-5, 1e-6
 PAIRS = list(itertools.permutations(frameworks.names(), 2))
 
@@ -25,10 +24,10 @@ PAIRS = list(itertools.permutations(frameworks.names(), 2))
 def export_native(framework: str, tmp_path: Path) -> dict[str, np.ndarray]:
     """Save the MLP in the framework's native format, load it into a fresh clone, read its state."""
     adapter = adapter_or_skip(framework)
-    fmt = NATIVE[framework]
+    fmt = adapter.native_mlp_format
     path = tmp_path / f"{framework}-mlp{adapter.spec(fmt).suffix}"
     adapter.save_mlp(adapter.new_mlp(workloads.mlp_parameters(0)), path, fmt)
-    clone = adapter.load_mlp(path, fmt, adapter.new_mlp(workloads.mlp_parameters(1)))
+    clone = adapter.load_mlp(path, fmt, adapter.new_mlp(workloads.mlp_parameters(1)), trusted=True)
     return adapter.mlp_state(clone)
 
 

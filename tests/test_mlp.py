@@ -31,7 +31,7 @@ def test_clone_output_equals_net_output(framework: str, fmt: str, tmp_path: Path
 
     path = tmp_path / f"mlp{adapter.spec(fmt).suffix}"
     adapter.save_mlp(net, path, fmt)
-    adapter.load_mlp(path, fmt, clone)
+    adapter.load_mlp(path, fmt, clone, trusted=True)
 
     got = adapter.mlp_forward(clone, inputs)
     assert got.dtype == np.float32

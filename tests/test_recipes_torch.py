@@ -35,7 +35,7 @@ def test_whole_model_needs_the_class_and_trust(tmp_path: Path) -> None:
     path = tmp_path / "whole.pt"
     subprocess.run([sys.executable, "-c", WHOLE_MODEL_SAVER, str(path)], check=True, timeout=120)
 
-    with pytest.raises(frameworks.UnsafeLoadError, match=r"beyond tensors.*load_whole_model"):
+    with pytest.raises(frameworks.UnsafeLoadError, match=r"beyond the tensors.*load_whole_model"):
         adapter.load(path, "torch")
     with pytest.raises(frameworks.UnsafeLoadError, match="trusted=True"):
         adapter.load_whole_model(path)

@@ -141,10 +141,10 @@ def test_io(case: Case, pass_index: int, benchmark: Any) -> None:
 
     def load(clone: Any) -> Any:
         if is_checkpoint:
-            recipe.load_checkpoint(path, *clone)
+            recipe.load_checkpoint(path, *clone, trusted=True)
             return clone
         if is_mlp:
-            return adapter.load_mlp(path, case.format, clone)
+            return adapter.load_mlp(path, case.format, clone, trusted=True)
         tree = adapter.load(path, case.format, case.device, trusted=True)
         if case.op == "load":
             materialize(adapter, tree, lazy=spec.lazy)

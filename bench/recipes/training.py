@@ -19,7 +19,10 @@ import numpy as np
 
 import frameworks
 from bench import workloads
+from frameworks import files, gate
+from frameworks.errors import FormatMismatchError
 from frameworks.files import atomic_path
+from frameworks.mxnet_adapter import GLUON_CHECKPOINT
 
 LEARNING_RATE = 1e-2
 BATCH = 16
@@ -62,8 +65,9 @@ class TorchTraining:
                 temporary,
             )
 
-    def load_checkpoint(self, path: Path, model: Any, optimizer: Any) -> tuple[int, float]:
-        checkpoint = self.torch.load(path, weights_only=True, map_location="cpu")
+    def load_checkpoint(self, path: Path, model: Any, optimizer: Any, *, trusted: bool = False) -> tuple[int, float]:
+        source = gate.admit(path, self.adapter.spec(self.checkpoint_format), trusted=trusted)
+        checkpoint = self.adapter.read_torch_file(source)
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         return checkpoint["epoch"], checkpoint["loss"]
@@ -104,7 +108,8 @@ class TorchTraining:
 
     def bn_load(self, path: Path, seed: int) -> Any:
         model = self.bn_model(seed)
-        model.load_state_dict(self.torch.load(path, weights_only=True))
+        source = gate.admit(path, self.adapter.spec("torch"), trusted=False)
+        model.load_state_dict(self.adapter.read_torch_file(source))
         return model.eval()
 
 
@@ -146,9 +151,10 @@ class KerasTraining:
             temporary.mkdir()
             self._checkpoint(model, optimizer, epoch, loss).write(str(temporary / "ckpt"))
 
-    def load_checkpoint(self, path: Path, model: Any, optimizer: Any) -> tuple[int, float]:
+    def load_checkpoint(self, path: Path, model: Any, optimizer: Any, *, trusted: bool = False) -> tuple[int, float]:
+        source = gate.admit(path, self.adapter.spec(self.checkpoint_format), trusted=trusted)
         checkpoint = self._checkpoint(model, optimizer)
-        checkpoint.read(str(path / "ckpt")).assert_consumed()
+        checkpoint.read(str(source / "ckpt")).assert_consumed()
         return int(checkpoint.epoch.numpy()), float(checkpoint.loss.numpy())
 
     def state(self, model: Any, optimizer: Any) -> dict[str, np.ndarray]:
@@ -190,7 +196,9 @@ class KerasTraining:
 
     def bn_load(self, path: Path, seed: int) -> Any:
         model = self.bn_model(seed)
-        model.load_weights(str(path))
+        source = gate.regular_source(path, "keras-h5")
+        files.expect_format(source, "keras-h5", files.is_hdf5(source), "the HDF5 signature")
+        model.load_weights(str(source))
         return model
 
 
@@ -227,10 +235,12 @@ class GluonTraining:
             trainer.save_states(str(temporary / "trainer.states"))
             (temporary / "progress.json").write_text(json.dumps({"epoch": epoch, "loss": loss}))
 
-    def load_checkpoint(self, path: Path, model: Any, trainer: Any) -> tuple[int, float]:
-        model.load_parameters(str(path / "model.params"))
-        trainer.load_states(str(path / "trainer.states"))
-        progress = json.loads((path / "progress.json").read_text())
+    def load_checkpoint(self, path: Path, model: Any, trainer: Any, *, trusted: bool = False) -> tuple[int, float]:
+        """Trainer.load_states unpickles, so the checkpoint is refused unless `trusted` (see GLUON_CHECKPOINT)."""
+        source = gate.admit(path, GLUON_CHECKPOINT, trusted=trusted)
+        progress = read_progress(source / "progress.json")
+        self.adapter.load_mlp(source / "model.params", "gluon-params", model)
+        trainer.load_states(str(source / "trainer.states"))
         return progress["epoch"], progress["loss"]
 
     def state(self, model: Any, trainer: Any) -> dict[str, np.ndarray]:
@@ -280,8 +290,28 @@ class GluonTraining:
 
     def bn_load(self, path: Path, seed: int) -> Any:
         model = self.bn_model(seed)
-        model.load_parameters(str(path))
+        source = gate.admit(path, self.adapter.spec("gluon-params"), trusted=False)
+        model.load_parameters(str(source))
         return model
+
+
+def read_progress(path: Path) -> dict[str, Any]:
+    """The Gluon checkpoint's progress.json: {"epoch": int, "loss": float}, or a FormatMismatchError."""
+    gate.regular_source(path, "gluon-checkpoint")
+    if path.stat().st_size > 4096:
+        raise FormatMismatchError(f"{path} is {path.stat().st_size:,} bytes; a progress record is a few dozen")
+    try:
+        progress = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise FormatMismatchError(f"{path} is not JSON: {error}") from None
+    if not (
+        isinstance(progress, dict)
+        and type(progress.get("epoch")) is int
+        and isinstance(progress.get("loss"), int | float)
+        and not isinstance(progress.get("loss"), bool)
+    ):
+        raise FormatMismatchError(f"{path} holds {str(progress)[:100]}, not {{'epoch': int, 'loss': float}}")
+    return progress
 
 
 RECIPES = {"torch": TorchTraining, "tensorflow": KerasTraining, "mxnet": GluonTraining}

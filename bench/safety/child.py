@@ -9,7 +9,7 @@ from typing import Any
 import frameworks
 from bench.roundtrip import describe_changes
 from bench.safety.inputs import reference
-from bench.safety.modes import MODES
+from bench.safety.modes import modes_for
 
 
 def _cap_address_space(extra_bytes: int) -> None:
@@ -35,7 +35,7 @@ def run_one(framework: str, fmt: str, mode: str, path: str, cap_bytes: int, conn
     try:
         _cap_address_space(cap_bytes)
         adapter = frameworks.get_adapter(framework)
-        loaded = MODES[(framework, fmt)][mode](adapter, Path(path))
+        loaded = modes_for(framework, fmt)[mode](adapter, Path(path))
         outcome, detail = classify(loaded, fmt)
     except MemoryError as error:
         outcome, detail = "memory-blowup", f"MemoryError: {str(error)[:200]} (address space capped)"

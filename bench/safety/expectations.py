@@ -90,21 +90,13 @@ SAFETY_FINDINGS: tuple[SafetyFinding, ...] = (
         "serbench's npy path checks the declared size against the file first",
     ),
     SafetyFinding(
-        ("numpy", "tensorflow"),
-        ("npy-pickle",),
-        ("serbench trusted",),
-        ("allocation-bomb",),
-        "memory-blowup",
-        "the trusted path is plain np.load, which trusts the header's shape",
-    ),
-    SafetyFinding(
         ("mxnet",),
         ("mx-ndarray",),
-        ("*",),
+        ("npx.load",),
         ("flipped-header-byte",),
         "memory-blowup",
         "MXNet trusts the shape in the file's array header; one flipped byte asks for a huge "
-        "allocation (std::bad_alloc), contained here by the address-space cap",
+        "allocation (std::bad_alloc), contained here by the address-space cap; serbench's header check refuses it",
     ),
     SafetyFinding(("numpy",), ("npy",), ("*",), ("flipped-data-byte",), "silent-wrong-data", NO_CHECKSUM),
     SafetyFinding(
@@ -163,6 +155,85 @@ SAFETY_FINDINGS: tuple[SafetyFinding, ...] = (
         ("garbage-appended",),
         "loaded-exact",
         TRAILING + " (untrusted, serbench refuses the format outright)",
+    ),
+    SafetyFinding(
+        ("numpy", "torch", "tensorflow", "mxnet"),
+        ("npy", "npz", "safetensors", "torch", "keras-h5", "keras", "mx-ndarray", "gluon-params"),
+        ("np.load *", "safetensors.*", "torch.load *", "model.load_weights", "keras.saving.*", "npx.load", "Block.*"),
+        ("fifo",),
+        "hang",
+        "the framework's loader opens whatever path it is given; a FIFO blocks the open (or the read) until a writer "
+        "comes, which may be never. serbench checks for a regular file first",
+    ),
+    SafetyFinding(
+        ("numpy",),
+        ("npz",),
+        ("np.load *",),
+        ("member-declares-2^40",),
+        "memory-blowup",
+        "np.load trusts each member's .npy header and allocates its declared 4 TiB before reading; serbench compares "
+        "the declared size with the member's size first",
+    ),
+    SafetyFinding(
+        ("numpy",),
+        ("npz",),
+        ("np.load *",),
+        ("non-npy-member",),
+        "silent-wrong-data",
+        "NpzFile returns a member that is not an .npy as raw bytes, as if it were an array",
+    ),
+    SafetyFinding(
+        ("numpy",),
+        ("npz",),
+        ("np.load *",),
+        ("deflate-bomb-2GiB",),
+        "silent-wrong-data",
+        "np.load inflates a 2 MB member to 2 GiB with no limit (past the memory cap this is a blow-up); serbench "
+        "checks the declared uncompressed sizes against its load budget first",
+    ),
+    SafetyFinding(
+        ("torch",),
+        ("torch",),
+        ("torch.load *",),
+        ("sparse-out-of-bounds",),
+        "silent-wrong-data",
+        "torch.load(weights_only=True) accepts a sparse COO tensor whose indices lie outside its size, unchecked "
+        "(to_dense returned here without an error; used with dense tensors such a tensor can write out of bounds). "
+        "serbench refuses the sparse rebuild function in the pickle",
+    ),
+    SafetyFinding(
+        ("torch",),
+        ("torch",),
+        ("torch.load *",),
+        ("pickle-bytearray-8GiB",),
+        "memory-blowup",
+        "torch's weights_only allowlist includes builtins.bytearray, so a 39-byte pickle asks for 8 GiB; serbench "
+        "admits only the globals a state_dict needs",
+    ),
+    SafetyFinding(
+        ("tensorflow",),
+        ("keras-h5",),
+        ("model.load_weights",),
+        ("int64-dataset",),
+        "silent-wrong-data",
+        "Keras assigns an int64 dataset to a float32 variable, casting the values; serbench requires float32",
+    ),
+    SafetyFinding(
+        ("mxnet",),
+        ("mx-ndarray", "gluon-params"),
+        ("npx.load", "Block.load_parameters"),
+        ("count-2^40",),
+        "memory-blowup",
+        "MXNet reserves space for the array count the file declares before reading any array (std::bad_alloc)",
+    ),
+    SafetyFinding(
+        ("mxnet",),
+        ("mx-ndarray",),
+        ("npx.load",),
+        ("dims-wrap",),
+        "silent-wrong-data",
+        "MXNet multiplies the declared dims in 64-bit arithmetic: 2^62 x 4 wraps to 0 elements and the array loads "
+        "empty; serbench multiplies without overflow and compares with the bytes that follow",
     ),
 )
 

@@ -18,8 +18,14 @@ from pathlib import Path
 
 import psutil
 
+from frameworks.gate import BUDGET_VARIABLE
+
 TIMEOUT_S = 60.0
+FIFO_TIMEOUT_S = 5.0
+"""A load blocked on a FIFO never returns; five seconds tell that apart from a slow load."""
 MEMORY_CAP_BYTES = 4 << 30
+SAFETY_LOAD_BUDGET = 1 << 30
+"""serbench's load budget (frameworks.gate) in the children: bombs declare more than this."""
 
 
 def _generate(framework: str, workdir: str, manifest: str) -> None:
@@ -65,9 +71,10 @@ def watch(process: multiprocessing.Process, receiver: object, timeout_s: float, 
 def run_framework(framework: str, workdir: Path, out: Path, timeout_s: float = TIMEOUT_S) -> None:
     from bench.safety.child import run_one
     from bench.safety.inputs import read_manifest
-    from bench.safety.modes import MODES
+    from bench.safety.modes import modes_for
 
     os.environ["SERBENCH_SAFETY_FRAMEWORK"] = framework
+    os.environ[BUDGET_VARIABLE] = str(SAFETY_LOAD_BUDGET)
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["bench.safety.preload"])
     manifest = workdir / "manifest.json"
@@ -78,7 +85,7 @@ def run_framework(framework: str, workdir: Path, out: Path, timeout_s: float = T
         raise RuntimeError(f"generating {framework} safety inputs failed (exit {generator.exitcode})")
     with open(out, "a", encoding="utf-8") as results:
         for item in read_manifest(manifest):
-            for mode in MODES[(framework, item.format)]:
+            for mode in modes_for(framework, item.format):
                 if item.marker:
                     Path(item.marker).unlink(missing_ok=True)
                 receiver, sender = context.Pipe(duplex=False)
@@ -87,7 +94,8 @@ def run_framework(framework: str, workdir: Path, out: Path, timeout_s: float = T
                 )
                 process.start()
                 sender.close()
-                report = watch(process, receiver, timeout_s, MEMORY_CAP_BYTES)
+                limit_s = FIFO_TIMEOUT_S if item.name.startswith("fifo") else timeout_s
+                report = watch(process, receiver, limit_s, MEMORY_CAP_BYTES)
                 if item.marker and Path(item.marker).exists():
                     report = {
                         "outcome": "code-executed",

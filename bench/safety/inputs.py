@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import pickle
 import random
 import struct
@@ -21,14 +22,18 @@ import numpy as np
 
 import frameworks
 from bench import workloads
+from bench.safety import forgeries
 from bench.safety.canary import Canary, lambda_source
 
-SAFETY_FORMATS: dict[str, tuple[str, ...]] = {
-    "numpy": ("npy", "npz", "npy-pickle", "safetensors"),
-    "torch": ("torch", "safetensors"),
-    "tensorflow": ("npy-pickle", "tf-checkpoint", "keras-h5", "keras", "safetensors"),
-    "mxnet": ("mx-ndarray", "gluon-params", "safetensors"),
-}
+EXTRA_SAFETY_FORMATS = {"tensorflow": ("keras",)}
+"""Formats the matrix opens although serbench does not offer them (only the framework's loaders)."""
+
+
+def safety_formats(framework: str) -> tuple[str, ...]:
+    """Every format of the adapter, then the extras: a new format is in the matrix without an edit."""
+    return frameworks.adapter_class(framework).format_names() + EXTRA_SAFETY_FORMATS.get(framework, ())
+
+
 """`keras` is a whole Keras model (`model.save('m.keras')`), the carrier of the Lambda canary."""
 
 MODEL_FORMATS = ("keras-h5", "gluon-params", "keras")
@@ -215,6 +220,110 @@ def _mxnet_bomb(path: Path) -> None:
 
 BOMBS = {"npy": _npy_bomb, "npy-pickle": _npy_bomb, "safetensors": _safetensors_bomb, "mx-ndarray": _mxnet_bomb}
 
+ZIP_BOMB_BYTES = 2 << 30
+"""Twice the load budget the safety children run with (SAFETY_LOAD_BUDGET in bench.safety.host)."""
+
+
+def _npz_forgeries(directory: Path, valid: Path) -> dict[str, Path]:
+    out = {
+        "member-declares-2^40": directory / "member-declares-2^40.npz",
+        "non-npy-member": directory / "non-npy-member.npz",
+    }
+    out["member-declares-2^40"].write_bytes(forgeries.npz_bytes({"value.npy": forgeries.npy_header((1 << 40,))}))
+    with zipfile.ZipFile(valid) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    out["non-npy-member"].write_bytes(forgeries.npz_bytes({**members, "readme.txt": b"not an array"}))
+    out["deflate-bomb-2GiB"] = forgeries.zero_stream_npz(
+        directory / "deflate-bomb-2GiB.npz", ZIP_BOMB_BYTES, zipfile.ZIP_DEFLATED
+    )
+    return out
+
+
+def _torch_forgeries(directory: Path) -> dict[str, Path]:
+    import torch
+
+    bytearray_bomb = directory / "pickle-bytearray-8GiB.pt"
+    bytearray_bomb.write_bytes(forgeries.torch_zip(forgeries.BYTEARRAY_8GIB_PICKLE))
+    sparse = directory / "sparse-out-of-bounds.pt"
+    with torch.sparse.check_sparse_tensor_invariants(enable=False):
+        torch.save({"value": torch.sparse_coo_tensor([[0, 1 << 30]], [1.0, 2.0], (4,))}, sparse)
+    return {"pickle-bytearray-8GiB": bytearray_bomb, "sparse-out-of-bounds": sparse}
+
+
+def _mxnet_forgeries(directory: Path, fmt: str) -> dict[str, Path]:
+    reference_arrays = reference(fmt)
+    arrays = {key: np.asarray(value, np.float32) for key, value in reference_arrays.items()}
+    out = {}
+    ending = frameworks.adapter_class("mxnet").spec(fmt).suffix
+    out["count-2^40"] = directory / f"count-2^40{ending}"
+    out["count-2^40"].write_bytes(forgeries.ndarray_list(arrays, count=1 << 40))
+    out["name-3GiB"] = directory / f"name-3GiB{ending}"
+    out["name-3GiB"].write_bytes(forgeries.ndarray_list(arrays, name_length=3 << 30))
+    wrapped = bytearray(forgeries.ndarray_list({"x": np.zeros((2, 2), np.float32)}))
+    struct.pack_into("<qq", wrapped, 24 + 12, 1 << 62, 1 << 2)
+    out["dims-wrap"] = directory / f"dims-wrap{ending}"
+    out["dims-wrap"].write_bytes(bytes(wrapped))
+    if fmt == "gluon-params":
+        out["mlp-int32-bits"] = directory / "mlp-int32-bits.params"
+        out["mlp-int32-bits"].write_bytes(
+            forgeries.ndarray_list({key: value.view(np.int32) for key, value in arrays.items()})
+        )
+    return out
+
+
+def _output_bias(handle: Any) -> str:
+    """The name of the MLP's (10,) bias dataset in a Keras weights file."""
+    import h5py
+
+    names: list[str] = []
+    handle.visititems(lambda key, item: names.append(key) if isinstance(item, h5py.Dataset) else None)
+    return next(key for key in names if handle[key].shape == (10,))
+
+
+def _keras_h5_forgeries(directory: Path, valid: Path) -> dict[str, Path]:
+    import h5py
+
+    out = {}
+    for name in ("int64-dataset", "huge-dims-fillvalue"):
+        path = directory / f"{name}.weights.h5"
+        path.write_bytes(valid.read_bytes())
+        with h5py.File(path, "a") as handle:
+            target = _output_bias(handle)
+            del handle[target]
+            if name == "int64-dataset":
+                handle.create_dataset(target, data=np.arange(10, dtype=np.int64))
+            else:
+                handle.create_dataset(target, shape=(1 << 20, 1 << 20), dtype="f4", fillvalue=1.0, chunks=(1, 1024))
+        out[name] = path
+    return out
+
+
+def forged_inputs(framework: str, fmt: str, directory: Path, valid: Path) -> dict[str, Path]:
+    """Files whose headers declare what they do not hold, or hold what the format should not."""
+    if fmt == "npz":
+        return _npz_forgeries(directory, valid)
+    if fmt == "torch":
+        return _torch_forgeries(directory)
+    if fmt in ("mx-ndarray", "gluon-params"):
+        return _mxnet_forgeries(directory, fmt)
+    if fmt == "keras-h5":
+        return _keras_h5_forgeries(directory, valid)
+    return {}
+
+
+def fifo_inputs(directory: Path, valid: Path) -> dict[str, Path]:
+    """A FIFO where the file should be; for a directory format, the data file inside made a FIFO."""
+    fifo = directory / f"fifo{''.join(valid.suffixes)}"
+    os.mkfifo(fifo)
+    out = {"fifo": fifo}
+    if valid.is_dir():
+        inside = _copy_tree(valid, directory / "fifo-inside-directory")
+        data_file = _main_file(inside)
+        data_file.unlink()
+        os.mkfifo(data_file)
+        out["fifo-inside-directory"] = inside
+    return out
+
 
 def hostile_inputs(framework: str, fmt: str, directory: Path, markers: Path) -> list[tuple[str, Path, Path]]:
     """Canaries carried the way this format carries code: (name, path, marker)."""
@@ -270,7 +379,7 @@ def generate(framework: str, directory: Path) -> list[SafetyInput]:
     other = directory / "other-framework.bin"
     other.write_bytes(foreign_bytes(framework))
     manifest = []
-    for fmt in SAFETY_FORMATS[framework]:
+    for fmt in safety_formats(framework):
         fmt_dir = directory / fmt
         fmt_dir.mkdir()
         valid = fmt_dir / f"valid{suffix(framework, fmt)}"
@@ -284,6 +393,10 @@ def generate(framework: str, directory: Path) -> list[SafetyInput]:
             bomb = fmt_dir / f"allocation-bomb{suffix(framework, fmt)}"
             BOMBS[fmt](bomb)
             manifest.append(SafetyInput(fmt, "allocation-bomb", str(bomb), "damaged"))
+        for name, path in forged_inputs(framework, fmt, fmt_dir, valid).items():
+            manifest.append(SafetyInput(fmt, name, str(path), "hostile"))
+        for name, path in fifo_inputs(fmt_dir, valid).items():
+            manifest.append(SafetyInput(fmt, name, str(path), "hostile"))
     return manifest
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import frameworks
 from bench import workloads
 from frameworks.numpy_adapter import np_load_tree
+from frameworks.trees import map_tree
 
 ModeFn = Callable[[frameworks.Adapter, Path], Any]
 
@@ -41,7 +42,8 @@ def _torch_load(weights_only: bool) -> ModeFn:
     def load(adapter: frameworks.Adapter, path: Path) -> Any:
         import torch
 
-        return adapter.to_numpy(torch.load(path, weights_only=weights_only, map_location="cpu"))
+        loaded = torch.load(path, weights_only=weights_only, map_location="cpu")
+        return adapter.to_numpy(map_tree(loaded, lambda t: t.to_dense() if getattr(t, "is_sparse", False) else t))
 
     return load
 
@@ -133,3 +135,14 @@ MODES: dict[tuple[str, str], dict[str, ModeFn]] = {
     ("mxnet", "gluon-params"): {"Block.load_parameters": _gluon_load_parameters, "serbench": _serbench("gluon-params")},
     ("mxnet", "safetensors"): {"serbench": _serbench("safetensors")},
 }
+
+
+def modes_for(framework: str, fmt: str) -> dict[str, ModeFn]:
+    """The load modes for one format: the framework's own loaders listed above, and always serbench's
+    default path (plus its trusted path where the format unpickles), so a new format is covered."""
+    modes = dict(MODES.get((framework, fmt), {}))
+    if fmt in frameworks.adapter_class(framework).format_names():
+        modes.setdefault("serbench", _serbench(fmt))
+        if frameworks.adapter_class(framework).spec(fmt).executes_code:
+            modes.setdefault("serbench trusted", _serbench(fmt, trusted=True))
+    return modes

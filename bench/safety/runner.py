@@ -6,13 +6,14 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pandas as pd
 
 import frameworks
 from bench.environment import environment
-from bench.safety.inputs import SAFETY_FORMATS
+from bench.safety.inputs import safety_formats
 from frameworks.files import write_bytes_atomic
 
 COLUMNS = ["framework", "format", "mode", "input", "group", "outcome", "detail"]
@@ -33,10 +34,10 @@ def run_safety(out: Path, framework_names: tuple[str, ...] | None = None, timeou
     (out / "raw").mkdir(exist_ok=True)
     write_bytes_atomic(out / "env.json", json.dumps(environment(out), indent=1, default=str).encode())
     records = []
+    inputs = Path(tempfile.mkdtemp(prefix=".safety-inputs-", dir=out))  # ours alone: nothing of the user's is touched
     for framework in framework_names or frameworks.names():
-        workdir = out / "inputs" / framework
-        shutil.rmtree(workdir, ignore_errors=True)
-        workdir.mkdir(parents=True)
+        workdir = inputs / framework
+        workdir.mkdir()
         jsonl = out / "raw" / f"safety-{framework}.jsonl"
         jsonl.unlink(missing_ok=True)
         command = [
@@ -52,7 +53,7 @@ def run_safety(out: Path, framework_names: tuple[str, ...] | None = None, timeou
         result = subprocess.run(command, capture_output=True, text=True, timeout=HOST_TIMEOUT_S, check=False)
         if result.returncode != 0:
             reason = (result.stderr.strip().splitlines() or ["?"])[-1][:300]
-            for fmt in SAFETY_FORMATS[framework]:
+            for fmt in safety_formats(framework):
                 records.append(
                     {
                         "framework": framework,
@@ -67,7 +68,7 @@ def run_safety(out: Path, framework_names: tuple[str, ...] | None = None, timeou
         if jsonl.exists():
             records += [json.loads(line) for line in jsonl.read_text().splitlines()]
         shutil.rmtree(workdir, ignore_errors=True)
-    shutil.rmtree(out / "inputs", ignore_errors=True)
+    shutil.rmtree(inputs, ignore_errors=True)
     frame = pd.DataFrame(records).reindex(columns=COLUMNS)
     write_bytes_atomic(out / "safety.csv", frame.to_csv(index=False).encode())
     write_bytes_atomic(out / "safety.md", safety_markdown(frame).encode())

@@ -1,0 +1,114 @@
+"""The one trust gate: every entry point that reads a file passes through `admit` before any parser.
+
+In order, `admit` checks that the path is a regular file (or, for directory formats, a directory of
+regular files only), so a FIFO or device can never block a load; that the bytes are in the format
+asked for (the format's sniffer); the trust rule (a format that may run code from the file needs
+`trusted=True`, and pickle-backed parts of other formats count as pickle); and the format's own
+validator, which compares the sizes the file declares with what it holds and with the load budget
+before anything is allocated. Whatever fails raises a `SerbenchError` naming the file, the format
+and what was wrong.
+
+The load budget is `SERBENCH_MAX_LOAD_BYTES` if set, else half of the memory available now: a
+file may be as large as it likes, but it may not *declare* more than this.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from frameworks import files
+from frameworks.errors import NotRegularFileError, ResourceLimitError, UnsafeLoadError
+
+if TYPE_CHECKING:
+    from frameworks.base import FormatSpec
+
+MAX_MEMBERS = 100_000
+"""Most members (zip records, array-list entries, HDF5 objects) a file may declare."""
+BUDGET_VARIABLE = "SERBENCH_MAX_LOAD_BYTES"
+
+KINDS_OF_FILE = {
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+def available_memory() -> int:
+    """MemAvailable from /proc/meminfo, in bytes (0 if it cannot be read)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def max_load_bytes() -> int:
+    """The most bytes one load may declare: $SERBENCH_MAX_LOAD_BYTES, else half the available memory."""
+    configured = os.environ.get(BUDGET_VARIABLE)
+    if configured:
+        return int(configured)
+    return max(available_memory() // 2, 1 << 30)
+
+
+def check_declared(path: Path, format_name: str, declared: int, what: str) -> None:
+    """Raise ResourceLimitError if a file declares more bytes than the load budget."""
+    budget = max_load_bytes()
+    if declared > budget:
+        raise ResourceLimitError(
+            f"refusing {path} as {format_name!r}: {what} declares {declared:,} bytes, over the load budget of "
+            f"{budget:,} bytes (${BUDGET_VARIABLE}, default half the available memory); nothing was allocated"
+        )
+
+
+def check_count(path: Path, format_name: str, count: int, what: str) -> None:
+    if count > MAX_MEMBERS:
+        raise ResourceLimitError(
+            f"refusing {path} as {format_name!r}: it declares {count:,} {what}, more than the {MAX_MEMBERS:,} "
+            f"serbench reads from one file"
+        )
+
+
+def _describe(mode: int) -> str | None:
+    return KINDS_OF_FILE.get(stat.S_IFMT(mode))
+
+
+def regular_source(path: str | os.PathLike[str], format_name: str, directory: bool = False) -> Path:
+    """The path, checked to be a regular file (or a directory holding only regular files)."""
+    source = files.require_existing(path)
+    mode = os.stat(source).st_mode
+    if (kind := _describe(mode)) is not None:
+        raise NotRegularFileError(
+            f"refusing {source} as {format_name!r}: it is {kind}, not a regular file; reading it could block "
+            f"forever or never end. Copy the data into a file first."
+        )
+    if directory and stat.S_ISDIR(mode):
+        for entry in sorted(source.iterdir()):
+            entry_mode = os.stat(entry).st_mode
+            if stat.S_ISREG(entry_mode):
+                continue
+            what = _describe(entry_mode) or ("a directory" if stat.S_ISDIR(entry_mode) else "not a regular file")
+            raise NotRegularFileError(
+                f"refusing {source} as {format_name!r}: its entry {entry.name!r} is {what}; a checkpoint directory "
+                f"holds regular files only (a FIFO would block the load, a subdirectory can redirect it)"
+            )
+    return source
+
+
+def admit(path: str | os.PathLike[str], spec: FormatSpec, *, trusted: bool) -> Path:
+    """Check `path` for a load as `spec` (see the module docstring); return it as a Path."""
+    source = regular_source(path, spec.name, spec.directory)
+    files.expect_format(source, spec.name, spec.sniff(source), spec.signature)
+    if spec.executes_code and not trusted:
+        raise UnsafeLoadError(
+            f"refusing to load {source} as {spec.name!r}: this format unpickles, which can run code from the "
+            f"file. Pass trusted=True (CLI: --trusted) only for files you made."
+        )
+    if spec.validate is not None:
+        spec.validate(source)
+    return source
