@@ -203,7 +203,7 @@ class TorchAdapter(Adapter):
                 f"them runs code. If you trust the file, use load_whole_model(path, trusted=True). "
                 f"torch said: {str(error).splitlines()[0][:200]}"
             ) from error
-        for tensor in leaves(loaded.values() if isinstance(loaded, dict) else loaded):
+        for tensor in leaves(loaded):
             if not isinstance(tensor, self.torch.Tensor):
                 continue
             if tensor.layout != self.torch.strided or tensor.device.type == "meta":

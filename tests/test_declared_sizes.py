@@ -253,3 +253,19 @@ def test_a_gluon_progress_record_that_is_not_one_fails_loudly(tmp_path: Path) ->
     (path / "progress.json").write_text(json.dumps({"epoch": "DROP TABLE", "loss": [1, 2]}))
     with pytest.raises(SerbenchError, match=r"not \{'epoch': int"):
         recipe.load_checkpoint(path, *recipe.new(), trusted=True)
+
+
+def test_a_torch_tensor_expanded_past_the_budget_is_refused(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "expanded.pt"
+    torch.save({"value": torch.zeros(1).expand(1 << 40)}, path)  # one stored float, 2^40 elements viewed
+    with pytest.raises(ResourceLimitError, match="a tensor's shape"):
+        adapter_or_skip("torch").load(path, "torch")
+
+
+def test_a_torch_meta_tensor_is_refused(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "meta.pt"
+    torch.save({"value": torch.empty(4, device="meta")}, path)
+    with pytest.raises(SerbenchError, match="meta"):
+        adapter_or_skip("torch").load(path, "torch")
