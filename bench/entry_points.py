@@ -51,10 +51,6 @@ def _load_whole_model(adapter: frameworks.Adapter, path: Path, fmt: str, trusted
     return adapter.load_whole_model(path, trusted=trusted)
 
 
-BN_FORMATS = {"torch": "torch", "tensorflow": "keras-h5", "mxnet": "gluon-params"}
-"""The format each training recipe's BatchNorm model is saved in (its `bn_save`)."""
-
-
 def entry_points(framework: str) -> list[EntryPoint]:
     """The file-reading entry points of one framework, each with the formats it takes."""
     cls = frameworks.adapter_class(framework)
@@ -67,7 +63,7 @@ def entry_points(framework: str) -> list[EntryPoint]:
         points.append(
             EntryPoint(f"{recipe.__name__}.load_checkpoint", (recipe.checkpoint_format,), _restore_checkpoint)
         )
-        points.append(EntryPoint(f"{recipe.__name__}.bn_load", (BN_FORMATS[framework],), _load_bn_model))
+        points.append(EntryPoint(f"{recipe.__name__}.bn_load", (recipe.bn_format,), _load_bn_model))
     if hasattr(cls, "load_whole_model"):
         points.append(EntryPoint("Adapter.load_whole_model", ("torch",), _load_whole_model))
     return points

@@ -232,14 +232,14 @@ class Adapter(abc.ABC):
 
 def check_mlp_state(params: dict[str, np.ndarray]) -> None:
     """Raise ValueError if `params` is not a complete canonical MLP state."""
-    found = {key: tuple(np.shape(value)) for key, value in params.items()} if isinstance(params, dict) else params
+    found = {key: tuple(np.shape(value)) for key, value in params.items()}
     if found != MLP_SHAPES:
         raise ValueError(f"expected MLP parameters {MLP_SHAPES}, found {found}")
 
 
 def dtype_name(value: Any) -> str:
-    """'float32' for a float32 tensor of any framework (torch.float32, tf.float32, numpy)."""
-    return str(getattr(value, "dtype", type(value).__name__)).rsplit(".", 1)[-1].replace("'>", "")
+    """'float32' for a float32 NumPy array, torch tensor (torch.float32) or declared array."""
+    return str(getattr(value, "dtype", type(value).__name__)).removeprefix("torch.")
 
 
 def check_mlp_file(path: Path, format: str, params: Any) -> None:

@@ -202,12 +202,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         if temporary.is_dir():
             (temporary / SERBENCH_MARKER).touch()
         fsync_tree(temporary)
-        if target.is_dir() and not target.is_symlink():
-            retired = directory / _sibling_name(RETIRED_PREFIX, target.name)
-            os.replace(target, retired)
-            os.replace(temporary, target)
-            _remove(retired)
-        elif temporary.is_dir() and target.exists():
+        replaces_a_directory = target.is_dir() and not target.is_symlink()
+        if replaces_a_directory or (temporary.is_dir() and target.exists()):
             retired = directory / _sibling_name(RETIRED_PREFIX, target.name)
             os.replace(target, retired)
             os.replace(temporary, target)

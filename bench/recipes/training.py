@@ -37,6 +37,7 @@ def batch(step: int) -> tuple[np.ndarray, np.ndarray]:
 class TorchTraining:
     name = "torch"
     checkpoint_format = "torch"
+    bn_format = "torch"
 
     def __init__(self) -> None:
         import torch
@@ -108,7 +109,7 @@ class TorchTraining:
 
     def bn_load(self, path: Path, seed: int) -> Any:
         model = self.bn_model(seed)
-        source = gate.admit(path, self.adapter.spec("torch"), trusted=False)
+        source = gate.admit(path, self.adapter.spec(self.bn_format), trusted=False)
         model.load_state_dict(self.adapter.read_torch_file(source))
         return model.eval()
 
@@ -116,6 +117,7 @@ class TorchTraining:
 class KerasTraining:
     name = "tensorflow"
     checkpoint_format = "tf-checkpoint"
+    bn_format = "keras-h5"
 
     def __init__(self) -> None:
         self.adapter = frameworks.get_adapter("tensorflow")
@@ -205,6 +207,7 @@ class KerasTraining:
 class GluonTraining:
     name = "mxnet"
     checkpoint_format = "gluon-params"
+    bn_format = "gluon-params"
 
     def __init__(self) -> None:
         self.adapter = frameworks.get_adapter("mxnet")
@@ -290,16 +293,17 @@ class GluonTraining:
 
     def bn_load(self, path: Path, seed: int) -> Any:
         model = self.bn_model(seed)
-        source = gate.admit(path, self.adapter.spec("gluon-params"), trusted=False)
+        source = gate.admit(path, self.adapter.spec(self.bn_format), trusted=False)
         model.load_parameters(str(source))
         return model
 
 
 def read_progress(path: Path) -> dict[str, Any]:
-    """The Gluon checkpoint's progress.json: {"epoch": int, "loss": float}, or a FormatMismatchError."""
-    gate.regular_source(path, "gluon-checkpoint")
-    if path.stat().st_size > 4096:
-        raise FormatMismatchError(f"{path} is {path.stat().st_size:,} bytes; a progress record is a few dozen")
+    """The progress.json of a Gluon checkpoint the gate admitted (so a regular file):
+    {"epoch": int, "loss": float}, or a FormatMismatchError."""
+    size = path.stat().st_size
+    if size > 4096:
+        raise FormatMismatchError(f"{path} is {size:,} bytes; a progress record is a few dozen")
     try:
         progress = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
