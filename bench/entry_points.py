@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import frameworks
-from bench import workloads
-from bench.recipes import training
+from frameworks import training
 
 
 @dataclass(frozen=True)
@@ -31,7 +30,7 @@ def _load(adapter: frameworks.Adapter, path: Path, fmt: str, trusted: bool) -> A
 
 
 def _load_mlp(adapter: frameworks.Adapter, path: Path, fmt: str, trusted: bool) -> Any:
-    clone = adapter.load_mlp(path, fmt, adapter.new_mlp(workloads.mlp_parameters(1)), trusted=trusted)
+    clone = adapter.load_mlp(path, fmt, adapter.blank_mlp(), trusted=trusted)
     return adapter.mlp_state(clone)
 
 
@@ -55,11 +54,11 @@ def entry_points(framework: str) -> list[EntryPoint]:
     """The file-reading entry points of one framework, each with the formats it takes."""
     cls = frameworks.adapter_class(framework)
     points = [
-        EntryPoint("Adapter.load", cls.format_names(), _load),
+        EntryPoint("Adapter.load", tuple(s.name for s in cls.specs if not s.model_only), _load),
         EntryPoint("Adapter.load_mlp", tuple(s.name for s in cls.specs if "mlp" in s.holds), _load_mlp),
     ]
-    if framework in training.RECIPES:
-        recipe = training.RECIPES[framework]
+    if cls.training_recipe:
+        recipe = training.recipe_class(framework)
         points.append(
             EntryPoint(f"{recipe.__name__}.load_checkpoint", (recipe.checkpoint_format,), _restore_checkpoint)
         )
@@ -82,11 +81,11 @@ def undeclared_loaders(framework: str) -> set[str]:
     """Public loading methods of the framework's adapter and recipe that `entry_points` does not list."""
     cls = frameworks.adapter_class(framework)
     found = {name.replace(f"{cls.__name__}.", "Adapter.", 1) for name in public_loaders(cls)}
-    if framework in training.RECIPES:
-        found |= public_loaders(training.RECIPES[framework])
+    if cls.training_recipe:
+        found |= public_loaders(training.recipe_class(framework))
     declared = {point.name for point in entry_points(framework)}
     return found - declared - INTERNAL_READERS
 
 
-INTERNAL_READERS = {"Adapter.read_torch_file"}
-"""Called only after the gate admitted the file (by the torch entry points above)."""
+INTERNAL_READERS = {"Adapter.read_torch_file", "Adapter.read_checkpoint_tree"}
+"""Called only after the gate admitted the file (by the torch and TF checkpoint formats' `load`)."""

@@ -15,24 +15,20 @@ from pathlib import Path
 
 import psutil
 
-PACKAGES = (
-    "numpy",
-    "torch",
-    "tensorflow",
-    "keras",
-    "mxnet",
-    "safetensors",
-    "h5py",
-    "ml-dtypes",
-    "pandas",
-    "pytest-benchmark",
-    "matplotlib",
-)
+import frameworks
+
+HARNESS_PACKAGES = ("numpy", "pandas", "pytest-benchmark", "matplotlib")
+
+
+def packages() -> tuple[str, ...]:
+    """The harness's packages, then those each registered adapter says its framework is made of."""
+    declared = [package for name in frameworks.REGISTRY for package in frameworks.adapter_class(name).packages]
+    return tuple(dict.fromkeys([*HARNESS_PACKAGES, *declared]))
 
 
 def package_versions() -> dict[str, str]:
     versions = {}
-    for name in PACKAGES:
+    for name in packages():
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import frameworks
 from bench import workloads
-from bench.null_adapter import NullAdapter
 
 CACHES = ("warm", "cold")
 DEVICES = ("cpu", "cuda")
@@ -78,8 +77,8 @@ PRESETS = {
 HEADLINE_MIN_BYTES = 64 << 20
 """Loads of workloads this large are the headline figures that extra processes re-time."""
 
-NULL_WORKLOADS = ("d2l-tensor", "size-64MiB")
-"""The null adapter's cases: per-call harness overhead, and a copy to compare with memcpy."""
+BASELINE_WORKLOADS = ("d2l-tensor", "size-64MiB")
+"""A baseline adapter's cases: per-call harness overhead, and a copy to compare with memcpy."""
 
 
 @dataclass(frozen=True)
@@ -104,12 +103,8 @@ class Case:
         return {**asdict(self), "id": self.id}
 
 
-def adapter_type(framework: str) -> type[frameworks.Adapter]:
-    return NullAdapter if framework == NullAdapter.name else frameworks.adapter_class(framework)
-
-
 def _specs(framework: str) -> tuple[frameworks.FormatSpec, ...]:
-    return adapter_type(framework).specs
+    return frameworks.adapter_class(framework).specs
 
 
 def plan(
@@ -135,14 +130,14 @@ def plan(
     ]
     if threads is None:
         base = [case for case in cases if case.threads == settings[0]]
-        threaded = [case for case in headline_loads(base) if case.framework != NullAdapter.name]
+        threaded = [case for case in headline_loads(base) if not frameworks.is_baseline(case.framework)]
         cases += [replace(case, threads=setting) for setting in chosen.headline_threads for case in threaded]
     return cases
 
 
 def names_of(framework_names: tuple[str, ...] | None, include_null: bool) -> tuple[str, ...]:
     names = tuple(framework_names or frameworks.names())
-    return (*names, NullAdapter.name) if include_null else names
+    return (*names, *frameworks.baselines()) if include_null else names
 
 
 def _cases(
@@ -156,9 +151,10 @@ def _cases(
 ) -> list[Case]:
     cases = []
     for framework in names:
-        pool = NULL_WORKLOADS if framework == NullAdapter.name else chosen.workloads
+        baseline = frameworks.is_baseline(framework)
+        pool = BASELINE_WORKLOADS if baseline else chosen.workloads
         for spec in _specs(framework):
-            if formats and spec.name not in formats and framework != NullAdapter.name:
+            if formats and spec.name not in formats and not baseline:
                 continue
             for name in pool:
                 workload = workloads.WORKLOADS[name]
@@ -170,9 +166,9 @@ def _cases(
                     continue
                 cases.append(Case(framework, spec.name, name, "cpu", "-", "save", rounds))
                 model_kind = workload.kind in ("mlp", "checkpoint")
-                load_devices = ("cpu",) if model_kind or framework == NullAdapter.name else devices
-                # an in-memory copy has no page cache to be cold in: its only limit is memcpy
-                load_caches = ("warm",) if framework == NullAdapter.name else caches
+                load_devices = ("cpu",) if model_kind or baseline else devices
+                # a baseline's in-memory copy has no page cache to be cold in: its only limit is memcpy
+                load_caches = ("warm",) if baseline else caches
                 for device in load_devices:
                     for cache in load_caches:
                         cases.append(Case(framework, spec.name, name, device, cache, "load", rounds))

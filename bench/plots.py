@@ -11,9 +11,11 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.container import BarContainer
 
+from bench.results import baseline_rows
+
 
 def _real(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame[(frame["framework"] != "null-adapter") & (frame["status"] == "ok")]
+    return frame[~baseline_rows(frame) & (frame["status"] == "ok")]
 
 
 def load_throughput(frame: pd.DataFrame, limits: dict, path: Path) -> None:

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+import frameworks
+from bench.results import baseline_rows
 from frameworks.files import write_bytes_atomic
 
 NA = "n/a"
@@ -145,7 +147,9 @@ def workload_table(frame: pd.DataFrame, workload: str) -> pd.DataFrame:
                 "cold % disk": _cell(cold, fraction_figure),
                 "lazy open": _cell(open_warm, time_figure) if open_warm is not None else "-",
                 "file": _bytes(file_bytes),
-                "overhead": NA if pd.isna(file_bytes) or framework == "null-adapter" else _bytes(file_bytes - payload),
+                "overhead": NA
+                if pd.isna(file_bytes) or frameworks.is_baseline(framework)
+                else _bytes(file_bytes - payload),
                 "peak RSS x payload": NA
                 if warm is None or pd.isna(warm["peak_rss_multiple"])
                 else f"{warm['peak_rss_multiple']:.2f}",
@@ -175,7 +179,7 @@ def gpu_table(frame: pd.DataFrame) -> pd.DataFrame:
         for (framework, fmt, threads), group in subset.groupby(
             ["framework", "format", "threads"], sort=False, dropna=False
         ):
-            if framework == "null-adapter":
+            if frameworks.is_baseline(framework):
                 continue
             cpu, gpu = _pick(group, "load", "warm", "cpu"), _pick(group, "load", "warm", "cuda")
             gpu_cold = _pick(group, "load", "cold", "cuda")
@@ -243,7 +247,7 @@ def recommendations(frame: pd.DataFrame) -> pd.DataFrame:
     """Per framework, from the numbers: fastest exact warm load, smallest file, lowest peak memory.
     Speed advice uses stable figures only; the unstable ones it had to leave out are named."""
     rows = []
-    real = frame[(frame["framework"] != "null-adapter") & (frame["status"] == "ok")]
+    real = frame[~baseline_rows(frame) & (frame["status"] == "ok")]
     setting = _advice_threads(real)
     if setting is not None:
         real = real[real["threads"].astype(str) == setting]
@@ -283,16 +287,10 @@ def recommendations(frame: pd.DataFrame) -> pd.DataFrame:
 
 def harness_overhead(frame: pd.DataFrame) -> str:
     null = frame[
-        (frame["framework"] == "null-adapter")
-        & (frame["workload"] == "d2l-tensor")
-        & (frame["op"] == "load")
-        & (frame["status"] == "ok")
+        baseline_rows(frame) & (frame["workload"] == "d2l-tensor") & (frame["op"] == "load") & (frame["status"] == "ok")
     ]
     loads = frame[
-        (frame["framework"] != "null-adapter")
-        & (frame["op"] == "load")
-        & (frame["status"] == "ok")
-        & (frame["device"] == "cpu")
+        ~baseline_rows(frame) & (frame["op"] == "load") & (frame["status"] == "ok") & (frame["device"] == "cpu")
     ]
     if null.empty or loads.empty:
         return "Harness overhead: not measured in this run."
@@ -441,7 +439,7 @@ def write_report(run_dir: Path) -> Path:
         "",
     ]
     recommendations(frame).to_csv(tables_dir / "recommendations.csv", index=False)
-    real = frame[frame["framework"] != "null-adapter"]
+    real = frame[~baseline_rows(frame)]
     workloads_in_run = real.sort_values("payload_bytes", kind="stable")["workload"].unique()
     for workload in workloads_in_run:
         table = workload_table(frame, workload)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+import frameworks
 from bench import stats, workloads
 from bench.plan import Case, read_plan
 
@@ -61,6 +62,11 @@ COLUMNS = [
     "resident_before_cold",
     "lazy",
 ]
+
+
+def baseline_rows(frame: pd.DataFrame) -> pd.Series:
+    """The rows of baseline adapters (the null adapter): timed for the harness's cost, never compared."""
+    return frame["framework"].map(frameworks.is_baseline).astype(bool)
 
 
 def limit_for(op: str, device: str, cache: str, limits: dict | None = None) -> str | None:

@@ -145,16 +145,16 @@ def roundtrip_mlp(adapter: Adapter, format: str, params: dict[str, np.ndarray], 
 def roundtrip_checkpoint(adapter: Adapter, format: str, directory: Path) -> Outcome:
     """Train two steps, checkpoint in the framework's idiom, restore into fresh objects, compare all
     model and optimizer state."""
-    from bench.recipes.training import RECIPES, checkpoint_path_name, training_recipe
+    from frameworks.training import training_recipe
 
     def attempt() -> tuple[Any, Any]:
         adapter.check_holds(adapter.spec(format), "checkpoint")
-        if adapter.name not in RECIPES:
+        if not adapter.training_recipe:
             raise UnsupportedError(f"{adapter.name} has no optimizer, so no training checkpoint")
         recipe = training_recipe(adapter.name)
         model, optimizer = recipe.new(0)
         loss = recipe.train(model, optimizer, 0, 2)
-        path = directory / checkpoint_path_name(adapter.name)
+        path = directory / recipe.checkpoint_name
         recipe.save_checkpoint(path, model, optimizer, epoch=2, loss=loss)
         fresh_model, fresh_optimizer = recipe.new(1)
         recipe.load_checkpoint(path, fresh_model, fresh_optimizer, trusted=True)

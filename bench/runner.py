@@ -31,8 +31,9 @@ from pathlib import Path
 
 from rich.console import Console
 
+import frameworks
 from bench import environment, limits, machine, workloads
-from bench.plan import PRESETS, Case, adapter_type, headline_loads, plan, write_plan
+from bench.plan import PRESETS, Case, headline_loads, plan, write_plan
 from bench.results import assemble
 from frameworks.files import write_bytes_atomic
 
@@ -85,7 +86,7 @@ def chunk_name(framework: str, threads: str) -> str:
 def thread_environment(framework: str, threads: str) -> dict[str, str]:
     """This process's environment with the framework's thread variables set for `threads`."""
     env = dict(os.environ)
-    for name, value in adapter_type(framework).thread_env(threads).items():
+    for name, value in frameworks.adapter_class(framework).thread_env(threads).items():
         if value is None:
             env.pop(name, None)
         else:
@@ -158,12 +159,10 @@ def _run_chunk(
 
 def _measure_peaks(framework: str, cases: list[Case], scratch: Path) -> list[dict[str, object]]:
     """Peak RSS of one warm CPU load per (format, workload) of PEAK_MIN_BYTES or more, each in a fresh process."""
-    import frameworks
     from bench.benchmarks.test_io import file_for
-    from bench.null_adapter import NullAdapter
 
     records: list[dict[str, object]] = []
-    if framework == NullAdapter.name:
+    if frameworks.is_baseline(framework):  # no file, so no load to measure
         return records
     seen = set()
     for case in cases:

@@ -16,10 +16,9 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
-from frameworks.base import MLP_SHAPES
+from frameworks.base import SEED, mlp_parameters
 from frameworks.trees import leaves
 
-SEED = 20_250_505
 MLP_INPUT_SHAPE = (2, 20)
 
 DTYPES: dict[str, Any] = {
@@ -94,21 +93,10 @@ def random_array(dtype: Any, shape: tuple[int, ...], salt: int = 0) -> np.ndarra
     return generator.standard_normal(shape, dtype=np.float32).astype(dtype)
 
 
-def mlp_parameters(seed: int = 0) -> dict[str, np.ndarray]:
-    """d2l MLP parameters, PyTorch's default init: uniform(+-1/sqrt(fan_in)), float32."""
-    generator = rng(1_000 + seed)
-    params = {}
-    for name, shape in MLP_SHAPES.items():
-        fan_in = MLP_SHAPES[name.replace("bias", "weight")][1]
-        bound = 1 / np.sqrt(fan_in)
-        params[name] = generator.uniform(-bound, bound, size=shape).astype(np.float32)
-    return params
-
-
 def mlp_checkpoint_shape() -> dict[str, dict[str, np.ndarray]]:
     """What an Adam checkpoint of the d2l MLP holds, for sizing: the parameters and two moments each.
 
-    The checkpoint itself is made by each framework's training recipe (`bench.recipes.training`).
+    The checkpoint itself is made by each framework's training recipe (`frameworks.training`).
     """
     params = mlp_parameters(0)
     return {

@@ -5,12 +5,19 @@ command that installs the framework. Adapter modules import nothing heavy at mod
 adapter imports its framework in its constructor, because a framework may be missing (the GPU
 machine has no TensorFlow or MXNet), heavy (TensorFlow takes seconds), or broken (MXNet needs
 numpy<2). So `import frameworks` loads no torch, tensorflow or mxnet.
+
+Everything serbench knows about a framework is reached from its adapter class: its formats with
+their save, load and validation functions, its MLP, devices, threads, packages and training recipe.
+`register` adds an adapter at run time (a plug-in, or a test's); it is carried to the harness's child
+processes in SERBENCH_EXTRA_ADAPTERS, so they see the same registry.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
+import json
+import os
 
 from frameworks.base import Adapter, FormatSpec
 from frameworks.errors import (
@@ -27,7 +34,46 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "torch": ("frameworks.torch_adapter:TorchAdapter", "pip install -e .[torch]"),
     "tensorflow": ("frameworks.tensorflow_adapter:TensorFlowAdapter", "pip install -e .[tensorflow]"),
     "mxnet": ("frameworks.mxnet_adapter:MXNetAdapter", "pip install -e .[mxnet]"),
+    "null-adapter": ("frameworks.null_adapter:NullAdapter", "nothing to install"),
 }
+"""name -> ("module:Class", how to install the framework). The null adapter is a baseline (see `baselines`)."""
+
+EXTRA_ADAPTERS_VARIABLE = "SERBENCH_EXTRA_ADAPTERS"
+
+
+def register(name: str, target: str, install: str) -> None:
+    """Add an adapter ("module:Class") to this process's registry and to every child process it starts."""
+    REGISTRY[name] = (target, install)
+    extra = _extra_registrations()
+    extra[name] = [target, install]
+    os.environ[EXTRA_ADAPTERS_VARIABLE] = json.dumps(extra)
+    adapter_class.cache_clear()
+
+
+def unregister(name: str) -> None:
+    """Undo `register` (tests)."""
+    REGISTRY.pop(name, None)
+    extra = _extra_registrations()
+    extra.pop(name, None)
+    if extra:
+        os.environ[EXTRA_ADAPTERS_VARIABLE] = json.dumps(extra)
+    else:
+        os.environ.pop(EXTRA_ADAPTERS_VARIABLE, None)
+    adapter_class.cache_clear()
+    get_adapter.cache_clear()
+
+
+def _extra_registrations() -> dict[str, list[str]]:
+    text = os.environ.get(EXTRA_ADAPTERS_VARIABLE, "")
+    try:
+        extra = json.loads(text) if text else {}
+    except json.JSONDecodeError:
+        message = f"{EXTRA_ADAPTERS_VARIABLE} is not JSON of name -> [module:Class, install]: {text[:200]!r}"
+        raise SystemExit(message) from None
+    return extra
+
+
+REGISTRY.update({name: (target, install) for name, (target, install) in _extra_registrations().items()})
 
 __all__ = [
     "REGISTRY",
@@ -41,16 +87,31 @@ __all__ = [
     "UnsupportedError",
     "adapter_class",
     "available",
+    "baselines",
     "get_adapter",
+    "is_baseline",
     "names",
+    "register",
+    "unregister",
 ]
 
 
 def names() -> tuple[str, ...]:
-    """Every registered framework, installed or not."""
-    return tuple(REGISTRY)
+    """Every registered framework, installed or not (baselines are not frameworks: see `baselines`)."""
+    return tuple(name for name in REGISTRY if not adapter_class(name).baseline)
 
 
+def baselines() -> tuple[str, ...]:
+    """The registered baseline adapters, timed beside the frameworks to measure the harness itself."""
+    return tuple(name for name in REGISTRY if adapter_class(name).baseline)
+
+
+def is_baseline(name: str) -> bool:
+    """Whether `name` is a baseline; False for a name not registered here (a row of an old run)."""
+    return name in REGISTRY and adapter_class(name).baseline
+
+
+@functools.cache
 def adapter_class(name: str) -> type[Adapter]:
     """The adapter class (its module imports no framework), for reading `specs` cheaply."""
     if name not in REGISTRY:
@@ -74,7 +135,7 @@ def get_adapter(name: str) -> Adapter:
 def available() -> tuple[str, ...]:
     """The frameworks that import here. This imports each framework (seconds for TensorFlow)."""
     usable = []
-    for name in REGISTRY:
+    for name in names():
         try:
             get_adapter(name)
         except ImportError:

@@ -14,8 +14,8 @@ from __future__ import annotations
 import abc
 import functools
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,6 +28,7 @@ from frameworks.errors import (
     UnknownFormatError,
     UnsupportedError,
 )
+from frameworks.findings import Finding
 from frameworks.trees import map_tree, tree_kind
 
 SAFETENSORS_DTYPES = frozenset(
@@ -35,12 +36,29 @@ SAFETENSORS_DTYPES = frozenset(
 )
 """Safetensors dtype codes a NumPy-based reader can return (no float8, no complex)."""
 
+TREE_KINDS = frozenset({"tensor", "list", "dict", "nested"})
+"""The kinds a format stores through its `save` and `load` (the MLP and checkpoints have their own paths)."""
+
 MLP_SHAPES = {
     "hidden.weight": (256, 20),
     "hidden.bias": (256,),
     "output.weight": (10, 256),
     "output.bias": (10,),
 }
+
+SEED = 20_250_505
+"""The seed of every generated array in serbench (workloads, MLP parameters, training batches)."""
+
+
+def mlp_parameters(seed: int = 0) -> dict[str, np.ndarray]:
+    """d2l MLP parameters, PyTorch's default init: uniform(+-1/sqrt(fan_in)), float32."""
+    generator = np.random.default_rng([SEED, 1_000 + seed])
+    params = {}
+    for name, shape in MLP_SHAPES.items():
+        fan_in = MLP_SHAPES[name.replace("bias", "weight")][1]
+        bound = 1 / np.sqrt(fan_in)
+        params[name] = generator.uniform(-bound, bound, size=shape).astype(np.float32)
+    return params
 
 
 @dataclass(frozen=True)
@@ -65,11 +83,48 @@ class FormatSpec:
     validate: Callable[[Path], None] | None = None
     """Checks the sizes, counts and types the file declares against what it holds and the load budget,
     before any framework parser allocates; raises a SerbenchError (see `frameworks.gate`)."""
+    save: Callable[[Any, Any, Path], None] | None = None
+    """`save(adapter, tree, path)`: writes a tree of the adapter's tensors (required if it holds a tree kind)."""
+    load: Callable[[Any, Path, str], Any] | None = None
+    """`load(adapter, path, device)`: reads a file the gate admitted back as a tree of the adapter's tensors."""
+    save_mlp: Callable[[Any, Any, Path], None] | None = None
+    """`save_mlp(adapter, model, path)`, where the format stores a model its own way; otherwise the
+    model's state dict is saved with `save`."""
+    load_mlp: Callable[[Any, Path, Any], None] | None = None
+    """`load_mlp(adapter, path, clone)`: restores the file into `clone`; otherwise `load` then
+    `Adapter.set_mlp_state`, after `check_mlp_file`."""
+    framework_loaders: Mapping[str, Callable[[Any, Path], Any]] = field(default_factory=dict)
+    """The framework's own readers of this format under each of their safety flags, by label
+    (`"torch.load weights_only=True"`): `reader(adapter, path)` returns what it read as a NumPy tree.
+    The safety matrix opens every input with each of them beside serbench's own load."""
+
+    @property
+    def model_only(self) -> bool:
+        """The format stores a model's parameters, not trees (Keras weights, Gluon params)."""
+        return self.save is None
+
+    def missing_functions(self) -> list[str]:
+        """The save/load functions this spec needs for the kinds it holds but lacks."""
+        missing = []
+        if self.holds & TREE_KINDS or ("mlp" in self.holds and self.save_mlp is None):
+            missing += [name for name in ("save", "load") if getattr(self, name) is None]
+        if "mlp" in self.holds and self.save is None:
+            missing += [name for name in ("save_mlp", "load_mlp") if getattr(self, name) is None]
+        if (self.save_mlp is None) != (self.load_mlp is None):
+            missing.append("load_mlp" if self.load_mlp is None else "save_mlp")
+        return missing
 
 
-def safetensors_spec(note: str = "", lazy: bool = False, dtypes: frozenset[str] = SAFETENSORS_DTYPES) -> FormatSpec:
-    """The safetensors format as every adapter offers it (a flat dict of str -> tensor); `dtypes` are
-    the safetensors dtype codes the adapter's reader can return."""
+def safetensors_spec(
+    save: Callable[[Any, Any, Path], None],
+    load: Callable[[Any, Path, str], Any],
+    note: str = "",
+    lazy: bool = False,
+    dtypes: frozenset[str] = SAFETENSORS_DTYPES,
+    **functions: Any,
+) -> FormatSpec:
+    """The safetensors format as every adapter offers it (a flat dict of str -> tensor), written and read
+    with the adapter's `save` and `load`; `dtypes` are the safetensors dtype codes its reader can return."""
     return FormatSpec(
         "safetensors",
         frozenset({"dict", "mlp"}),
@@ -79,7 +134,21 @@ def safetensors_spec(note: str = "", lazy: bool = False, dtypes: frozenset[str] 
         suffix=".safetensors",
         lazy=lazy,
         validate=functools.partial(validators.safetensors_header, dtypes=dtypes),
+        save=save,
+        load=load,
+        **functions,
     )
+
+
+def safetensors_load_file(module: str) -> dict[str, Callable[[Any, Path], Any]]:
+    """`safetensors.<module>.load_file` as a framework loader of the safety matrix."""
+
+    def read(adapter: Adapter, path: Path) -> Any:
+        import importlib
+
+        return adapter.to_numpy(importlib.import_module(f"safetensors.{module}").load_file(str(path)))
+
+    return {f"safetensors.{module}.load_file": read}
 
 
 class Adapter(abc.ABC):
@@ -87,10 +156,33 @@ class Adapter(abc.ABC):
 
     name: ClassVar[str]
     specs: ClassVar[tuple[FormatSpec, ...]]
+    baseline: ClassVar[bool] = False
+    """A harness baseline (the null adapter): timed like a framework, but no framework, file or MLP;
+    reports keep it out of every comparison between frameworks."""
+    safety_specs: ClassVar[tuple[FormatSpec, ...]] = ()
+    """Formats serbench does not offer but the safety matrix opens with the framework's own loaders
+    (a whole Keras model, which can carry code in a Lambda layer)."""
+    findings: ClassVar[tuple[Finding, ...]] = ()
+    """Where the framework does not round-trip exactly, with the reason (first match wins; see
+    `frameworks.findings`): the conformance suite asserts them and the support table shows them."""
+    packages: ClassVar[tuple[str, ...]] = ()
+    """The distributions (as pip names them) whose versions a result depends on: recorded in env.json."""
+    training_recipe: ClassVar[str] = ""
+    """"module:Class" of the framework's training recipe (see `frameworks.training`), if it has one."""
     native_mlp_format: ClassVar[str] = ""
     """The format the framework's own tutorial saves a model's parameters in (cross-framework tests)."""
     thread_variables: ClassVar[tuple[str, ...]] = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
     """Environment variables that size this framework's thread pools; read when it is imported."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A format that cannot save or load what it claims to hold is a defect of the adapter, reported
+        when its module is imported (not when a benchmark first reaches that format)."""
+        super().__init_subclass__(**kwargs)
+        for spec in (*cls.__dict__.get("specs", ()), *cls.__dict__.get("safety_specs", ())):
+            if missing := spec.missing_functions():
+                raise TypeError(
+                    f"{cls.__name__}: format {spec.name!r} holds {sorted(spec.holds)} but has no {', '.join(missing)}"
+                )
 
     @classmethod
     def thread_env(cls, threads: str) -> dict[str, str | None]:
@@ -118,6 +210,14 @@ class Adapter(abc.ABC):
         raise UnknownFormatError(
             f"{cls.name} has no format {format_name!r}; valid formats: {', '.join(cls.format_names())}"
         )
+
+    @classmethod
+    def safety_spec(cls, format_name: str) -> FormatSpec:
+        """A format the safety matrix opens: one of `specs`, or of `safety_specs`."""
+        for spec in cls.safety_specs:
+            if spec.name == format_name:
+                return spec
+        return cls.spec(format_name)
 
     # Tensors -------------------------------------------------------------------------------
     def devices(self) -> tuple[str, ...]:
@@ -168,20 +268,26 @@ class Adapter(abc.ABC):
         spec = self.spec(format)
         self.check_holds(spec, tree_kind(tree))
         with files.atomic_path(path) as temporary:
-            self._save(tree, temporary, spec.name)
+            self._save(tree, temporary, spec)
 
     def load(self, path: str | Path, format: str, device: str = "cpu", *, trusted: bool = False) -> Any:
         """Load a tree saved in `format`, with its tensors on `device`."""
         spec = self.spec(format)
+        self.check_holds_trees(spec)
         self.check_device(device)
         source = gate.admit(path, spec, trusted=trusted)
-        return self._load(source, spec.name, device)
+        return spec.load(self, source, device)
 
-    @abc.abstractmethod
-    def _save(self, tree: Any, path: Path, format: str) -> None: ...
+    def check_holds_trees(self, spec: FormatSpec) -> None:
+        if spec.load is None:
+            raise UnsupportedError(
+                f"format {spec.name!r} of {self.name} holds only {', '.join(sorted(spec.holds))}, not a tree of "
+                f"tensors: use load_mlp ({spec.description})"
+            )
 
-    @abc.abstractmethod
-    def _load(self, path: Path, format: str, device: str) -> Any: ...
+    def _save(self, tree: Any, path: Path, spec: FormatSpec) -> None:
+        """Write to `path` (the temporary the save renames into place)."""
+        spec.save(self, tree, path)
 
     # The d2l MLP ---------------------------------------------------------------------------
     @abc.abstractmethod
@@ -199,6 +305,10 @@ class Adapter(abc.ABC):
     def mlp_forward(self, model: Any, inputs: np.ndarray) -> np.ndarray:
         """Forward pass in inference mode, as NumPy."""
 
+    def blank_mlp(self) -> Any:
+        """A model of the MLP's architecture with zero parameters, to load a file into."""
+        return self.new_mlp({key: np.zeros(shape, np.float32) for key, shape in MLP_SHAPES.items()})
+
     def mlp_formats(self) -> tuple[str, ...]:
         return tuple(spec.name for spec in self.specs if "mlp" in spec.holds)
 
@@ -207,7 +317,7 @@ class Adapter(abc.ABC):
         spec = self.spec(format)
         self.check_holds(spec, "mlp")
         with files.atomic_path(path) as temporary:
-            self._save_mlp(model, temporary, spec.name)
+            self._save_mlp(model, temporary, spec)
 
     def load_mlp(self, path: str | Path, format: str, clone: Any, *, trusted: bool = False) -> Any:
         """Load saved parameters into `clone` (a model of the same architecture) and return it.
@@ -217,17 +327,20 @@ class Adapter(abc.ABC):
         spec = self.spec(format)
         self.check_holds(spec, "mlp")
         source = gate.admit(path, spec, trusted=trusted)
-        self._load_mlp(source, spec.name, clone)
+        if spec.load_mlp is not None:
+            spec.load_mlp(self, source, clone)
+        else:
+            state = self.to_numpy(spec.load(self, source, "cpu"))
+            check_mlp_file(source, spec.name, state)
+            self.set_mlp_state(clone, state)
         return clone
 
-    def _save_mlp(self, model: Any, path: Path, format: str) -> None:
-        """Default: the state dict of framework tensors, saved like any dict."""
-        self._save(self.from_numpy(self.mlp_state(model)), path, format)
-
-    def _load_mlp(self, path: Path, format: str, clone: Any) -> None:
-        state = self.to_numpy(self._load(path, format, "cpu"))
-        check_mlp_file(path, format, state)
-        self.set_mlp_state(clone, state)
+    def _save_mlp(self, model: Any, path: Path, spec: FormatSpec) -> None:
+        """The format's own model save, else the state dict of framework tensors saved like any dict."""
+        if spec.save_mlp is not None:
+            spec.save_mlp(self, model, path)
+        else:
+            spec.save(self, self.from_numpy(self.mlp_state(model)), path)
 
 
 def check_mlp_state(params: dict[str, np.ndarray]) -> None:

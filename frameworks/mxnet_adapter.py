@@ -21,6 +21,13 @@ import numpy as np
 from frameworks import files, gate
 from frameworks.base import Adapter, FormatSpec, check_mlp_file, check_mlp_state, safetensors_spec
 from frameworks.errors import FormatMismatchError, UnsupportedError
+from frameworks.findings import (
+    NP_SAFETENSORS_0D_DICT,
+    NP_SAFETENSORS_DOTTED_KEYS,
+    SAFETENSORS_KEY_ORDER,
+    Expectation,
+    Finding,
+)
 
 NDARRAY_MAGICS = (0xF993FAC9, 0xF993FACA)
 """NDArray::Save's V2 (legacy shapes) and V3 (NumPy shapes) markers, the ones MXNet 1.9 writes."""
@@ -121,6 +128,48 @@ def check_ndarray_list(path: Path) -> None:
     read_ndarray_list(path)
 
 
+def _save_ndarray(adapter: MXNetAdapter, tree: Any, path: Path) -> None:
+    adapter.npx.save(str(path), tree)
+
+
+def _load_ndarray(adapter: MXNetAdapter, path: Path, device: str) -> Any:
+    context = adapter.context(device)
+    loaded = adapter.npx.load(str(path))
+    if isinstance(loaded, dict):
+        return {key: value.as_in_ctx(context) for key, value in loaded.items()}
+    return [value.as_in_ctx(context) for value in loaded]
+
+
+def _save_parameters(adapter: MXNetAdapter, model: Any, path: Path) -> None:
+    model.save_parameters(str(path))
+
+
+def _load_parameters(adapter: MXNetAdapter, path: Path, clone: Any) -> None:
+    check_mlp_file(path, "gluon-params", {array.name: array for array in read_ndarray_list(path)})
+    clone.load_parameters(str(path), ctx=adapter.mx.cpu())
+
+
+def _save_safetensors(adapter: MXNetAdapter, tree: dict[str, Any], path: Path) -> None:
+    arrays = {key: np.ascontiguousarray(value) for key, value in adapter.to_numpy(tree).items()}
+    adapter.safetensors.save_file(arrays, str(path))
+
+
+def _load_safetensors(adapter: MXNetAdapter, path: Path, device: str) -> dict[str, Any]:
+    context = adapter.context(device)
+    arrays = adapter.safetensors.load_file(str(path))
+    return {key: adapter.mx.np.array(value, dtype=value.dtype, ctx=context) for key, value in arrays.items()}
+
+
+def _npx_load(adapter: MXNetAdapter, path: Path) -> Any:
+    return adapter.to_numpy(adapter.npx.load(str(path)))
+
+
+def _block_load_parameters(adapter: MXNetAdapter, path: Path) -> Any:
+    clone = adapter.blank_mlp()
+    clone.load_parameters(str(path))
+    return adapter.mlp_state(clone)
+
+
 MX_NDARRAY = FormatSpec(
     "mx-ndarray",
     frozenset({"tensor", "list", "dict", "mlp"}),
@@ -129,6 +178,9 @@ MX_NDARRAY = FormatSpec(
     files.is_mxnet_ndarray_list,
     suffix=".ndarray",
     validate=check_ndarray_list,
+    save=_save_ndarray,
+    load=_load_ndarray,
+    framework_loaders={"npx.load": _npx_load},
 )
 GLUON_PARAMS = FormatSpec(
     "gluon-params",
@@ -138,6 +190,9 @@ GLUON_PARAMS = FormatSpec(
     files.is_mxnet_ndarray_list,
     suffix=".params",
     validate=check_ndarray_list,
+    save_mlp=_save_parameters,
+    load_mlp=_load_parameters,
+    framework_loaders={"Block.load_parameters": _block_load_parameters},
 )
 GLUON_CHECKPOINT = FormatSpec(
     "gluon-checkpoint",
@@ -151,7 +206,10 @@ GLUON_CHECKPOINT = FormatSpec(
 """The training checkpoint on disk. Trainer.save_states pickles the optimizer's updater, and
 load_states unpickles it: the checkpoint counts as pickle, so restoring it needs trusted=True."""
 SAFETENSORS = safetensors_spec(
-    "through NumPy", dtypes=frozenset({"F64", "F32", "F16", "I64", "I32", "I16", "I8", "U8", "BOOL"})
+    _save_safetensors,
+    _load_safetensors,
+    "through NumPy",
+    dtypes=frozenset({"F64", "F32", "F16", "I64", "I32", "I16", "I8", "U8", "BOOL"}),
 )
 
 
@@ -170,10 +228,40 @@ def _mlp_class(nn: Any, npx: Any) -> type:
     return MLP
 
 
+FINDINGS = (
+    Finding(
+        ("mx-ndarray", "gluon-params", "safetensors"),
+        ("dtype-bfloat16/*",),
+        Expectation(
+            "unsupported",
+            "MXNet has no NumPy bfloat16 interop: mx.np.array silently turns "
+            "ml_dtypes.bfloat16 into float32, so the adapter refuses it",
+        ),
+    ),
+    NP_SAFETENSORS_0D_DICT,
+    NP_SAFETENSORS_DOTTED_KEYS,
+    SAFETENSORS_KEY_ORDER,
+    Finding(
+        ("mx-ndarray",),
+        ("d2l-tensor", "*/tensor"),
+        Expectation(
+            "drift",
+            "npx.save stores a list of arrays, so a single array comes back as a "
+            "one-element list (the d2l chapter prints `[array([0., 1., 2., 3.])]`)",
+            ("root: tensor -> list of 1",),
+        ),
+    ),
+)
+"""Where this adapter does not round-trip exactly, and why (see `frameworks.findings`)."""
+
+
 class MXNetAdapter(Adapter):
     name = "mxnet"
     specs = (MX_NDARRAY, GLUON_PARAMS, SAFETENSORS)
     native_mlp_format = "gluon-params"
+    packages = ("mxnet", "safetensors", "ml-dtypes")
+    findings = FINDINGS
+    training_recipe = "frameworks.mxnet_training:GluonTraining"
     # the engine's CPU workers and its OpenMP pool; MXNet has no getter, so the variables are the record
     thread_variables = (*Adapter.thread_variables, "MXNET_CPU_WORKER_NTHREADS")
 
@@ -190,7 +278,7 @@ class MXNetAdapter(Adapter):
         self.mx = mxnet
         self.npx = npx
         self._bfloat16 = ml_dtypes.bfloat16
-        self._safetensors = safetensors.numpy
+        self.safetensors = safetensors.numpy
         self._mlp = _mlp_class(nn, npx)
 
     def devices(self) -> tuple[str, ...]:
@@ -203,7 +291,7 @@ class MXNetAdapter(Adapter):
     def device_note(self) -> str:
         return f"mxnet {self.mx.__version__} sees no GPU (the PyPI wheel is a CPU build)"
 
-    def _context(self, device: str) -> Any:
+    def context(self, device: str) -> Any:
         return self.mx.gpu(0) if device == "cuda" else self.mx.cpu()
 
     def device_of(self, tensor: Any) -> str:
@@ -221,24 +309,6 @@ class MXNetAdapter(Adapter):
 
     def tensor_to_numpy(self, tensor: Any) -> np.ndarray:
         return tensor.asnumpy()
-
-    def _save(self, tree: Any, path: Path, format: str) -> None:
-        if format == "mx-ndarray":
-            self.npx.save(str(path), tree)
-        else:
-            self._safetensors.save_file(
-                {key: np.ascontiguousarray(value) for key, value in self.to_numpy(tree).items()}, str(path)
-            )
-
-    def _load(self, path: Path, format: str, device: str) -> Any:
-        context = self._context(device)
-        if format == "mx-ndarray":
-            loaded = self.npx.load(str(path))
-            if isinstance(loaded, dict):
-                return {key: value.as_in_ctx(context) for key, value in loaded.items()}
-            return [value.as_in_ctx(context) for value in loaded]
-        arrays = self._safetensors.load_file(str(path))
-        return {key: self.mx.np.array(value, dtype=value.dtype, ctx=context) for key, value in arrays.items()}
 
     # The d2l MLP as a Gluon Block -----------------------------------------------------------
     def new_mlp(self, params: dict[str, np.ndarray]) -> Any:
@@ -264,16 +334,3 @@ class MXNetAdapter(Adapter):
 
     def mlp_forward(self, model: Any, inputs: np.ndarray) -> np.ndarray:
         return model(self.mx.np.array(inputs, dtype=inputs.dtype)).asnumpy()
-
-    def _save_mlp(self, model: Any, path: Path, format: str) -> None:
-        if format == "gluon-params":
-            model.save_parameters(str(path))
-        else:
-            super()._save_mlp(model, path, format)
-
-    def _load_mlp(self, path: Path, format: str, clone: Any) -> None:
-        if format == "gluon-params":
-            check_mlp_file(path, format, {array.name: array for array in read_ndarray_list(path)})
-            clone.load_parameters(str(path), ctx=self.mx.cpu())
-        else:
-            super()._load_mlp(path, format, clone)

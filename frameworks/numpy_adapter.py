@@ -14,8 +14,18 @@ from typing import Any
 import numpy as np
 
 from frameworks import files, gate
-from frameworks.base import Adapter, FormatSpec, check_mlp_state, safetensors_spec
+from frameworks.base import Adapter, FormatSpec, check_mlp_state, safetensors_load_file, safetensors_spec
 from frameworks.errors import FormatMismatchError, UnsafeLoadError
+from frameworks.findings import (
+    NP_SAFETENSORS_0D_DICT,
+    NP_SAFETENSORS_DOTTED_KEYS,
+    NPY_BFLOAT16,
+    NPY_PICKLE_STACKED_LIST,
+    SAFETENSORS_KEY_ORDER,
+    SAFETENSORS_ORDER,
+    Expectation,
+    Finding,
+)
 from frameworks.trees import map_tree
 
 MAPPING_KINDS = frozenset({"dict", "mlp"})
@@ -118,37 +128,6 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
         return arrays
 
 
-NPY = FormatSpec(
-    "npy",
-    frozenset({"tensor"}),
-    "np.save: exactly one array",
-    "the .npy magic b'\\x93NUMPY'",
-    files.is_npy,
-    suffix=".npy",
-    validate=check_npy_size,
-)
-NPZ = FormatSpec(
-    "npz",
-    MAPPING_KINDS,
-    "np.savez: a zip of named .npy arrays",
-    "a zip archive of .npy members",
-    files.is_npz,
-    suffix=".npz",
-    validate=check_npz,
-)
-NPY_PICKLE = FormatSpec(
-    "npy-pickle",
-    PICKLE_KINDS,
-    "np.save(allow_pickle=True): containers become one array or a pickled object array",
-    "the .npy magic b'\\x93NUMPY' (np.load also reads .npz)",
-    files.is_npy_or_npz,
-    executes_code=True,
-    suffix=".npy",
-    validate=check_npy_or_npz,
-)
-SAFETENSORS = safetensors_spec()
-
-
 def save_npy_pickle(tree: Any, path: Path) -> None:
     """d2l's recipe: `np.save` of whatever the caller has, pickling where it must."""
     with open(path, "wb") as handle:
@@ -174,45 +153,139 @@ def np_load_tree(path: Path, allow_pickle: bool) -> Any:
     return loaded
 
 
+def _save_npy(adapter: Adapter, array: np.ndarray, path: Path) -> None:
+    with open(path, "wb") as handle:
+        np.save(handle, array, allow_pickle=False)
+
+
+def _load_npy(adapter: Adapter, path: Path, device: str) -> np.ndarray:
+    return np.load(path, allow_pickle=False)
+
+
+def _save_npz(adapter: Adapter, arrays: dict[str, np.ndarray], path: Path) -> None:
+    with open(path, "wb") as handle:
+        np.savez(handle, **arrays)
+
+
+def _load_npz(adapter: Adapter, path: Path, device: str) -> dict[str, np.ndarray]:
+    return read_npz(path)
+
+
+def _save_npy_pickle(adapter: Adapter, tree: Any, path: Path) -> None:
+    save_npy_pickle(tree, path)
+
+
+def _load_npy_pickle(adapter: Adapter, path: Path, device: str) -> Any:
+    return map_tree(load_npy_pickle(path), np.asarray)
+
+
+def _save_safetensors(adapter: NumpyAdapter, arrays: dict[str, np.ndarray], path: Path) -> None:
+    adapter.safetensors.save_file({key: np.ascontiguousarray(value) for key, value in arrays.items()}, str(path))
+
+
+def _load_safetensors(adapter: NumpyAdapter, path: Path, device: str) -> dict[str, np.ndarray]:
+    return adapter.safetensors.load_file(str(path))
+
+
+def _np_load(allow_pickle: bool) -> Any:
+    def read(adapter: Adapter, path: Path) -> Any:
+        return np_load_tree(path, allow_pickle)
+
+    return read
+
+
+NP_LOAD = {"np.load allow_pickle=False": _np_load(False), "np.load allow_pickle=True": _np_load(True)}
+"""NumPy's own reader under both settings of its safety flag (the safety matrix opens every input with each)."""
+
+
+NPY = FormatSpec(
+    "npy",
+    frozenset({"tensor"}),
+    "np.save: exactly one array",
+    "the .npy magic b'\\x93NUMPY'",
+    files.is_npy,
+    suffix=".npy",
+    validate=check_npy_size,
+    save=_save_npy,
+    load=_load_npy,
+    framework_loaders=NP_LOAD,
+)
+NPZ = FormatSpec(
+    "npz",
+    MAPPING_KINDS,
+    "np.savez: a zip of named .npy arrays",
+    "a zip archive of .npy members",
+    files.is_npz,
+    suffix=".npz",
+    validate=check_npz,
+    save=_save_npz,
+    load=_load_npz,
+    framework_loaders=NP_LOAD,
+)
+NPY_PICKLE = FormatSpec(
+    "npy-pickle",
+    PICKLE_KINDS,
+    "np.save(allow_pickle=True): containers become one array or a pickled object array",
+    "the .npy magic b'\\x93NUMPY' (np.load also reads .npz)",
+    files.is_npy_or_npz,
+    executes_code=True,
+    suffix=".npy",
+    validate=check_npy_or_npz,
+    save=_save_npy_pickle,
+    load=_load_npy_pickle,
+)
+SAFETENSORS = safetensors_spec(_save_safetensors, _load_safetensors, framework_loaders=safetensors_load_file("numpy"))
+
+
+FINDINGS = (
+    Finding(
+        ("npy", "npy-pickle"),
+        ("dtype-bfloat16/tensor",),
+        Expectation("drift", NPY_BFLOAT16, ("root: dtype bfloat16 -> |V2",)),
+    ),
+    Finding(
+        ("npz",),
+        ("dtype-bfloat16/dict",),
+        Expectation("drift", NPY_BFLOAT16, ("root['value']: dtype bfloat16 -> |V2",)),
+    ),
+    NPY_PICKLE_STACKED_LIST,
+    NP_SAFETENSORS_0D_DICT,
+    NP_SAFETENSORS_DOTTED_KEYS,
+    SAFETENSORS_KEY_ORDER,
+    Finding(
+        ("safetensors",),
+        ("d2l-mlp",),
+        Expectation(
+            "drift",
+            (
+                SAFETENSORS_ORDER,
+                "the NumPy 'model' is the loaded dict itself, while the other frameworks load by name into a module",
+            ),
+            ("root: key order changed",),
+        ),
+    ),
+)
+"""Where this adapter does not round-trip exactly, and why (see `frameworks.findings`)."""
+
+
 class NumpyAdapter(Adapter):
     name = "numpy"
     specs = (NPY, NPZ, NPY_PICKLE, SAFETENSORS)
     native_mlp_format = "npz"
+    packages = ("numpy", "safetensors", "ml-dtypes")
+    findings = FINDINGS
 
     def __init__(self) -> None:
         import ml_dtypes  # noqa: F401  (registers bfloat16 with NumPy)
         import safetensors.numpy
 
-        self._safetensors = safetensors.numpy
+        self.safetensors = safetensors.numpy
 
     def tensor_from_numpy(self, array: np.ndarray) -> np.ndarray:
         return np.asarray(array)
 
     def tensor_to_numpy(self, tensor: Any) -> np.ndarray:
         return np.asarray(tensor)
-
-    def _save(self, tree: Any, path: Path, format: str) -> None:
-        if format == "npy":
-            with open(path, "wb") as handle:
-                np.save(handle, tree, allow_pickle=False)
-        elif format == "npz":
-            with open(path, "wb") as handle:
-                np.savez(handle, **tree)
-        elif format == "npy-pickle":
-            save_npy_pickle(tree, path)
-        else:
-            contiguous = {key: np.ascontiguousarray(value) for key, value in tree.items()}
-            self._safetensors.save_file(contiguous, str(path))
-
-    def _load(self, path: Path, format: str, device: str) -> Any:
-        if format == "npy":
-            check_npy_size(path)
-            return np.load(path, allow_pickle=False)
-        if format == "npz":
-            return read_npz(path)
-        if format == "npy-pickle":
-            return map_tree(load_npy_pickle(path), np.asarray)
-        return self._safetensors.load_file(str(path))
 
     # The MLP is a dict of float32 arrays with a NumPy forward pass.
     def new_mlp(self, params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 
 from frameworks import files, gate
-from frameworks.base import Adapter, FormatSpec, check_mlp_state, safetensors_spec
+from frameworks.base import Adapter, FormatSpec, check_mlp_state, safetensors_load_file, safetensors_spec
 from frameworks.errors import FormatMismatchError
+from frameworks.findings import NPY_BFLOAT16, NPY_PICKLE_STACKED_LIST, SAFETENSORS_KEY_ORDER, Expectation, Finding
 from frameworks.numpy_adapter import check_npy_or_npz, load_npy_pickle, save_npy_pickle
 from frameworks.trees import map_tree
 
@@ -69,6 +70,78 @@ def check_checkpoint_directory(path: Path) -> None:
         )
 
 
+def _save_npy_pickle(adapter: TensorFlowAdapter, tree: Any, path: Path) -> None:
+    save_npy_pickle(tree, path)
+
+
+def _load_npy_pickle(adapter: TensorFlowAdapter, path: Path, device: str) -> Any:
+    return adapter.on_device(load_npy_pickle(path), device)
+
+
+def _save_checkpoint(adapter: TensorFlowAdapter, tree: Any, path: Path) -> None:
+    path.mkdir()
+    adapter.tf.train.Checkpoint(tree=map_tree(tree, adapter.tf.Variable)).write(str(path / "ckpt"))
+
+
+def _load_checkpoint(adapter: TensorFlowAdapter, path: Path, device: str) -> Any:
+    return adapter.on_device(adapter.read_checkpoint_tree(path), device)
+
+
+def _save_mlp_checkpoint(adapter: TensorFlowAdapter, model: Any, path: Path) -> None:
+    path.mkdir()
+    adapter.tf.train.Checkpoint(model=model).write(str(path / "ckpt"))
+
+
+def _load_mlp_checkpoint(adapter: TensorFlowAdapter, path: Path, clone: Any) -> None:
+    adapter.check_mlp_checkpoint(path)
+    adapter.tf.train.Checkpoint(model=clone).read(str(path / "ckpt")).assert_existing_objects_matched()
+
+
+def _save_weights(adapter: TensorFlowAdapter, model: Any, path: Path) -> None:
+    model.save_weights(str(path))
+
+
+def _load_weights(adapter: TensorFlowAdapter, path: Path, clone: Any) -> None:
+    clone.load_weights(str(path))
+
+
+def _save_safetensors(adapter: TensorFlowAdapter, tree: dict[str, Any], path: Path) -> None:
+    adapter.safetensors.save_file(dict(tree), str(path))
+
+
+def _load_safetensors(adapter: TensorFlowAdapter, path: Path, device: str) -> dict[str, Any]:
+    with adapter.tf_device(device):
+        return adapter.safetensors.load_file(str(path))
+
+
+def _keras_load_weights(adapter: TensorFlowAdapter, path: Path) -> Any:
+    clone = adapter.blank_mlp()
+    clone.load_weights(str(path))
+    return adapter.mlp_state(clone)
+
+
+def _save_whole_model(adapter: TensorFlowAdapter, model: Any, path: Path) -> None:
+    adapter.whole_model(adapter.mlp_state(model)).save(path)
+
+
+def _keras_load_model(safe_mode: bool) -> Any:
+    def read(adapter: TensorFlowAdapter, path: Path) -> dict[str, np.ndarray]:
+        model = adapter.keras.saving.load_model(path, safe_mode=safe_mode)
+        hidden, output = model.get_layer("hidden"), model.get_layer("output")
+        return {
+            "hidden.weight": np.ascontiguousarray(hidden.kernel.numpy().T),
+            "hidden.bias": hidden.bias.numpy(),
+            "output.weight": np.ascontiguousarray(output.kernel.numpy().T),
+            "output.bias": output.bias.numpy(),
+        }
+
+    return read
+
+
+def _load_whole_model(adapter: TensorFlowAdapter, path: Path, clone: Any) -> None:
+    adapter.set_mlp_state(clone, _keras_load_model(True)(adapter, path))
+
+
 NPY_PICKLE = FormatSpec(
     "npy-pickle",
     ALL_KINDS,
@@ -78,6 +151,8 @@ NPY_PICKLE = FormatSpec(
     executes_code=True,
     suffix=".npy",
     validate=check_npy_or_npz,
+    save=_save_npy_pickle,
+    load=_load_npy_pickle,
 )
 TF_CHECKPOINT = FormatSpec(
     "tf-checkpoint",
@@ -88,6 +163,10 @@ TF_CHECKPOINT = FormatSpec(
     suffix=".ckpt",
     directory=True,
     validate=check_checkpoint_directory,
+    save=_save_checkpoint,
+    load=_load_checkpoint,
+    save_mlp=_save_mlp_checkpoint,
+    load_mlp=_load_mlp_checkpoint,
 )
 KERAS_H5 = FormatSpec(
     "keras-h5",
@@ -97,8 +176,29 @@ KERAS_H5 = FormatSpec(
     files.is_hdf5,
     suffix=".weights.h5",
     validate=check_keras_weights,
+    save_mlp=_save_weights,
+    load_mlp=_load_weights,
+    framework_loaders={"model.load_weights": _keras_load_weights},
 )
-SAFETENSORS = safetensors_spec()
+SAFETENSORS = safetensors_spec(
+    _save_safetensors, _load_safetensors, framework_loaders=safetensors_load_file("tensorflow")
+)
+KERAS_MODEL = FormatSpec(
+    "keras",
+    frozenset({"mlp"}),
+    "Keras 3 model.save: a zip of the model's config (which can name Lambda code) and its weights",
+    "a zip archive holding config.json",
+    lambda path: files.is_zip_with(path, "config.json"),
+    suffix=".keras",
+    save_mlp=_save_whole_model,
+    load_mlp=_load_whole_model,
+    framework_loaders={
+        "keras.saving.load_model safe_mode=True": _keras_load_model(True),
+        "keras.saving.load_model safe_mode=False": _keras_load_model(False),
+    },
+)
+"""A whole Keras model: serbench does not offer it (it saves parameters, as d2l does), but users load such
+files, so the safety matrix opens them with Keras's own loader under both settings of safe_mode."""
 
 
 def _mlp_class(keras: Any) -> type:
@@ -117,10 +217,55 @@ def _mlp_class(keras: Any) -> type:
     return MLP
 
 
+FINDINGS = (
+    Finding(
+        ("npy-pickle",),
+        ("dtype-bfloat16/tensor",),
+        Expectation("error", (NPY_BFLOAT16, "TensorFlow cannot make a tensor of voids"), error="ValueError"),
+    ),
+    NPY_PICKLE_STACKED_LIST,
+    Finding(
+        ("safetensors",),
+        ("shape-0d/dict", "keys-dotted"),
+        Expectation(
+            "error",
+            "safetensors.tensorflow (0.8) fails on 0-d tensors: 'numpy.float32' object has no attribute 'ctypes'",
+            error="AttributeError",
+        ),
+    ),
+    SAFETENSORS_KEY_ORDER,
+    Finding(
+        ("tf-checkpoint",),
+        ("d2l-list",),
+        Expectation(
+            "drift",
+            "a checkpoint's object graph names children but does not record whether "
+            "the parent was a list or a dict; read without a template, a list comes back as "
+            "a dict keyed '0', '1', ...",
+            ("root: list -> dict with keys ['0', '1']",),
+        ),
+    ),
+    Finding(
+        ("tf-checkpoint",),
+        ("nested",),
+        Expectation(
+            "drift",
+            "as for d2l-list: the object graph does not say a child was a list",
+            ("root['history']: list -> dict with keys ['0', '1']",),
+        ),
+    ),
+)
+"""Where this adapter does not round-trip exactly, and why (see `frameworks.findings`)."""
+
+
 class TensorFlowAdapter(Adapter):
     name = "tensorflow"
     specs = (NPY_PICKLE, TF_CHECKPOINT, KERAS_H5, SAFETENSORS)
+    safety_specs = (KERAS_MODEL,)
     native_mlp_format = "keras-h5"
+    packages = ("tensorflow", "keras", "safetensors", "h5py")
+    findings = FINDINGS
+    training_recipe = "frameworks.tensorflow_training:KerasTraining"
     thread_variables = (*Adapter.thread_variables, "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
 
     def __init__(self) -> None:
@@ -133,7 +278,7 @@ class TensorFlowAdapter(Adapter):
 
         self.tf = tf
         self.keras = keras
-        self._safetensors = safetensors.tensorflow
+        self.safetensors = safetensors.tensorflow
         self._object_graph = trackable_object_graph_pb2.TrackableObjectGraph
         self._mlp = _mlp_class(keras)
 
@@ -153,7 +298,7 @@ class TensorFlowAdapter(Adapter):
             return f"tensorflow {self.tf.__version__} is built without CUDA"
         return "tf.config.list_physical_devices('GPU') is empty"
 
-    def _tf_device(self, device: str) -> Any:
+    def tf_device(self, device: str) -> Any:
         return self.tf.device("/GPU:0" if device == "cuda" else "/CPU:0")
 
     def device_of(self, tensor: Any) -> str:
@@ -171,29 +316,11 @@ class TensorFlowAdapter(Adapter):
     def tensor_to_numpy(self, tensor: Any) -> np.ndarray:
         return tensor.numpy() if hasattr(tensor, "numpy") else np.asarray(tensor)
 
-    def _on_device(self, tree: Any, device: str) -> Any:
-        with self._tf_device(device):
+    def on_device(self, tree: Any, device: str) -> Any:
+        with self.tf_device(device):
             return map_tree(tree, lambda leaf: self.tf.identity(self.tf.convert_to_tensor(leaf)))
 
-    def _save(self, tree: Any, path: Path, format: str) -> None:
-        if format == "npy-pickle":
-            save_npy_pickle(tree, path)
-        elif format == "tf-checkpoint":
-            path.mkdir()
-            variables = map_tree(tree, self.tf.Variable)
-            self.tf.train.Checkpoint(tree=variables).write(str(path / "ckpt"))
-        else:
-            self._safetensors.save_file(dict(tree), str(path))
-
-    def _load(self, path: Path, format: str, device: str) -> Any:
-        if format == "npy-pickle":
-            return self._on_device(load_npy_pickle(path), device)
-        if format == "tf-checkpoint":
-            return self._on_device(self._read_checkpoint_tree(path), device)
-        with self._tf_device(device):
-            return self._safetensors.load_file(str(path))
-
-    def _read_checkpoint_tree(self, path: Path) -> Any:
+    def read_checkpoint_tree(self, path: Path) -> Any:
         reader = self.tf.train.load_checkpoint(str(path / "ckpt"))
         graph = self._object_graph()
         graph.ParseFromString(reader.get_tensor(OBJECT_GRAPH_KEY))
@@ -235,6 +362,17 @@ class TensorFlowAdapter(Adapter):
                 f"{path} does not hold the MLP's float32 variables of shapes {sorted(KERAS_MLP_SHAPES)}; found {found}"
             )
 
+    def whole_model(self, params: dict[str, np.ndarray], front: Any = None) -> Any:
+        """The MLP as a functional Keras model (what `model.save('m.keras')` writes), with layer `front`
+        (a Lambda, say) before it if given."""
+        inputs = self.keras.Input((20,))
+        hidden = self.keras.layers.Dense(256, activation="relu", name="hidden")
+        output = self.keras.layers.Dense(10, name="output")
+        model = self.keras.Model(inputs, output(hidden(inputs if front is None else front(inputs))))
+        hidden.set_weights([params["hidden.weight"].T, params["hidden.bias"]])
+        output.set_weights([params["output.weight"].T, params["output.bias"]])
+        return model
+
     # The d2l MLP as a Keras 3 model ---------------------------------------------------------
     def new_mlp(self, params: dict[str, np.ndarray]) -> Any:
         model = self._mlp()
@@ -259,24 +397,6 @@ class TensorFlowAdapter(Adapter):
 
     def mlp_forward(self, model: Any, inputs: np.ndarray) -> np.ndarray:
         return model(inputs, training=False).numpy()
-
-    def _save_mlp(self, model: Any, path: Path, format: str) -> None:
-        if format == "keras-h5":
-            model.save_weights(str(path))
-        elif format == "tf-checkpoint":
-            path.mkdir()
-            self.tf.train.Checkpoint(model=model).write(str(path / "ckpt"))
-        else:
-            super()._save_mlp(model, path, format)
-
-    def _load_mlp(self, path: Path, format: str, clone: Any) -> None:
-        if format == "keras-h5":
-            clone.load_weights(str(path))
-        elif format == "tf-checkpoint":
-            self.check_mlp_checkpoint(path)
-            self.tf.train.Checkpoint(model=clone).read(str(path / "ckpt")).assert_existing_objects_matched()
-        else:
-            super()._load_mlp(path, format, clone)
 
     def save_mlp(self, model: Any, path: str | Path, format: str) -> None:
         if format == "keras-h5" and not str(path).endswith(".weights.h5"):

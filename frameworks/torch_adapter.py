@@ -21,10 +21,12 @@ from frameworks.base import (
     FormatSpec,
     check_mlp_file,
     check_mlp_state,
+    safetensors_load_file,
     safetensors_spec,
 )
 from frameworks.errors import FormatMismatchError, ResourceLimitError, UnsafeLoadError, UnsupportedError
-from frameworks.trees import leaves
+from frameworks.findings import SAFETENSORS_KEY_ORDER
+from frameworks.trees import leaves, map_tree
 
 MAX_PICKLE_BYTES = 256 << 20
 TENSOR_GLOBALS = re.compile(
@@ -94,6 +96,51 @@ def check_torch_zip(path: Path, scan_pickle: bool = True) -> None:
         )
 
 
+def _save_torch(adapter: TorchAdapter, tree: Any, path: Path) -> None:
+    adapter.save_to_file(tree, path)
+
+
+def _load_torch(adapter: TorchAdapter, path: Path, device: str) -> Any:
+    return adapter.read_torch_file(path, device)
+
+
+def _save_state_dict_torch(adapter: TorchAdapter, model: Any, path: Path) -> None:
+    adapter.save_to_file(model.state_dict(), path)
+
+
+def _save_safetensors(adapter: TorchAdapter, tree: dict[str, Any], path: Path) -> None:
+    adapter.safetensors.save_file({key: value.contiguous() for key, value in tree.items()}, str(path))
+
+
+def _load_safetensors(adapter: TorchAdapter, path: Path, device: str) -> dict[str, Any]:
+    return adapter.safetensors.load_file(str(path), device=device)
+
+
+def _save_state_dict_safetensors(adapter: TorchAdapter, model: Any, path: Path) -> None:
+    adapter.safetensors.save_file(model.state_dict(), str(path))
+
+
+def _load_state_dict(load: Any, format: str) -> Any:
+    """A format's MLP restore: its state dict, checked, into the clone with `load_state_dict`."""
+
+    def restore(adapter: TorchAdapter, path: Path, clone: Any) -> None:
+        state = load(adapter, path, "cpu")
+        check_mlp_file(path, format, state)
+        clone.load_state_dict(state)
+        clone.eval()
+
+    return restore
+
+
+def _torch_load(weights_only: bool) -> Any:
+    def read(adapter: TorchAdapter, path: Path) -> Any:
+        loaded = adapter.torch.load(path, weights_only=weights_only, map_location="cpu")
+        # a sparse tensor becomes dense here, as a user's code would make it: that is where a forged one crashes
+        return adapter.to_numpy(map_tree(loaded, lambda t: t.to_dense() if getattr(t, "is_sparse", False) else t))
+
+    return read
+
+
 TORCH = FormatSpec(
     "torch",
     frozenset({"tensor", "list", "dict", "nested", "mlp", "checkpoint"}),
@@ -102,10 +149,25 @@ TORCH = FormatSpec(
     files.is_torch_zip,
     suffix=".pt",
     validate=check_torch_zip,
+    save=_save_torch,
+    load=_load_torch,
+    save_mlp=_save_state_dict_torch,
+    load_mlp=_load_state_dict(_load_torch, "torch"),
+    framework_loaders={
+        "torch.load weights_only=True": _torch_load(True),
+        "torch.load weights_only=False": _torch_load(False),
+    },
 )
 TORCH_SAFETENSORS_DTYPES = SAFETENSORS_DTYPES | {"F8_E4M3", "F8_E4M3FNUZ", "F8_E5M2", "F8_E5M2FNUZ", "C64"}
 SAFETENSORS = safetensors_spec(
-    "load_file maps the file, reading nothing until touched", lazy=True, dtypes=TORCH_SAFETENSORS_DTYPES
+    _save_safetensors,
+    _load_safetensors,
+    "load_file maps the file, reading nothing until touched",
+    lazy=True,
+    dtypes=TORCH_SAFETENSORS_DTYPES,
+    save_mlp=_save_state_dict_safetensors,
+    load_mlp=_load_state_dict(_load_safetensors, "safetensors"),
+    framework_loaders=safetensors_load_file("torch"),
 )
 
 
@@ -128,6 +190,9 @@ class TorchAdapter(Adapter):
     name = "torch"
     specs = (TORCH, SAFETENSORS)
     native_mlp_format = "torch"
+    packages = ("torch", "safetensors", "ml-dtypes")
+    findings = (SAFETENSORS_KEY_ORDER,)
+    training_recipe = "frameworks.torch_training:TorchTraining"
 
     def __init__(self) -> None:
         import ml_dtypes
@@ -136,7 +201,7 @@ class TorchAdapter(Adapter):
 
         self.torch = torch
         self._bfloat16 = ml_dtypes.bfloat16
-        self._safetensors = safetensors.torch
+        self.safetensors = safetensors.torch
         self._mlp = _mlp_class(torch)
 
     def thread_settings(self) -> dict[str, object]:
@@ -174,22 +239,11 @@ class TorchAdapter(Adapter):
             return tensor.view(self.torch.int16).numpy().view(self._bfloat16)
         return tensor.numpy()
 
-    def _save(self, tree: Any, path: Path, format: str) -> None:
-        if format == "torch":
-            self.save_to_file(tree, path)
-        else:
-            self._safetensors.save_file({key: value.contiguous() for key, value in tree.items()}, str(path))
-
     def save_to_file(self, obj: Any, path: Path) -> None:
         """torch.save through a Python file: on a failed write torch's own path writer removes the
         partial file and reports "invalid file name", hiding the cause; a file object keeps it."""
         with open(path, "wb") as handle:
             self.torch.save(obj, handle)
-
-    def _load(self, path: Path, format: str, device: str) -> Any:
-        if format == "torch":
-            return self.read_torch_file(path, device)
-        return self._safetensors.load_file(str(path), device=device)
 
     def read_torch_file(self, path: Path, device: str = "cpu") -> Any:
         """`torch.load(weights_only=True)` of a file the gate admitted, then every tensor checked: dense,
@@ -242,15 +296,3 @@ class TorchAdapter(Adapter):
     def mlp_forward(self, model: Any, inputs: np.ndarray) -> np.ndarray:
         with self.torch.no_grad():
             return model.eval()(self.torch.from_numpy(inputs)).numpy()
-
-    def _save_mlp(self, model: Any, path: Path, format: str) -> None:
-        if format == "torch":
-            self.save_to_file(model.state_dict(), path)
-        else:
-            self._safetensors.save_file(model.state_dict(), str(path))
-
-    def _load_mlp(self, path: Path, format: str, clone: Any) -> None:
-        state = self._load(path, format, "cpu")
-        check_mlp_file(path, format, state)
-        clone.load_state_dict(state)
-        clone.eval()

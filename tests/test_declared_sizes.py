@@ -243,7 +243,7 @@ def test_a_checkpoint_state_file_beside_a_tf_checkpoint_is_refused(tmp_path: Pat
 
 
 def test_a_gluon_progress_record_that_is_not_one_fails_loudly(tmp_path: Path) -> None:
-    from bench.recipes import training
+    from frameworks import training
 
     adapter_or_skip("mxnet")
     recipe = training.training_recipe("mxnet")

@@ -55,11 +55,11 @@ def test_threads_are_an_axis_of_the_plan() -> None:
     assert len(both) == 2 * len(quick), "--threads 1,default times every case in both settings"
 
 
-@pytest.mark.parametrize("framework", [*plan.frameworks.names(), "null-adapter"])
+@pytest.mark.parametrize("framework", [*plan.frameworks.names(), *plan.frameworks.baselines()])
 def test_each_framework_says_which_variables_size_its_threads(framework: str) -> None:
     from bench.runner import thread_environment
 
-    adapter = plan.adapter_type(framework)
+    adapter = plan.frameworks.adapter_class(framework)
     one = thread_environment(framework, "1")
     assert {name: one[name] for name in adapter.thread_variables} == dict.fromkeys(adapter.thread_variables, "1")
     assert "OMP_NUM_THREADS" in adapter.thread_variables
@@ -195,7 +195,9 @@ def test_rows_carry_bytes_roundtrip_spread_and_memory(small_run: Path) -> None:
     assert headline.any()
     assert (ok.loc[~headline, "processes"] == 2).all(), "the quick preset pools two processes per case"
     assert (ok.loc[headline, "processes"] == 4).all(), "and re-times the 64 MiB loads in two more"
-    assert (ok.loc[~headline, "samples"] == 2 * 3).all(), "each process times every case in three passes"
+    # each process times every case in three passes; a pass whose every round waited for a CPU is left out
+    samples = ok.loc[~headline, "samples"]
+    assert ((samples == 2 * 3) | ((samples < 2 * 3) & (ok.loc[~headline, "rounds_waited"] > 0))).all()
     timed_rounds = ok["rounds_s"].map(json.loads).map(len)  # every round, also those left out
     assert (timed_rounds[(ok["size"] == "medium") & ~headline] == 2 * 3 * 2).all()
     assert (timed_rounds[headline] == 4 * 3 * 2).all()

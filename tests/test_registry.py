@@ -57,6 +57,8 @@ def test_unknown_framework_is_a_clear_error() -> None:
 
 def test_missing_framework_raises_importerror_with_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
     class GhostAdapter:
+        baseline = False
+
         def __init__(self) -> None:
             import ghost_framework_that_is_not_installed  # noqa: F401
 
@@ -69,3 +71,33 @@ def test_missing_framework_raises_importerror_with_install_command(monkeypatch: 
         assert "ghost" not in frameworks.available()
     finally:
         frameworks.get_adapter.cache_clear()
+
+
+def test_a_format_without_its_save_or_load_is_refused_when_the_adapter_is_defined() -> None:
+    """No silent fallback: a format that holds trees but names no save/load cannot be declared (the old
+    `_save` wrote safetensors for any format it did not know)."""
+    from frameworks.base import FormatSpec
+
+    half = FormatSpec("half", frozenset({"dict"}), "a format with a loader only", "-", lambda path: True)
+    with pytest.raises(TypeError, match=r"format 'half' holds \['dict'\] but has no save, load"):
+        type("HalfAdapter", (frameworks.Adapter,), {"name": "half", "specs": (half,)})
+    model_only = FormatSpec("weights", frozenset({"mlp"}), "-", "-", lambda path: True, save_mlp=lambda *a: None)
+    with pytest.raises(TypeError, match="has no load_mlp"):
+        type("WeightsAdapter", (frameworks.Adapter,), {"name": "weights", "specs": (model_only,)})
+
+
+@pytest.mark.parametrize("framework", frameworks.names())
+def test_every_format_loads_what_it_saved_through_its_own_functions(framework: str) -> None:
+    """Each spec names its own functions: no two formats of one adapter share a save (a copy-paste slip
+    would write one format under another's name)."""
+    specs = frameworks.adapter_class(framework).specs
+    saves = [spec.save or spec.save_mlp for spec in specs]
+    assert len(set(saves)) == len(saves), [spec.name for spec in specs]
+
+
+def test_the_null_adapter_is_a_registered_baseline_not_a_framework() -> None:
+    assert frameworks.baselines() == ("null-adapter",)
+    assert "null-adapter" not in frameworks.names()
+    assert frameworks.is_baseline("null-adapter")
+    assert not frameworks.is_baseline("torch")
+    assert not frameworks.is_baseline("a-framework-from-an-old-run")

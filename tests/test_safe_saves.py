@@ -13,7 +13,7 @@ import pytest
 
 import frameworks
 from bench import workloads
-from bench.recipes import training
+from frameworks import training
 from frameworks.errors import UnsafeTargetError
 from frameworks.files import SERBENCH_MARKER, TEMPORARY_PREFIX
 from tests.conftest import adapter_or_skip
@@ -52,12 +52,12 @@ def test_a_users_directory_is_never_replaced(framework: str, fmt: str, tmp_path:
     assert sorted(p.name for p in tmp_path.iterdir()) == [target.name], "no temporary left behind"
 
 
-@pytest.mark.parametrize("framework", sorted(training.RECIPES))
+@pytest.mark.parametrize("framework", training.with_recipes())
 def test_a_training_checkpoint_never_replaces_a_users_directory(framework: str, tmp_path: Path) -> None:
     adapter_or_skip(framework)
     recipe = training.training_recipe(framework)
     model, optimizer = recipe.new()
-    target = tmp_path / training.checkpoint_path_name(framework)
+    target = tmp_path / recipe.checkpoint_name
     target.mkdir()
     (target / "thesis.tex").write_text("years of work")
     with pytest.raises(UnsafeTargetError):

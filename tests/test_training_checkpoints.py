@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.recipes.training import RECIPES, batch, checkpoint_path_name, training_recipe
+from frameworks.training import batch, training_recipe, with_recipes
 
 
 def recipe_or_skip(framework: str):
@@ -22,7 +22,7 @@ def as_bytes(arrays: dict[str, np.ndarray]) -> dict[str, bytes]:
     return {k: np.ascontiguousarray(v).tobytes() for k, v in arrays.items()}
 
 
-@pytest.mark.parametrize("framework", list(RECIPES))
+@pytest.mark.parametrize("framework", with_recipes())
 def test_checkpoint_resume_is_bit_identical(framework: str, tmp_path: Path) -> None:
     recipe = recipe_or_skip(framework)
     k, m = 3, 4
@@ -31,7 +31,7 @@ def test_checkpoint_resume_is_bit_identical(framework: str, tmp_path: Path) -> N
 
     first, first_opt = recipe.new()
     loss = recipe.train(first, first_opt, 0, k)
-    path = tmp_path / checkpoint_path_name(framework)
+    path = tmp_path / recipe.checkpoint_name
     recipe.save_checkpoint(path, first, first_opt, epoch=k, loss=loss)
 
     resumed, resumed_opt = recipe.new(seed=1)
@@ -44,7 +44,7 @@ def test_checkpoint_resume_is_bit_identical(framework: str, tmp_path: Path) -> N
     assert as_bytes(recipe.state(resumed, resumed_opt)) == as_bytes(recipe.state(straight, straight_opt))
 
 
-@pytest.mark.parametrize("framework", list(RECIPES))
+@pytest.mark.parametrize("framework", with_recipes())
 def test_weights_without_optimizer_state_do_not_resume_exactly(framework: str) -> None:
     """The control for the test above: fresh Adam moments diverge, so that test can fail."""
     recipe = recipe_or_skip(framework)
@@ -60,7 +60,7 @@ def test_weights_without_optimizer_state_do_not_resume_exactly(framework: str) -
     assert as_bytes(model_only) != as_bytes(straight_model)
 
 
-@pytest.mark.parametrize("framework", list(RECIPES))
+@pytest.mark.parametrize("framework", with_recipes())
 def test_batchnorm_buffers_survive_and_eval_mode_is_deterministic(framework: str, tmp_path: Path) -> None:
     recipe = recipe_or_skip(framework)
     model = recipe.bn_model()

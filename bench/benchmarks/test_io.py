@@ -22,10 +22,9 @@ import pytest
 import frameworks
 from bench import evidence, pagecache, workloads
 from bench.materialize import materialize
-from bench.null_adapter import NullAdapter
 from bench.plan import Case, read_plan_file
-from bench.recipes.training import training_recipe
 from bench.roundtrip import outcome_of
+from frameworks.training import training_recipe
 
 
 def _items() -> list[tuple[Case, int]]:
@@ -36,7 +35,6 @@ def _items() -> list[tuple[Case, int]]:
 
 
 ITEMS = _items()
-_null = NullAdapter()
 _libc = ctypes.CDLL(None)
 _prepared: dict[tuple[str, str], tuple[Any, ...]] = {}
 """Per (framework, workload): what a case times against, built once per process for all passes."""
@@ -58,8 +56,6 @@ def scratch_dir() -> Path:
 
 
 def adapter_for(case: Case) -> frameworks.Adapter:
-    if case.framework == NullAdapter.name:
-        return _null
     try:
         return frameworks.get_adapter(case.framework)
     except ImportError as error:
@@ -119,14 +115,15 @@ def test_io(case: Case, pass_index: int, benchmark: Any) -> None:
         else:
             adapter.save(native, path, case.format)
 
-    if case.op != "save" and (case.framework == NullAdapter.name or not path.exists()):
+    baseline = adapter.baseline  # no file: nothing in a page cache, nothing on disk
+    if case.op != "save" and (baseline or not path.exists()):
         save()
     residency: list[float] = []
     before: list[evidence.Counters] = []
     after: list[evidence.Counters] = []
 
     def prepare() -> tuple[tuple[Any, ...], dict[str, Any]]:
-        if case.framework != NullAdapter.name:
+        if not baseline:
             if case.cache == "cold":
                 pagecache.evict(path)
                 residency.append(pagecache.resident_fraction(path))
@@ -176,7 +173,7 @@ def test_io(case: Case, pass_index: int, benchmark: Any) -> None:
     info["dtype"] = workload.dtype
     info["size"] = workload.size
     info["payload_bytes"] = workloads.payload_bytes(reference)
-    info["file_bytes"] = 0 if case.framework == NullAdapter.name else pagecache.size_on_disk(path)
+    info["file_bytes"] = 0 if baseline else pagecache.size_on_disk(path)
     info["lazy"] = spec.lazy
     info["resident_before_cold"] = max(residency) if residency else None
     loaded = load(clone)

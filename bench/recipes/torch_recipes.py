@@ -1,6 +1,6 @@
 """PyTorch recipes from the seeds: a VGG16-shaped backbone for transfer learning (torchvision's
 names and shapes, nothing downloaded), partial loading and freezing. Training checkpoints and the
-BatchNorm/Dropout model, in every framework, are in `bench.recipes.training`.
+BatchNorm/Dropout model, in every framework, are in the framework's training recipe (`frameworks.training`).
 
 torch is imported inside each function: this module is imported by tests that may run without it.
 """

@@ -21,9 +21,9 @@ def _cap_address_space(extra_bytes: int) -> None:
             return
 
 
-def classify(loaded: Any, fmt: str) -> tuple[str, str]:
+def classify(loaded: Any, framework: str, fmt: str) -> tuple[str, str]:
     try:
-        changes = describe_changes(reference(fmt), loaded)
+        changes = describe_changes(reference(framework, fmt), loaded)
     except Exception as error:  # noqa: BLE001  (whatever came back is not our data)
         return "silent-wrong-data", f"returned {type(loaded).__name__} ({type(error).__name__} comparing it)"
     if changes:
@@ -36,7 +36,7 @@ def run_one(framework: str, fmt: str, mode: str, path: str, cap_bytes: int, conn
         _cap_address_space(cap_bytes)
         adapter = frameworks.get_adapter(framework)
         loaded = modes_for(framework, fmt)[mode](adapter, Path(path))
-        outcome, detail = classify(loaded, fmt)
+        outcome, detail = classify(loaded, framework, fmt)
     except MemoryError as error:
         outcome, detail = "memory-blowup", f"MemoryError: {str(error)[:200]} (address space capped)"
     except BaseException as error:  # noqa: BLE001  (every exception is data here)

@@ -25,18 +25,14 @@ from bench import workloads
 from bench.safety import forgeries
 from bench.safety.canary import Canary, lambda_source
 
-EXTRA_SAFETY_FORMATS = {"tensorflow": ("keras",)}
-"""Formats the matrix opens although serbench does not offer them (only the framework's loaders)."""
-
 
 def safety_formats(framework: str) -> tuple[str, ...]:
-    """Every format of the adapter, then the extras: a new format is in the matrix without an edit."""
-    return frameworks.adapter_class(framework).format_names() + EXTRA_SAFETY_FORMATS.get(framework, ())
+    """Every format of the adapter, then those only the safety matrix opens (`Adapter.safety_specs`):
+    a new format or framework is in the matrix without an edit here."""
+    cls = frameworks.adapter_class(framework)
+    return cls.format_names() + tuple(spec.name for spec in cls.safety_specs)
 
 
-"""`keras` is a whole Keras model (`model.save('m.keras')`), the carrier of the Lambda canary."""
-
-MODEL_FORMATS = ("keras-h5", "gluon-params", "keras")
 TENSOR_WORKLOAD = "d2l-dict"
 
 
@@ -50,42 +46,25 @@ class SafetyInput:
     marker: str = ""
 
 
-def reference(fmt: str) -> Any:
-    """What a correct load of the valid file gives, as NumPy."""
-    if fmt in MODEL_FORMATS:
+def reference(framework: str, fmt: str) -> Any:
+    """What a correct load of the valid file gives, as NumPy: the MLP's parameters for a format that holds
+    models only, else a dict (or a tensor, for a format that holds one tensor)."""
+    spec = frameworks.adapter_class(framework).safety_spec(fmt)
+    if spec.model_only:
         return workloads.mlp_parameters(0)
-    if fmt == "npy":
-        return workloads.build("d2l-tensor")
-    return workloads.build(TENSOR_WORKLOAD)
+    return workloads.build(TENSOR_WORKLOAD if "dict" in spec.holds else "d2l-tensor")
 
 
 def suffix(framework: str, fmt: str) -> str:
-    return ".keras" if fmt == "keras" else frameworks.adapter_class(framework).spec(fmt).suffix
-
-
-def keras_model(params: dict[str, np.ndarray], marker: Path | None = None) -> Any:
-    """A functional Keras MLP (whole-model format); with `marker`, a Lambda canary in front."""
-    import keras
-
-    inputs = keras.Input((20,))
-    x = inputs
-    if marker is not None:
-        x = keras.layers.Lambda(eval(lambda_source(marker)))(x)
-    hidden = keras.layers.Dense(256, activation="relu", name="hidden")
-    output = keras.layers.Dense(10, name="output")
-    model = keras.Model(inputs, output(hidden(x)))
-    hidden.set_weights([params["hidden.weight"].T, params["hidden.bias"]])
-    output.set_weights([params["output.weight"].T, params["output.bias"]])
-    return model
+    return frameworks.adapter_class(framework).safety_spec(fmt).suffix
 
 
 def save_valid(adapter: frameworks.Adapter, fmt: str, path: Path) -> None:
-    if fmt == "keras":
-        keras_model(reference(fmt)).save(path)
-    elif fmt in MODEL_FORMATS:
-        adapter.save_mlp(adapter.new_mlp(reference(fmt)), path, fmt)
+    spec = adapter.safety_spec(fmt)
+    if spec.model_only:
+        spec.save_mlp(adapter, adapter.new_mlp(reference(adapter.name, fmt)), path)
     else:
-        adapter.save(adapter.from_numpy(reference(fmt)), path, fmt)
+        adapter.save(adapter.from_numpy(reference(adapter.name, fmt)), path, fmt)
 
 
 def _main_file(path: Path) -> Path:
@@ -251,7 +230,7 @@ def _torch_forgeries(directory: Path) -> dict[str, Path]:
 
 
 def _mxnet_forgeries(directory: Path, fmt: str) -> dict[str, Path]:
-    reference_arrays = reference(fmt)
+    reference_arrays = reference("mxnet", fmt)
     arrays = {key: np.asarray(value, np.float32) for key, value in reference_arrays.items()}
     out = {}
     ending = frameworks.adapter_class("mxnet").spec(fmt).suffix
@@ -325,50 +304,100 @@ def fifo_inputs(directory: Path, valid: Path) -> dict[str, Path]:
     return out
 
 
+def _carries(spec: frameworks.FormatSpec, probe: Path, data: bytes) -> bool:
+    """Whether the format's sniffer would take `data` as one of its files."""
+    probe.write_bytes(data)
+    try:
+        return spec.sniff(probe)
+    finally:
+        probe.unlink()
+
+
+def _object_array(canary: Canary, archive: bool) -> bytes:
+    buffer = io.BytesIO()
+    array = np.array([canary], dtype=object)
+    if archive:
+        np.savez(buffer, x=array)
+    else:
+        np.save(buffer, array, allow_pickle=True)
+    return buffer.getvalue()
+
+
+def _keras_zip_probe() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("config.json", "{}")
+    return buffer.getvalue()
+
+
 def hostile_inputs(framework: str, fmt: str, directory: Path, markers: Path) -> list[tuple[str, Path, Path]]:
-    """Canaries carried the way this format carries code: (name, path, marker)."""
+    """Canaries in every carrier of code the format's sniffer accepts (an .npy or .npz object array, a
+    torch zip, a Keras zip with a Lambda layer), plus a bare pickle for every format that carries
+    pickles: derived from the spec, so a new format gets the canaries its files could hide."""
+    spec = frameworks.adapter_class(framework).safety_spec(fmt)
+    probe = directory / "carrier-probe"
     out = []
 
     def marker(name: str) -> Path:
         return markers / f"{framework}-{fmt}-{name}.marker"
 
-    if fmt in ("npy", "npy-pickle", "torch"):
-        plain = directory / "canary-plain-pickle.pkl"
-        with open(plain, "wb") as handle:
-            pickle.dump(Canary(marker("canary-plain-pickle")), handle)
-        out.append(("canary-plain-pickle", plain, marker("canary-plain-pickle")))
-    if fmt in ("npy", "npy-pickle"):
-        path = directory / "canary-object-array.npy"
-        np.save(path, np.array([Canary(marker("canary-object-array"))], dtype=object), allow_pickle=True)
-        out.append(("canary-object-array", path, marker("canary-object-array")))
-    if fmt == "npz":
-        path = directory / "canary-object-array.npz"
-        np.savez(path, x=np.array([Canary(marker("canary-object-array"))], dtype=object))
-        out.append(("canary-object-array", path, marker("canary-object-array")))
-    if fmt == "torch":
-        import torch
+    def write(name: str, filename: str, data: bytes) -> None:
+        path = directory / filename
+        path.write_bytes(data)
+        out.append((name, path, marker(name)))
 
-        path = directory / "canary-in-torch-zip.pt"
-        torch.save({"weight": torch.ones(2), "hook": Canary(marker("canary-in-torch-zip"))}, path)
-        with zipfile.ZipFile(path) as archive:
-            assert any(name.endswith("data.pkl") for name in archive.namelist())
-        out.append(("canary-in-torch-zip", path, marker("canary-in-torch-zip")))
-    if fmt == "keras":
+    probe_canary = Canary(markers / "probe.marker")  # pickled, never loaded
+    npy = _carries(spec, probe, _object_array(probe_canary, archive=False))
+    npz = not npy and _carries(spec, probe, _object_array(probe_canary, archive=True))
+    torch_zip = _carries(spec, probe, forgeries.torch_zip(pickle.dumps({"hook": probe_canary})))
+    if npy or npz or torch_zip:
+        write("canary-plain-pickle", "canary-plain-pickle.pkl", pickle.dumps(Canary(marker("canary-plain-pickle"))))
+    if npy or npz:
+        canary = Canary(marker("canary-object-array"))
+        write("canary-object-array", f"canary-object-array.{'npy' if npy else 'npz'}", _object_array(canary, npz))
+    if torch_zip:
+        hook = Canary(marker("canary-in-torch-zip"))
+        write("canary-in-torch-zip", "canary-in-torch-zip.pt", _torch_canary(hook))
+    adapter = frameworks.get_adapter(framework)
+    if hasattr(adapter, "whole_model") and _carries(spec, probe, _keras_zip_probe()):
+        import keras
+
         path = directory / "canary-lambda-layer.keras"
         lambda_marker = marker("canary-lambda-layer")
-        keras_model(reference(fmt), lambda_marker).save(path)
+        front = keras.layers.Lambda(eval(lambda_source(lambda_marker)))
+        adapter.whole_model(reference(framework, fmt), front).save(path)
         lambda_marker.unlink(missing_ok=True)  # building the model ran the lambda once; start clean
         out.append(("canary-lambda-layer", path, lambda_marker))
     return out
 
 
-def foreign_bytes(framework: str) -> bytes:
-    """A small valid file of another framework: an empty MXNet NDArray list, or for MXNet an .npy."""
-    if framework == "mxnet":
+def _torch_canary(hook: Canary) -> bytes:
+    """`torch.save` of a dict holding a tensor and the canary where torch is installed, else the same
+    layout written by hand (`forgeries.torch_zip`)."""
+    try:
+        import torch
+    except ImportError:
+        return forgeries.torch_zip(pickle.dumps({"hook": hook}))
+    buffer = io.BytesIO()
+    torch.save({"weight": torch.ones(2), "hook": hook}, buffer)
+    with zipfile.ZipFile(io.BytesIO(buffer.getvalue())) as archive:
+        assert any(name.endswith("data.pkl") for name in archive.namelist())
+    return buffer.getvalue()
+
+
+def foreign_bytes(framework: str, directory: Path) -> bytes:
+    """A small valid file of another framework: an empty MXNet NDArray list, or an .npy where one of the
+    adapter's formats reads MXNet lists."""
+    probe = directory / "foreign-probe"
+    probe.write_bytes(struct.pack("<QQQQ", 0x112, 0, 0, 0))
+    cls = frameworks.adapter_class(framework)
+    if any(spec.sniff(probe) for spec in cls.specs):
         buffer = io.BytesIO()
         np.save(buffer, np.arange(3))
-        return buffer.getvalue()
-    return struct.pack("<QQQQ", 0x112, 0, 0, 0)
+        probe.write_bytes(buffer.getvalue())
+    data = probe.read_bytes()
+    probe.unlink()
+    return data
 
 
 def generate(framework: str, directory: Path) -> list[SafetyInput]:
@@ -377,7 +406,7 @@ def generate(framework: str, directory: Path) -> list[SafetyInput]:
     markers = directory / "markers"
     markers.mkdir(parents=True, exist_ok=True)
     other = directory / "other-framework.bin"
-    other.write_bytes(foreign_bytes(framework))
+    other.write_bytes(foreign_bytes(framework, directory))
     manifest = []
     for fmt in safety_formats(framework):
         fmt_dir = directory / fmt

@@ -1,0 +1,96 @@
+"""Known drifts, errors and refusals as data: each adapter declares its own (`Adapter.findings`).
+
+Every (framework, format, workload) cell of the conformance suite is `exact` unless one of the
+framework's findings says otherwise (first match wins) or the format does not hold the workload's
+kind. Each finding carries its reason. The conformance tests assert the exact outcome, so a framework
+that changes behaviour (fixes a drift or adds one) fails a test and its adapter's findings get
+corrected; the README's support table is generated from them. Reasons shared by several adapters
+(what safetensors or np.save do) are here, once.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Expectation:
+    status: str
+    reason: str | tuple[str, ...] = ""
+    changes: tuple[str, ...] = ()
+    """For drift: exactly what `bench.roundtrip.describe_changes` reports."""
+    error: str = ""
+    """For error: the exception class name the framework raises."""
+
+    def reasons(self) -> tuple[str, ...]:
+        return self.reason if isinstance(self.reason, tuple) else (self.reason,)
+
+
+EXACT = Expectation("exact")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What one framework really does with some (format, workload) cells, where it is not `exact`."""
+
+    formats: tuple[str, ...]
+    workloads: tuple[str, ...]
+    """fnmatch patterns over workload names."""
+    expectation: Expectation
+
+    def matches(self, format: str, workload: str) -> bool:
+        return format in self.formats and any(fnmatch.fnmatchcase(workload, pattern) for pattern in self.workloads)
+
+
+SAFETENSORS_ORDER = (
+    "safetensors lays tensors out sorted by dtype alignment, then by name, and load_file returns "
+    "them in file order: the dict's insertion order is lost"
+)
+NPY_BFLOAT16 = (
+    "the .npy header names dtypes by their array-protocol string and ml_dtypes.bfloat16's is '<V2': "
+    "the bits survive but the array comes back as raw 2-byte voids"
+)
+NP_SAFETENSORS_0D = "safetensors.numpy (0.8) gives a 0-d tensor back with shape (1,); safetensors.torch keeps ()"
+STACKED_LIST = (
+    "np.save calls np.asarray on a list: equal-length arrays stack into one array and int64 with "
+    "float32 promotes to float64 (d2l's TensorFlow recipe shows the same)"
+)
+
+
+SAFETENSORS_ORDER = (
+    "safetensors lays tensors out sorted by dtype alignment, then by name, and load_file returns "
+    "them in file order: the dict's insertion order is lost"
+)
+NPY_BFLOAT16 = (
+    "the .npy header names dtypes by their array-protocol string and ml_dtypes.bfloat16's is '<V2': "
+    "the bits survive but the array comes back as raw 2-byte voids"
+)
+NP_SAFETENSORS_0D = "safetensors.numpy (0.8) gives a 0-d tensor back with shape (1,); safetensors.torch keeps ()"
+STACKED_LIST = (
+    "np.save calls np.asarray on a list: equal-length arrays stack into one array and int64 with "
+    "float32 promotes to float64 (d2l's TensorFlow recipe shows the same)"
+)
+
+SAFETENSORS_KEY_ORDER = Finding(
+    ("safetensors",),
+    ("keys-unicode", "keys-dotted", "keys-slash", "keys-order", "size-64MiB", "vgg16"),
+    Expectation("drift", SAFETENSORS_ORDER, ("root: key order changed",)),
+)
+"""Every adapter's safetensors: the insertion order of a dict is lost."""
+NPY_PICKLE_STACKED_LIST = Finding(
+    ("npy-pickle",), ("d2l-list",), Expectation("drift", STACKED_LIST, ("root: list -> tensor float64(2, 4)",))
+)
+NP_SAFETENSORS_0D_DICT = Finding(
+    ("safetensors",), ("shape-0d/dict",), Expectation("drift", NP_SAFETENSORS_0D, ("root['value']: shape () -> (1,)",))
+)
+NP_SAFETENSORS_DOTTED_KEYS = Finding(
+    ("safetensors",),
+    ("keys-dotted",),
+    Expectation(
+        "drift",
+        (SAFETENSORS_ORDER, NP_SAFETENSORS_0D),
+        ("root: key order changed", "root['layer1.1.num_batches_tracked']: shape () -> (1,)"),
+    ),
+)
+"""safetensors.numpy, used by the NumPy and MXNet adapters: a 0-d tensor comes back with shape (1,)."""

@@ -1,0 +1,54 @@
+"""A fifth adapter that exists only in tests: registered at run time by `tests/test_extra_adapter.py`
+to show that serbench finds a new framework through the registry alone.
+
+It is NumPy under another name with one format of its own, `toy-npz` (an npz with its own suffix),
+and one known drift, declared here like any adapter's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from frameworks import files
+from frameworks.base import FormatSpec
+from frameworks.findings import NPY_BFLOAT16, Expectation, Finding
+from frameworks.numpy_adapter import NumpyAdapter, check_npz, read_npz
+
+
+def _save(adapter: NumpyAdapter, arrays: dict[str, np.ndarray], path: Path) -> None:
+    with open(path, "wb") as handle:
+        np.savez(handle, **arrays)
+
+
+def _load(adapter: NumpyAdapter, path: Path, device: str) -> dict[str, np.ndarray]:
+    return read_npz(path)
+
+
+TOY_NPZ = FormatSpec(
+    "toy-npz",
+    frozenset({"dict", "mlp"}),
+    "a test-only adapter's npz",
+    "a zip archive of .npy members",
+    files.is_npz,
+    suffix=".toy.npz",
+    validate=check_npz,
+    save=_save,
+    load=_load,
+    framework_loaders={"np.load allow_pickle=False": lambda adapter, path: dict(np.load(path, allow_pickle=False))},
+)
+
+
+class ToyAdapter(NumpyAdapter):
+    name = "toy"
+    specs = (TOY_NPZ,)
+    native_mlp_format = "toy-npz"
+    packages = ("numpy",)
+    findings = (
+        Finding(
+            ("toy-npz",),
+            ("dtype-bfloat16/dict",),
+            Expectation("drift", NPY_BFLOAT16, ("root['value']: dtype bfloat16 -> |V2",)),
+        ),
+    )
