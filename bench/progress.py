@@ -1,19 +1,35 @@
-"""pytest plugin for `serbench run`: a rich progress bar, and each case's outcome as JSON lines.
+"""pytest plugin for `serbench run`: its options, a rich progress bar, each case's outcome as JSON lines.
 
-Outcomes (passed, skipped with its reason, failed with its message) go to $SERBENCH_OUTCOMES so
-that skipped cases (a missing framework, no GPU) become `unavailable` rows with their reason.
+The runner passes the plan as options (see `pytest --help`, group "serbench"), not as environment
+variables: --serbench-plan, --serbench-scratch, --serbench-outcomes, --serbench-label. Outcomes
+(passed, skipped with its reason, failed with its message) go to the outcomes file so that skipped
+cases (a missing framework, no GPU) become `unavailable` rows with their reason.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
+import pytest
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 _progress: Progress | None = None
 _task: Any = None
+_outcomes: str | None = None
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("serbench", "serbench run (set by the runner)")
+    group.addoption("--serbench-plan", metavar="PATH", help="plan file of the cases to time (bench.plan)")
+    group.addoption("--serbench-scratch", metavar="DIR", help="directory for the saved files")
+    group.addoption("--serbench-outcomes", metavar="PATH", help="JSON-lines file to append each case's outcome to")
+    group.addoption("--serbench-label", default="benchmark", help="the progress bar's label")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _outcomes
+    _outcomes = config.getoption("serbench_outcomes")
 
 
 def pytest_collection_finish(session: Any) -> None:
@@ -27,14 +43,13 @@ def pytest_collection_finish(session: Any) -> None:
         transient=False,
     )
     _progress.start()
-    label = os.environ.get("SERBENCH_LABEL", "benchmark")
+    label = session.config.getoption("serbench_label")
     _task = _progress.add_task(label, total=len(session.items), case="")
 
 
 def _record(item_id: str, outcome: str, detail: str) -> None:
-    path = os.environ.get("SERBENCH_OUTCOMES")
-    if path:
-        with open(path, "a", encoding="utf-8") as handle:
+    if _outcomes:
+        with open(_outcomes, "a", encoding="utf-8") as handle:
             handle.write(json.dumps({"id": item_id, "outcome": outcome, "detail": detail}) + "\n")
 
 

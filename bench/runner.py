@@ -118,13 +118,7 @@ def _run_chunk(
     if not any(case.held for case in cases):
         write_json(final, {"benchmarks": [], "note": "no case of this selection is held by these formats"})
         return
-    env = {
-        **thread_environment(framework, threads),
-        "SERBENCH_PLAN": str(plan_path),
-        "SERBENCH_SCRATCH": str(scratch),
-        "SERBENCH_OUTCOMES": str(outcomes),
-        "SERBENCH_LABEL": f"{framework} (threads {threads}, process {process})",
-    }
+    env = thread_environment(framework, threads)  # read by the framework when it is imported
     command = [
         sys.executable,
         "-m",
@@ -132,6 +126,14 @@ def _run_chunk(
         str(BENCH_MODULE),
         "-p",
         "bench.progress",
+        "--serbench-plan",
+        str(plan_path),
+        "--serbench-scratch",
+        str(scratch),
+        "--serbench-outcomes",
+        str(outcomes),
+        "--serbench-label",
+        f"{framework} (threads {threads}, process {process})",
         "-p",
         "no:cacheprovider",
         "-o",

@@ -297,3 +297,19 @@ def test_peak_memory_measures_model_loads_and_lazy_loads(tmp_path: Path) -> None
     peak = measure("torch", "safetensors", "size-64MiB", state_file)["peak_rss_bytes"]
     payload = workloads.payload_of("size-64MiB")
     assert 0.5 * payload < peak < 1.5 * payload, "a touched memory map costs its pages once, not a copy"
+
+
+def test_the_runner_passes_its_plan_as_options_of_the_serbench_plugin() -> None:
+    """`pytest -p bench.progress --help` documents the options the runner uses (no hidden variables)."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "bench.progress", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    for option in ("--serbench-plan", "--serbench-scratch", "--serbench-outcomes", "--serbench-label"):
+        assert option in result.stdout

@@ -1,6 +1,7 @@
 """pytest-benchmark cases for one plan (see `bench.plan`), driven by `serbench run`.
 
-The plan file comes from $SERBENCH_PLAN and saved files go under $SERBENCH_SCRATCH. Every case is
+The plan file comes from `--serbench-plan` and saved files go under `--serbench-scratch` (options of
+the `bench.progress` plugin, which `serbench run` loads). Every case is
 timed once per pass, pass after pass (test ids end in `#<pass>`), so its rounds spread over the
 process's life. Preparation (building the workload, writing the file, warming or evicting the
 cache, building a clone) runs in `setup`, outside the timer. Saves include fsync (the atomic save
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import ctypes
 import gc
-import os
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +27,18 @@ from bench.roundtrip import outcome_of
 from frameworks.training import training_recipe
 
 
-def _items() -> list[tuple[Case, int]]:
-    if not os.environ.get("SERBENCH_PLAN"):
-        return []
-    cases, passes = read_plan_file(Path(os.environ["SERBENCH_PLAN"]))
-    return [(case, index) for index in range(passes) for case in cases if case.held]
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """One test per held case and pass of the plan given with --serbench-plan (none without one)."""
+    if "case" not in metafunc.fixturenames:
+        return
+    plan_path = metafunc.config.getoption("serbench_plan", default=None)
+    items: list[tuple[Case, int]] = []
+    if plan_path:
+        cases, passes = read_plan_file(Path(plan_path))
+        items = [(case, index) for index in range(passes) for case in cases if case.held]
+    metafunc.parametrize(("case", "pass_index"), items, ids=[f"{case.id}#{index}" for case, index in items])
 
 
-ITEMS = _items()
 _libc = ctypes.CDLL(None)
 _prepared: dict[tuple[str, str], tuple[Any, ...]] = {}
 """Per (framework, workload): what a case times against, built once per process for all passes."""
@@ -49,8 +53,10 @@ def release_free_memory() -> None:
         trim(0)
 
 
-def scratch_dir() -> Path:
-    path = Path(os.environ.get("SERBENCH_SCRATCH", "."))
+@pytest.fixture(scope="session")
+def scratch(pytestconfig: pytest.Config) -> Path:
+    """Where saved files go (--serbench-scratch), shared with the peak-memory pass."""
+    path = Path(pytestconfig.getoption("serbench_scratch", default=None) or ".")
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -93,8 +99,7 @@ def _prepared_objects(case: Case, adapter: frameworks.Adapter) -> tuple[Any, ...
     return _prepared[key]
 
 
-@pytest.mark.parametrize(("case", "pass_index"), ITEMS, ids=[f"{case.id}#{index}" for case, index in ITEMS])
-def test_io(case: Case, pass_index: int, benchmark: Any) -> None:
+def test_io(case: Case, pass_index: int, benchmark: Any, scratch: Path) -> None:
     adapter = adapter_for(case)
     if case.device != "cpu":
         try:
@@ -104,7 +109,7 @@ def test_io(case: Case, pass_index: int, benchmark: Any) -> None:
     workload = workloads.WORKLOADS[case.workload]
     spec = adapter.spec(case.format)
     is_mlp, is_checkpoint = workload.kind == "mlp", workload.kind == "checkpoint"
-    path = file_for(case, spec.suffix, scratch_dir())
+    path = file_for(case, spec.suffix, scratch)
     reference, native, recipe, last_loss, clone = _prepared_objects(case, adapter)
 
     def save() -> None:
