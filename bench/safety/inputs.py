@@ -229,11 +229,11 @@ def _torch_forgeries(directory: Path) -> dict[str, Path]:
     return {"pickle-bytearray-8GiB": bytearray_bomb, "sparse-out-of-bounds": sparse}
 
 
-def _mxnet_forgeries(directory: Path, fmt: str) -> dict[str, Path]:
-    reference_arrays = reference("mxnet", fmt)
+def _ndarray_list_forgeries(framework: str, directory: Path, fmt: str) -> dict[str, Path]:
+    reference_arrays = reference(framework, fmt)
     arrays = {key: np.asarray(value, np.float32) for key, value in reference_arrays.items()}
     out = {}
-    ending = frameworks.adapter_class("mxnet").spec(fmt).suffix
+    ending = frameworks.adapter_class(framework).spec(fmt).suffix
     out["count-2^40"] = directory / f"count-2^40{ending}"
     out["count-2^40"].write_bytes(forgeries.ndarray_list(arrays, count=1 << 40))
     out["name-3GiB"] = directory / f"name-3GiB{ending}"
@@ -284,7 +284,7 @@ def forged_inputs(framework: str, fmt: str, directory: Path, valid: Path) -> dic
     if fmt == "torch":
         return _torch_forgeries(directory)
     if fmt in ("mx-ndarray", "gluon-params"):
-        return _mxnet_forgeries(directory, fmt)
+        return _ndarray_list_forgeries(framework, directory, fmt)
     if fmt == "keras-h5":
         return _keras_h5_forgeries(directory, valid)
     return {}
