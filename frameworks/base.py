@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import functools
+import importlib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -104,14 +105,14 @@ class FormatSpec:
         return self.save is None
 
     def missing_functions(self) -> list[str]:
-        """The save/load functions this spec needs for the kinds it holds but lacks."""
+        """The save/load functions this spec needs for the kinds it holds but lacks: each pair comes whole,
+        trees need `save` and `load`, and the MLP needs one of the two pairs."""
         missing = []
-        if self.holds & TREE_KINDS or ("mlp" in self.holds and self.save_mlp is None):
-            missing += [name for name in ("save", "load") if getattr(self, name) is None]
-        if "mlp" in self.holds and self.save is None:
-            missing += [name for name in ("save_mlp", "load_mlp") if getattr(self, name) is None]
-        if (self.save_mlp is None) != (self.load_mlp is None):
-            missing.append("load_mlp" if self.load_mlp is None else "save_mlp")
+        for writer, reader in (("save", "load"), ("save_mlp", "load_mlp")):
+            if (getattr(self, writer) is None) != (getattr(self, reader) is None):
+                missing.append(reader if getattr(self, reader) is None else writer)
+        if self.save is None and (self.holds & TREE_KINDS or ("mlp" in self.holds and self.save_mlp is None)):
+            missing += ["save", "load"]
         return missing
 
 
@@ -144,8 +145,6 @@ def safetensors_load_file(module: str) -> dict[str, Callable[[Any, Path], Any]]:
     """`safetensors.<module>.load_file` as a framework loader of the safety matrix."""
 
     def read(adapter: Adapter, path: Path) -> Any:
-        import importlib
-
         return adapter.to_numpy(importlib.import_module(f"safetensors.{module}").load_file(str(path)))
 
     return {f"safetensors.{module}.load_file": read}
@@ -279,7 +278,7 @@ class Adapter(abc.ABC):
         return spec.load(self, source, device)
 
     def check_holds_trees(self, spec: FormatSpec) -> None:
-        if spec.load is None:
+        if spec.model_only:
             raise UnsupportedError(
                 f"format {spec.name!r} of {self.name} holds only {', '.join(sorted(spec.holds))}, not a tree of "
                 f"tensors: use load_mlp ({spec.description})"

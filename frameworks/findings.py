@@ -57,21 +57,6 @@ STACKED_LIST = (
     "float32 promotes to float64 (d2l's TensorFlow recipe shows the same)"
 )
 
-
-SAFETENSORS_ORDER = (
-    "safetensors lays tensors out sorted by dtype alignment, then by name, and load_file returns "
-    "them in file order: the dict's insertion order is lost"
-)
-NPY_BFLOAT16 = (
-    "the .npy header names dtypes by their array-protocol string and ml_dtypes.bfloat16's is '<V2': "
-    "the bits survive but the array comes back as raw 2-byte voids"
-)
-NP_SAFETENSORS_0D = "safetensors.numpy (0.8) gives a 0-d tensor back with shape (1,); safetensors.torch keeps ()"
-STACKED_LIST = (
-    "np.save calls np.asarray on a list: equal-length arrays stack into one array and int64 with "
-    "float32 promotes to float64 (d2l's TensorFlow recipe shows the same)"
-)
-
 SAFETENSORS_KEY_ORDER = Finding(
     ("safetensors",),
     ("keys-unicode", "keys-dotted", "keys-slash", "keys-order", "size-64MiB", "vgg16"),

@@ -222,17 +222,29 @@ NPZ = FormatSpec(
     load=_load_npz,
     framework_loaders=NP_LOAD,
 )
-NPY_PICKLE = FormatSpec(
-    "npy-pickle",
+
+
+def npy_pickle_spec(holds: frozenset[str], description: str, load: Any) -> FormatSpec:
+    """d2l's pickled `np.save`, as the NumPy and TensorFlow adapters offer it: the same files, checks
+    and save; `load(adapter, path, device)` turns what np.load unpickled into the adapter's tensors."""
+    return FormatSpec(
+        "npy-pickle",
+        holds,
+        description,
+        "the .npy magic b'\\x93NUMPY' (np.load also reads .npz)",
+        files.is_npy_or_npz,
+        executes_code=True,
+        suffix=".npy",
+        validate=check_npy_or_npz,
+        save=_save_npy_pickle,
+        load=load,
+    )
+
+
+NPY_PICKLE = npy_pickle_spec(
     PICKLE_KINDS,
     "np.save(allow_pickle=True): containers become one array or a pickled object array",
-    "the .npy magic b'\\x93NUMPY' (np.load also reads .npz)",
-    files.is_npy_or_npz,
-    executes_code=True,
-    suffix=".npy",
-    validate=check_npy_or_npz,
-    save=_save_npy_pickle,
-    load=_load_npy_pickle,
+    _load_npy_pickle,
 )
 SAFETENSORS = safetensors_spec(_save_safetensors, _load_safetensors, framework_loaders=safetensors_load_file("numpy"))
 

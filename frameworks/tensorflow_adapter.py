@@ -18,7 +18,7 @@ from frameworks import files, gate
 from frameworks.base import Adapter, FormatSpec, check_mlp_state, safetensors_load_file, safetensors_spec
 from frameworks.errors import FormatMismatchError
 from frameworks.findings import NPY_BFLOAT16, NPY_PICKLE_STACKED_LIST, SAFETENSORS_KEY_ORDER, Expectation, Finding
-from frameworks.numpy_adapter import check_npy_or_npz, load_npy_pickle, save_npy_pickle
+from frameworks.numpy_adapter import load_npy_pickle, npy_pickle_spec
 from frameworks.trees import map_tree
 
 ALL_KINDS = frozenset({"tensor", "list", "dict", "nested", "mlp"})
@@ -68,10 +68,6 @@ def check_checkpoint_directory(path: Path) -> None:
             f"{path} is not a checkpoint as serbench writes it: besides ckpt.index and ckpt.data-* it holds {extra[:5]}"
             f" (a 'checkpoint' state file or another prefix can redirect the read to other files)"
         )
-
-
-def _save_npy_pickle(adapter: TensorFlowAdapter, tree: Any, path: Path) -> None:
-    save_npy_pickle(tree, path)
 
 
 def _load_npy_pickle(adapter: TensorFlowAdapter, path: Path, device: str) -> Any:
@@ -124,16 +120,20 @@ def _save_whole_model(adapter: TensorFlowAdapter, model: Any, path: Path) -> Non
     adapter.whole_model(adapter.mlp_state(model)).save(path)
 
 
+def dense_state(hidden: Any, output: Any) -> dict[str, np.ndarray]:
+    """The MLP's parameters from its two Keras Dense layers, in canonical names and (out, in) layout."""
+    return {
+        "hidden.weight": np.ascontiguousarray(hidden.kernel.numpy().T),
+        "hidden.bias": hidden.bias.numpy(),
+        "output.weight": np.ascontiguousarray(output.kernel.numpy().T),
+        "output.bias": output.bias.numpy(),
+    }
+
+
 def _keras_load_model(safe_mode: bool) -> Any:
     def read(adapter: TensorFlowAdapter, path: Path) -> dict[str, np.ndarray]:
         model = adapter.keras.saving.load_model(path, safe_mode=safe_mode)
-        hidden, output = model.get_layer("hidden"), model.get_layer("output")
-        return {
-            "hidden.weight": np.ascontiguousarray(hidden.kernel.numpy().T),
-            "hidden.bias": hidden.bias.numpy(),
-            "output.weight": np.ascontiguousarray(output.kernel.numpy().T),
-            "output.bias": output.bias.numpy(),
-        }
+        return dense_state(model.get_layer("hidden"), model.get_layer("output"))
 
     return read
 
@@ -142,17 +142,10 @@ def _load_whole_model(adapter: TensorFlowAdapter, path: Path, clone: Any) -> Non
     adapter.set_mlp_state(clone, _keras_load_model(True)(adapter, path))
 
 
-NPY_PICKLE = FormatSpec(
-    "npy-pickle",
+NPY_PICKLE = npy_pickle_spec(
     ALL_KINDS,
     "d2l's recipe, np.save(allow_pickle=True) of TF tensors: containers become one array or a pickle",
-    "the .npy magic b'\\x93NUMPY' (np.load also reads .npz)",
-    files.is_npy_or_npz,
-    executes_code=True,
-    suffix=".npy",
-    validate=check_npy_or_npz,
-    save=_save_npy_pickle,
-    load=_load_npy_pickle,
+    _load_npy_pickle,
 )
 TF_CHECKPOINT = FormatSpec(
     "tf-checkpoint",
@@ -381,12 +374,7 @@ class TensorFlowAdapter(Adapter):
         return model
 
     def mlp_state(self, model: Any) -> dict[str, np.ndarray]:
-        return {
-            "hidden.weight": np.ascontiguousarray(model.hidden.kernel.numpy().T),
-            "hidden.bias": model.hidden.bias.numpy(),
-            "output.weight": np.ascontiguousarray(model.out.kernel.numpy().T),
-            "output.bias": model.out.bias.numpy(),
-        }
+        return dense_state(model.hidden, model.out)
 
     def set_mlp_state(self, model: Any, params: dict[str, np.ndarray]) -> None:
         check_mlp_state(params)

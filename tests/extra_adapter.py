@@ -7,24 +7,12 @@ and one known drift, declared here like any adapter's.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from frameworks import files
 from frameworks.base import FormatSpec
 from frameworks.findings import NPY_BFLOAT16, Expectation, Finding
-from frameworks.numpy_adapter import NumpyAdapter, check_npz, read_npz
-
-
-def _save(adapter: NumpyAdapter, arrays: dict[str, np.ndarray], path: Path) -> None:
-    with open(path, "wb") as handle:
-        np.savez(handle, **arrays)
-
-
-def _load(adapter: NumpyAdapter, path: Path, device: str) -> dict[str, np.ndarray]:
-    return read_npz(path)
-
+from frameworks.numpy_adapter import NPZ, NumpyAdapter
 
 TOY_NPZ = FormatSpec(
     "toy-npz",
@@ -33,9 +21,9 @@ TOY_NPZ = FormatSpec(
     "a zip archive of .npy members",
     files.is_npz,
     suffix=".toy.npz",
-    validate=check_npz,
-    save=_save,
-    load=_load,
+    validate=NPZ.validate,
+    save=NPZ.save,
+    load=NPZ.load,
     framework_loaders={"np.load allow_pickle=False": lambda adapter, path: dict(np.load(path, allow_pickle=False))},
 )
 

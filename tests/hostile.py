@@ -8,11 +8,9 @@ import pickle
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
 from bench import workloads
 from bench.safety.canary import Canary
-from bench.safety.forgeries import ndarray_list, torch_zip
+from bench.safety.forgeries import ndarray_list, object_array, torch_zip
 
 
 def _canary_pickle(marker: Path) -> bytes:
@@ -27,13 +25,13 @@ def plain_pickle(directory: Path, marker: Path) -> Path:
 
 def npy_object_array(directory: Path, marker: Path) -> Path:
     path = directory / "canary.npy"
-    np.save(path, np.array([Canary(marker)], dtype=object), allow_pickle=True)
+    path.write_bytes(object_array(Canary(marker)))
     return path
 
 
 def npz_object_member(directory: Path, marker: Path) -> Path:
     path = directory / "canary.npz"
-    np.savez(path, **{"hidden.weight": np.array([Canary(marker)], dtype=object)})
+    path.write_bytes(object_array(Canary(marker), member="hidden.weight"))
     return path
 
 

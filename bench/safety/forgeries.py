@@ -54,6 +54,17 @@ def npy_header(shape: tuple[int, ...], dtype: str = "<f4") -> bytes:
     return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header
 
 
+def object_array(value: object, member: str | None = None) -> bytes:
+    """`value` pickled inside an object array: an .npy, or with `member` an npz holding it under that name."""
+    array = np.array([value], dtype=object)
+    buffer = io.BytesIO()
+    if member is None:
+        np.save(buffer, array, allow_pickle=True)
+    else:
+        np.savez(buffer, **{member: array})
+    return buffer.getvalue()
+
+
 def npz_bytes(members: dict[str, bytes], method: int = zipfile.ZIP_STORED) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=method) as archive:

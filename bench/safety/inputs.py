@@ -176,9 +176,7 @@ def _flip(data: bytes, index: int) -> bytes:
 
 
 def _npy_bomb(path: Path) -> None:
-    header = "{'descr': '<f4', 'fortran_order': False, 'shape': (1099511627776,), }"
-    header += " " * ((64 - (10 + len(header) + 1) % 64) % 64) + "\n"
-    path.write_bytes(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode() + b"\x00" * 64)
+    path.write_bytes(forgeries.npy_header((1 << 40,)) + b"\x00" * 64)
 
 
 def _safetensors_bomb(path: Path) -> None:
@@ -313,16 +311,6 @@ def _carries(spec: frameworks.FormatSpec, probe: Path, data: bytes) -> bool:
         probe.unlink()
 
 
-def _object_array(canary: Canary, archive: bool) -> bytes:
-    buffer = io.BytesIO()
-    array = np.array([canary], dtype=object)
-    if archive:
-        np.savez(buffer, x=array)
-    else:
-        np.save(buffer, array, allow_pickle=True)
-    return buffer.getvalue()
-
-
 def _keras_zip_probe() -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
@@ -347,14 +335,18 @@ def hostile_inputs(framework: str, fmt: str, directory: Path, markers: Path) -> 
         out.append((name, path, marker(name)))
 
     probe_canary = Canary(markers / "probe.marker")  # pickled, never loaded
-    npy = _carries(spec, probe, _object_array(probe_canary, archive=False))
-    npz = not npy and _carries(spec, probe, _object_array(probe_canary, archive=True))
+    npy = _carries(spec, probe, forgeries.object_array(probe_canary))
+    npz = not npy and _carries(spec, probe, forgeries.object_array(probe_canary, member="x"))
     torch_zip = _carries(spec, probe, forgeries.torch_zip(pickle.dumps({"hook": probe_canary})))
     if npy or npz or torch_zip:
         write("canary-plain-pickle", "canary-plain-pickle.pkl", pickle.dumps(Canary(marker("canary-plain-pickle"))))
     if npy or npz:
         canary = Canary(marker("canary-object-array"))
-        write("canary-object-array", f"canary-object-array.{'npy' if npy else 'npz'}", _object_array(canary, npz))
+        write(
+            "canary-object-array",
+            f"canary-object-array.{'npy' if npy else 'npz'}",
+            forgeries.object_array(canary, "x" if npz else None),
+        )
     if torch_zip:
         hook = Canary(marker("canary-in-torch-zip"))
         write("canary-in-torch-zip", "canary-in-torch-zip.pt", _torch_canary(hook))
@@ -388,16 +380,13 @@ def _torch_canary(hook: Canary) -> bytes:
 def foreign_bytes(framework: str, directory: Path) -> bytes:
     """A small valid file of another framework: an empty MXNet NDArray list, or an .npy where one of the
     adapter's formats reads MXNet lists."""
+    empty_list = forgeries.ndarray_list({})
     probe = directory / "foreign-probe"
-    probe.write_bytes(struct.pack("<QQQQ", 0x112, 0, 0, 0))
-    cls = frameworks.adapter_class(framework)
-    if any(spec.sniff(probe) for spec in cls.specs):
-        buffer = io.BytesIO()
-        np.save(buffer, np.arange(3))
-        probe.write_bytes(buffer.getvalue())
-    data = probe.read_bytes()
-    probe.unlink()
-    return data
+    if not any(_carries(spec, probe, empty_list) for spec in frameworks.adapter_class(framework).specs):
+        return empty_list
+    buffer = io.BytesIO()
+    np.save(buffer, np.arange(3))
+    return buffer.getvalue()
 
 
 def generate(framework: str, directory: Path) -> list[SafetyInput]:
