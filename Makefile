@@ -20,7 +20,7 @@ test: $(STAMP)
 	SERBENCH_REQUIRE_FRAMEWORKS=numpy,torch,tensorflow,mxnet $(PY) -m pytest $(PYTEST_ARGS)
 
 # --pause-page-reporting: on a VM whose balloon hands freed memory back to the host (re-touching
-# it then runs 20x slower), pause that for the run, as root; a no-op elsewhere (see bench/machine.py).
+# it then runs 20x slower), pause that for the run, as root; a no-op elsewhere (see bench/timing/machine.py).
 bench: $(STAMP)
 	$(VENV)/bin/serbench run --quick --pause-page-reporting $(BENCH_ARGS)
 

@@ -10,7 +10,7 @@ import frameworks
 
 
 def cmd_support_table(args: argparse.Namespace) -> int:
-    from bench.support import replace_block, support_markdown
+    from bench.conformance.support import replace_block, support_markdown
 
     table = support_markdown()
     if args.update_readme:
@@ -24,7 +24,7 @@ def cmd_support_table(args: argparse.Namespace) -> int:
 def cmd_roundtrip(args: argparse.Namespace) -> int:
     """Run the round-trip matrix now and print what each framework really preserves."""
     from bench import workloads
-    from bench.roundtrip import roundtrip
+    from bench.conformance.roundtrip import roundtrip
 
     for name in args.frameworks:
         try:
@@ -43,7 +43,7 @@ def _names(value: str) -> tuple[str, ...]:
 
 
 def _thread_settings(value: str) -> tuple[str, ...]:
-    from bench.plan import THREAD_SETTINGS
+    from bench.timing.plan import THREAD_SETTINGS
 
     settings = _names(value)
     for setting in settings:
@@ -55,7 +55,7 @@ def _thread_settings(value: str) -> tuple[str, ...]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bench.runner import RunConfig, run, summary
+    from bench.timing.runner import RunConfig, run, summary
 
     config = RunConfig(
         preset="full" if args.full else "quick",
@@ -74,21 +74,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     out = run(config)
     print(summary(out))
-    from bench.report import write_report
+    from bench.reporting.report import write_report
 
     print(f"results: {out}\nreport: {write_report(out)}")
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from bench.report import write_report
+    from bench.reporting.report import write_report
 
     print(write_report(args.run_dir))
     return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from bench.compare import compare, has_regression, load_any, render
+    from bench.reporting.compare import compare, has_regression, load_any, render
 
     table = compare(load_any(args.base), load_any(args.new), threshold=args.threshold, noise_floor=args.noise_floor)
     print(render(table, show_all=args.all))
@@ -124,7 +124,7 @@ def cmd_safety_table(args: argparse.Namespace) -> int:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from bench.index import write_index
+    from bench.reporting.index import write_index
 
     print(write_index(args.results))
     return 0

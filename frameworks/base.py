@@ -22,14 +22,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from frameworks import files, gate, validators
+from frameworks import files, forgeries, gate, validators
 from frameworks.errors import (
     DeviceUnavailableError,
     FormatMismatchError,
     UnknownFormatError,
     UnsupportedError,
 )
-from frameworks.findings import Finding
+from frameworks.findings import NO_CHECKSUM, Finding, SafetyFinding, fifo_blocks
 from frameworks.trees import map_tree, tree_kind
 
 SAFETENSORS_DTYPES = frozenset(
@@ -98,6 +98,16 @@ class FormatSpec:
     """The framework's own readers of this format under each of their safety flags, by label
     (`"torch.load weights_only=True"`): `reader(adapter, path)` returns what it read as a NumPy tree.
     The safety matrix opens every input with each of them beside serbench's own load."""
+    forgeries: Callable[[Any, Path, Path, Any], list[Any]] | None = None
+    """For the safety matrix: `forgeries(adapter, directory, valid, reference)` writes, in `directory`, the
+    files of this format that declare what they do not hold, bombs, and content it must refuse, given a
+    valid file and the NumPy values in it; returns them as `frameworks.forgeries.Forged`."""
+    safety_findings: tuple[SafetyFinding, ...] = ()
+    """What this format's loaders (serbench's and `framework_loaders`) do with the safety matrix's inputs
+    where it is not the default (the valid file loads exactly, the rest is a clear error)."""
+    code_canary: Callable[[Any, Path, str, Any], str] | None = None
+    """For a format that can carry code other than pickles: `code_canary(adapter, path, source, reference)`
+    writes at `path` a valid file whose loading calls the Python lambda `source`; returns the input's name."""
 
     @property
     def model_only(self) -> bool:
@@ -114,6 +124,10 @@ class FormatSpec:
         if self.save is None and (self.holds & TREE_KINDS or ("mlp" in self.holds and self.save_mlp is None)):
             missing += ["save", "load"]
         return missing
+
+
+def _safetensors_forgeries(adapter: Any, directory: Path, valid: Path, reference: Any) -> list[Any]:
+    return forgeries.safetensors_bomb(directory / "allocation-bomb.safetensors")
 
 
 def safetensors_spec(
@@ -137,6 +151,16 @@ def safetensors_spec(
         validate=functools.partial(validators.safetensors_header, dtypes=dtypes),
         save=save,
         load=load,
+        forgeries=_safetensors_forgeries,
+        safety_findings=(
+            SafetyFinding(
+                ("*",),
+                ("flipped-data-byte",),
+                "silent-wrong-data",
+                NO_CHECKSUM + " (safetensors validates the header, not the data)",
+            ),
+            *fifo_blocks(functions.get("framework_loaders", {})),
+        ),
         **functions,
     )
 
@@ -168,6 +192,12 @@ class Adapter(abc.ABC):
     """The distributions (as pip names them) whose versions a result depends on: recorded in env.json."""
     training_recipe: ClassVar[str] = ""
     """"module:Class" of the framework's training recipe (see `frameworks.training`), if it has one."""
+    whole_model_formats: ClassVar[tuple[str, ...]] = ()
+    """Formats that `load_whole_model(path, trusted=...)` reads: a pickled model, code and all."""
+    gated_readers: ClassVar[tuple[str, ...]] = ()
+    """Public methods that read a file only after a format's `load` admitted it through the gate."""
+    times_host_to_device: ClassVar[bool] = False
+    """Whether `host_to_device_seconds` is implemented (then it measures the machine's host-to-device limit)."""
     native_mlp_format: ClassVar[str] = ""
     """The format the framework's own tutorial saves a model's parameters in (cross-framework tests)."""
     thread_variables: ClassVar[tuple[str, ...]] = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -235,6 +265,12 @@ class Adapter(abc.ABC):
     def device_of(self, tensor: Any) -> str:
         """Where a loaded tensor lives, in the device axis's words ("cpu" or "cuda")."""
         return "cpu"
+
+    def host_to_device_seconds(self, nbytes: int, rounds: int, pinned: bool) -> tuple[list[float], str]:
+        """Seconds for each of `rounds` copies of `nbytes` from host memory (page-locked if `pinned`) to
+        the accelerator, waited for, and the device's name: the machine's host-to-device limit.
+        DeviceUnavailableError (saying why) where this adapter has no accelerator here."""
+        raise DeviceUnavailableError(f"{self.name} cannot copy to an accelerator ({self.device_note()})")
 
     @abc.abstractmethod
     def tensor_from_numpy(self, array: np.ndarray) -> Any:

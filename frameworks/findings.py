@@ -19,7 +19,7 @@ class Expectation:
     status: str
     reason: str | tuple[str, ...] = ""
     changes: tuple[str, ...] = ()
-    """For drift: exactly what `bench.roundtrip.describe_changes` reports."""
+    """For drift: exactly what `bench.conformance.roundtrip.describe_changes` reports."""
     error: str = ""
     """For error: the exception class name the framework raises."""
 
@@ -79,3 +79,40 @@ NP_SAFETENSORS_DOTTED_KEYS = Finding(
     ),
 )
 """safetensors.numpy, used by the NumPy and MXNet adapters: a 0-d tensor comes back with shape (1,)."""
+
+
+@dataclass(frozen=True)
+class SafetyFinding:
+    """What a format's loaders do with some inputs of the safety matrix, where it is not the default
+    (the valid file loads exactly; every hostile or damaged input gives a clear error). Each format
+    declares its own (`FormatSpec.safety_findings`, first match wins), with the reason."""
+
+    modes: tuple[str, ...]
+    """fnmatch patterns over load modes: "serbench", "serbench trusted", the labels of `framework_loaders`."""
+    inputs: tuple[str, ...]
+    """fnmatch patterns over input names."""
+    outcome: str
+    reason: str
+
+    def matches(self, mode: str, name: str) -> bool:
+        return any(fnmatch.fnmatchcase(mode, pattern) for pattern in self.modes) and any(
+            fnmatch.fnmatchcase(name, pattern) for pattern in self.inputs
+        )
+
+
+UNPICKLES = "unpickling calls whatever the pickle names; the canary's __reduce__ names open(marker)"
+NO_CHECKSUM = "the format stores raw bytes with no checksum, so a flipped bit in the data loads silently"
+TRAILING = "the reader stops where its header says the data ends; appended bytes are ignored"
+FIFO_OPENED = (
+    "the framework's loader opens whatever path it is given; a FIFO blocks the open (or the read) until a writer "
+    "comes, which may be never. serbench checks for a regular file first"
+)
+
+TRAILING_IGNORED = SafetyFinding(("*",), ("garbage-appended",), "loaded-exact", TRAILING)
+UNCHECKED_DATA = SafetyFinding(("*",), ("flipped-data-byte",), "silent-wrong-data", NO_CHECKSUM)
+
+
+def fifo_blocks(loaders: object) -> tuple[SafetyFinding, ...]:
+    """The framework's own `loaders` (labels, or a `framework_loaders` mapping) block on a FIFO."""
+    labels = tuple(loaders)
+    return (SafetyFinding(labels, ("fifo",), "hang", FIFO_OPENED),) if labels else ()

@@ -18,15 +18,19 @@ from typing import Any
 
 import numpy as np
 
-from frameworks import files, gate
+from frameworks import files, forgeries, gate
 from frameworks.base import Adapter, FormatSpec, check_mlp_file, check_mlp_state, safetensors_spec
 from frameworks.errors import FormatMismatchError, UnsupportedError
 from frameworks.findings import (
     NP_SAFETENSORS_0D_DICT,
     NP_SAFETENSORS_DOTTED_KEYS,
     SAFETENSORS_KEY_ORDER,
+    TRAILING_IGNORED,
+    UNCHECKED_DATA,
     Expectation,
     Finding,
+    SafetyFinding,
+    fifo_blocks,
 )
 
 NDARRAY_MAGICS = (0xF993FAC9, 0xF993FACA)
@@ -170,6 +174,58 @@ def _block_load_parameters(adapter: MXNetAdapter, path: Path) -> Any:
     return adapter.mlp_state(clone)
 
 
+def _ndarray_list_forgeries(directory: Path, suffix: str, reference: Any) -> list[forgeries.Forged]:
+    """NDArray lists declaring 2^40 arrays, a 3 GiB key, or dims whose product wraps to 0 in 64 bits."""
+    arrays = {key: np.asarray(value, np.float32) for key, value in reference.items()}
+    count, name, wrap = (directory / f"{stem}{suffix}" for stem in ("count-2^40", "name-3GiB", "dims-wrap"))
+    count.write_bytes(forgeries.ndarray_list(arrays, count=1 << 40))
+    name.write_bytes(forgeries.ndarray_list(arrays, name_length=3 << 30))
+    wrapped = bytearray(forgeries.ndarray_list({"x": np.zeros((2, 2), np.float32)}))
+    struct.pack_into("<qq", wrapped, 24 + 12, 1 << 62, 1 << 2)
+    wrap.write_bytes(bytes(wrapped))
+    return [
+        forgeries.Forged("count-2^40", count),
+        forgeries.Forged("name-3GiB", name),
+        forgeries.Forged("dims-wrap", wrap),
+    ]
+
+
+def _allocation_bomb(path: Path) -> list[forgeries.Forged]:
+    """An NDArray-list file (magic 0x112, V2 arrays) holding one float32 array whose shape claims 2^40
+    elements and no data."""
+    array = struct.pack("<I", 0xF993FAC9)  # NDARRAY_V2_MAGIC
+    array += struct.pack("<i", 0)  # storage type: dense
+    array += struct.pack("<I", 2) + struct.pack("<qq", 1 << 20, 1 << 20)  # ndim, shape
+    array += struct.pack("<ii", 1, 0)  # context: cpu(0)
+    array += struct.pack("<i", 0)  # dtype float32
+    path.write_bytes(struct.pack("<QQ", 0x112, 0) + struct.pack("<Q", 1) + array + b"\x00" * 64 + struct.pack("<Q", 0))
+    return [forgeries.Forged("allocation-bomb", path, "damaged")]
+
+
+def _mx_ndarray_forgeries(adapter: MXNetAdapter, directory: Path, valid: Path, reference: Any) -> list[Any]:
+    return [
+        *_allocation_bomb(directory / "allocation-bomb.ndarray"),
+        *_ndarray_list_forgeries(directory, ".ndarray", reference),
+    ]
+
+
+def _gluon_params_forgeries(adapter: MXNetAdapter, directory: Path, valid: Path, reference: Any) -> list[Any]:
+    """The NDArray-list forgeries, and the MLP's parameters stored as int32 bits."""
+    int32_bits = directory / "mlp-int32-bits.params"
+    int32_bits.write_bytes(
+        forgeries.ndarray_list({key: np.asarray(value, np.float32).view(np.int32) for key, value in reference.items()})
+    )
+    return [*_ndarray_list_forgeries(directory, ".params", reference), forgeries.Forged("mlp-int32-bits", int32_bits)]
+
+
+COUNT_RESERVED = SafetyFinding(
+    ("npx.load", "Block.load_parameters"),
+    ("count-2^40",),
+    "memory-blowup",
+    "MXNet reserves space for the array count the file declares before reading any array (std::bad_alloc)",
+)
+
+
 MX_NDARRAY = FormatSpec(
     "mx-ndarray",
     frozenset({"tensor", "list", "dict", "mlp"}),
@@ -181,6 +237,26 @@ MX_NDARRAY = FormatSpec(
     save=_save_ndarray,
     load=_load_ndarray,
     framework_loaders={"npx.load": _npx_load},
+    forgeries=_mx_ndarray_forgeries,
+    safety_findings=(
+        SafetyFinding(
+            ("npx.load",),
+            ("flipped-header-byte",),
+            "memory-blowup",
+            "MXNet trusts the shape in the file's array header; one flipped byte asks for a huge allocation "
+            "(std::bad_alloc), contained here by the address-space cap; serbench's header check refuses it",
+        ),
+        TRAILING_IGNORED,
+        *fifo_blocks(("npx.load",)),
+        COUNT_RESERVED,
+        SafetyFinding(
+            ("npx.load",),
+            ("dims-wrap",),
+            "silent-wrong-data",
+            "MXNet multiplies the declared dims in 64-bit arithmetic: 2^62 x 4 wraps to 0 elements and the array "
+            "loads empty; serbench multiplies without overflow and compares with the bytes that follow",
+        ),
+    ),
 )
 GLUON_PARAMS = FormatSpec(
     "gluon-params",
@@ -193,6 +269,8 @@ GLUON_PARAMS = FormatSpec(
     save_mlp=_save_parameters,
     load_mlp=_load_parameters,
     framework_loaders={"Block.load_parameters": _block_load_parameters},
+    forgeries=_gluon_params_forgeries,
+    safety_findings=(UNCHECKED_DATA, TRAILING_IGNORED, *fifo_blocks(("Block.*",)), COUNT_RESERVED),
 )
 GLUON_CHECKPOINT = FormatSpec(
     "gluon-checkpoint",

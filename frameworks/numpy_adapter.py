@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from frameworks import files, gate
+from frameworks import files, forgeries, gate
 from frameworks.base import Adapter, FormatSpec, check_mlp_state, safetensors_load_file, safetensors_spec
 from frameworks.errors import FormatMismatchError, UnsafeLoadError
 from frameworks.findings import (
@@ -23,8 +23,14 @@ from frameworks.findings import (
     NPY_PICKLE_STACKED_LIST,
     SAFETENSORS_KEY_ORDER,
     SAFETENSORS_ORDER,
+    TRAILING,
+    TRAILING_IGNORED,
+    UNCHECKED_DATA,
+    UNPICKLES,
     Expectation,
     Finding,
+    SafetyFinding,
+    fifo_blocks,
 )
 from frameworks.trees import map_tree
 
@@ -194,8 +200,60 @@ def _np_load(allow_pickle: bool) -> Any:
     return read
 
 
+def _npy_forgeries(adapter: Adapter, directory: Path, valid: Path, reference: Any) -> list[forgeries.Forged]:
+    return forgeries.npy_bomb(directory / "allocation-bomb.npy")
+
+
+def _npz_forgeries(adapter: Adapter, directory: Path, valid: Path, reference: Any) -> list[forgeries.Forged]:
+    """A member whose header declares 2^40 elements, a member that is not an .npy, a 2 GiB deflate bomb."""
+    declares = directory / "member-declares-2^40.npz"
+    declares.write_bytes(forgeries.npz_bytes({"value.npy": forgeries.npy_header((1 << 40,))}))
+    with zipfile.ZipFile(valid) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    foreign = directory / "non-npy-member.npz"
+    foreign.write_bytes(forgeries.npz_bytes({**members, "readme.txt": b"not an array"}))
+    bomb = forgeries.zero_stream_npz(
+        directory / "deflate-bomb-2GiB.npz", forgeries.ZIP_BOMB_BYTES, zipfile.ZIP_DEFLATED
+    )
+    return [
+        forgeries.Forged("member-declares-2^40", declares),
+        forgeries.Forged("non-npy-member", foreign),
+        forgeries.Forged("deflate-bomb-2GiB", bomb),
+    ]
+
+
 NP_LOAD = {"np.load allow_pickle=False": _np_load(False), "np.load allow_pickle=True": _np_load(True)}
 """NumPy's own reader under both settings of its safety flag (the safety matrix opens every input with each)."""
+
+
+UNPICKLED_BY_NP_LOAD = SafetyFinding(
+    ("np.load allow_pickle=True",),
+    ("canary-*",),
+    "code-executed",
+    UNPICKLES + " (np.load with allow_pickle=True unpickles object arrays and plain pickles)",
+)
+NPY_PICKLE_SAFETY = (
+    SafetyFinding(
+        ("serbench trusted",),
+        ("canary-object-array",),
+        "code-executed",
+        UNPICKLES + " (trusted=True is the explicit opt-in; a bare pickle is still refused because it lacks the "
+        ".npy magic)",
+    ),
+    SafetyFinding(
+        ("serbench",),
+        ("valid",),
+        "clear-error",
+        "serbench refuses pickle-based formats unless trusted=True: safe by default",
+    ),
+    SafetyFinding(
+        ("serbench trusted",),
+        ("garbage-appended",),
+        "loaded-exact",
+        TRAILING + " (untrusted, serbench refuses the format outright)",
+    ),
+)
+"""The npy-pickle format's findings, wherever it is offered (NumPy, TensorFlow)."""
 
 
 NPY = FormatSpec(
@@ -209,6 +267,20 @@ NPY = FormatSpec(
     save=_save_npy,
     load=_load_npy,
     framework_loaders=NP_LOAD,
+    forgeries=_npy_forgeries,
+    safety_findings=(
+        UNPICKLED_BY_NP_LOAD,
+        SafetyFinding(
+            ("np.load *",),
+            ("allocation-bomb",),
+            "memory-blowup",
+            "np.load trusts the header's shape and tries to allocate 4 TiB before reading any data; "
+            "serbench's npy path checks the declared size against the file first",
+        ),
+        UNCHECKED_DATA,
+        TRAILING_IGNORED,
+        *fifo_blocks(NP_LOAD),
+    ),
 )
 NPZ = FormatSpec(
     "npz",
@@ -221,6 +293,32 @@ NPZ = FormatSpec(
     save=_save_npz,
     load=_load_npz,
     framework_loaders=NP_LOAD,
+    forgeries=_npz_forgeries,
+    safety_findings=(
+        UNPICKLED_BY_NP_LOAD,
+        TRAILING_IGNORED,
+        *fifo_blocks(NP_LOAD),
+        SafetyFinding(
+            ("np.load *",),
+            ("member-declares-2^40",),
+            "memory-blowup",
+            "np.load trusts each member's .npy header and allocates its declared 4 TiB before reading; serbench "
+            "compares the declared size with the member's size first",
+        ),
+        SafetyFinding(
+            ("np.load *",),
+            ("non-npy-member",),
+            "silent-wrong-data",
+            "NpzFile returns a member that is not an .npy as raw bytes, as if it were an array",
+        ),
+        SafetyFinding(
+            ("np.load *",),
+            ("deflate-bomb-2GiB",),
+            "silent-wrong-data",
+            "np.load inflates a 2 MB member to 2 GiB with no limit (past the memory cap this is a blow-up); "
+            "serbench checks the declared uncompressed sizes against its load budget first",
+        ),
+    ),
 )
 
 
@@ -238,6 +336,8 @@ def npy_pickle_spec(holds: frozenset[str], description: str, load: Any) -> Forma
         validate=check_npy_or_npz,
         save=_save_npy_pickle,
         load=load,
+        forgeries=_npy_forgeries,
+        safety_findings=NPY_PICKLE_SAFETY,
     )
 
 

@@ -14,10 +14,19 @@ from typing import Any
 
 import numpy as np
 
-from frameworks import files, gate
+from frameworks import files, forgeries, gate
 from frameworks.base import Adapter, FormatSpec, check_mlp_state, safetensors_load_file, safetensors_spec
 from frameworks.errors import FormatMismatchError
-from frameworks.findings import NPY_BFLOAT16, NPY_PICKLE_STACKED_LIST, SAFETENSORS_KEY_ORDER, Expectation, Finding
+from frameworks.findings import (
+    NPY_BFLOAT16,
+    NPY_PICKLE_STACKED_LIST,
+    SAFETENSORS_KEY_ORDER,
+    TRAILING_IGNORED,
+    Expectation,
+    Finding,
+    SafetyFinding,
+    fifo_blocks,
+)
 from frameworks.numpy_adapter import load_npy_pickle, npy_pickle_spec
 from frameworks.trees import map_tree
 
@@ -116,6 +125,42 @@ def _keras_load_weights(adapter: TensorFlowAdapter, path: Path) -> Any:
     return adapter.mlp_state(clone)
 
 
+def _output_bias(handle: Any) -> str:
+    """The name of the MLP's (10,) bias dataset in a Keras weights file."""
+    import h5py
+
+    names: list[str] = []
+    handle.visititems(lambda key, item: names.append(key) if isinstance(item, h5py.Dataset) else None)
+    return next(key for key in names if handle[key].shape == (10,))
+
+
+def _keras_h5_forgeries(adapter: TensorFlowAdapter, directory: Path, valid: Path, reference: Any) -> list[Any]:
+    """The valid weights with the output bias replaced by an int64 dataset, or by a (2^20, 2^20) dataset
+    that stores only its fill value (4 TiB once read)."""
+    import h5py
+
+    out = []
+    for name in ("int64-dataset", "huge-dims-fillvalue"):
+        path = directory / f"{name}.weights.h5"
+        path.write_bytes(valid.read_bytes())
+        with h5py.File(path, "a") as handle:
+            target = _output_bias(handle)
+            del handle[target]
+            if name == "int64-dataset":
+                handle.create_dataset(target, data=np.arange(10, dtype=np.int64))
+            else:
+                handle.create_dataset(target, shape=(1 << 20, 1 << 20), dtype="f4", fillvalue=1.0, chunks=(1, 1024))
+        out.append(forgeries.Forged(name, path))
+    return out
+
+
+def _lambda_layer_canary(adapter: TensorFlowAdapter, path: Path, source: str, reference: Any) -> str:
+    """A whole model whose first layer is a Lambda: Keras stores its code, which loading may run."""
+    front = adapter.keras.layers.Lambda(eval(source))  # the source is serbench's own canary, never input
+    adapter.whole_model(reference, front).save(path)
+    return "canary-lambda-layer"
+
+
 def _save_whole_model(adapter: TensorFlowAdapter, model: Any, path: Path) -> None:
     adapter.whole_model(adapter.mlp_state(model)).save(path)
 
@@ -160,6 +205,7 @@ TF_CHECKPOINT = FormatSpec(
     load=_load_checkpoint,
     save_mlp=_save_mlp_checkpoint,
     load_mlp=_load_mlp_checkpoint,
+    safety_findings=(TRAILING_IGNORED,),
 )
 KERAS_H5 = FormatSpec(
     "keras-h5",
@@ -172,6 +218,29 @@ KERAS_H5 = FormatSpec(
     save_mlp=_save_weights,
     load_mlp=_load_weights,
     framework_loaders={"model.load_weights": _keras_load_weights},
+    forgeries=_keras_h5_forgeries,
+    safety_findings=(
+        SafetyFinding(
+            ("*",),
+            ("flipped-data-byte",),
+            "silent-wrong-data",
+            "HDF5 datasets are stored without checksums by default (no fletcher32 filter)",
+        ),
+        SafetyFinding(
+            ("*",),
+            ("flipped-header-byte",),
+            "loaded-exact",
+            "the flipped byte lands in HDF5 free space or padding that the reader never uses",
+        ),
+        TRAILING_IGNORED,
+        *fifo_blocks(("model.load_weights",)),
+        SafetyFinding(
+            ("model.load_weights",),
+            ("int64-dataset",),
+            "silent-wrong-data",
+            "Keras assigns an int64 dataset to a float32 variable, casting the values; serbench requires float32",
+        ),
+    ),
 )
 SAFETENSORS = safetensors_spec(
     _save_safetensors, _load_safetensors, framework_loaders=safetensors_load_file("tensorflow")
@@ -189,6 +258,17 @@ KERAS_MODEL = FormatSpec(
         "keras.saving.load_model safe_mode=True": _keras_load_model(True),
         "keras.saving.load_model safe_mode=False": _keras_load_model(False),
     },
+    code_canary=_lambda_layer_canary,
+    safety_findings=(
+        SafetyFinding(
+            ("*safe_mode=False",),
+            ("canary-lambda-layer",),
+            "code-executed",
+            "safe_mode=False deserializes the Lambda's Python bytecode and rebuilding the model runs it",
+        ),
+        TRAILING_IGNORED,
+        *fifo_blocks(("keras.saving.*",)),
+    ),
 )
 """A whole Keras model: serbench does not offer it (it saves parameters, as d2l does), but users load such
 files, so the safety matrix opens them with Keras's own loader under both settings of safe_mode."""
@@ -256,6 +336,7 @@ class TensorFlowAdapter(Adapter):
     specs = (NPY_PICKLE, TF_CHECKPOINT, KERAS_H5, SAFETENSORS)
     safety_specs = (KERAS_MODEL,)
     native_mlp_format = "keras-h5"
+    gated_readers = ("read_checkpoint_tree",)
     packages = ("tensorflow", "keras", "safetensors", "h5py")
     findings = FINDINGS
     training_recipe = "frameworks.tensorflow_training:KerasTraining"

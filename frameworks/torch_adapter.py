@@ -8,13 +8,14 @@ from __future__ import annotations
 import pickle
 import pickletools
 import re
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from frameworks import files, gate
+from frameworks import files, forgeries, gate
 from frameworks.base import (
     SAFETENSORS_DTYPES,
     Adapter,
@@ -25,7 +26,7 @@ from frameworks.base import (
     safetensors_spec,
 )
 from frameworks.errors import FormatMismatchError, ResourceLimitError, UnsafeLoadError, UnsupportedError
-from frameworks.findings import SAFETENSORS_KEY_ORDER
+from frameworks.findings import SAFETENSORS_KEY_ORDER, TRAILING_IGNORED, UNPICKLES, SafetyFinding, fifo_blocks
 from frameworks.trees import leaves, map_tree
 
 MAX_PICKLE_BYTES = 256 << 20
@@ -132,6 +133,18 @@ def _load_state_dict(load: Any, format: str) -> Any:
     return restore
 
 
+def _torch_forgeries(adapter: TorchAdapter, directory: Path, valid: Path, reference: Any) -> list[forgeries.Forged]:
+    """A 39-byte pickle that torch's weights_only allowlist lets ask for 8 GiB, and a sparse COO tensor whose
+    indices lie outside its size (saved with torch's invariant checks off)."""
+    torch = adapter.torch
+    bytearray_bomb = directory / "pickle-bytearray-8GiB.pt"
+    bytearray_bomb.write_bytes(forgeries.torch_zip(forgeries.BYTEARRAY_8GIB_PICKLE))
+    sparse = directory / "sparse-out-of-bounds.pt"
+    with torch.sparse.check_sparse_tensor_invariants(enable=False):
+        torch.save({"value": torch.sparse_coo_tensor([[0, 1 << 30]], [1.0, 2.0], (4,))}, sparse)
+    return [forgeries.Forged("pickle-bytearray-8GiB", bytearray_bomb), forgeries.Forged("sparse-out-of-bounds", sparse)]
+
+
 def _torch_load(weights_only: bool) -> Any:
     def read(adapter: TorchAdapter, path: Path) -> Any:
         loaded = adapter.torch.load(path, weights_only=weights_only, map_location="cpu")
@@ -140,6 +153,9 @@ def _torch_load(weights_only: bool) -> Any:
 
     return read
 
+
+TORCH_LOAD = {"torch.load weights_only=True": _torch_load(True), "torch.load weights_only=False": _torch_load(False)}
+"""torch's own reader under both settings of its safety flag (the safety matrix opens every input with each)."""
 
 TORCH = FormatSpec(
     "torch",
@@ -153,10 +169,46 @@ TORCH = FormatSpec(
     load=_load_torch,
     save_mlp=_save_state_dict_torch,
     load_mlp=_load_state_dict(_load_torch, "torch"),
-    framework_loaders={
-        "torch.load weights_only=True": _torch_load(True),
-        "torch.load weights_only=False": _torch_load(False),
-    },
+    framework_loaders=TORCH_LOAD,
+    forgeries=_torch_forgeries,
+    safety_findings=(
+        SafetyFinding(
+            ("torch.load weights_only=False",),
+            ("canary-*",),
+            "code-executed",
+            UNPICKLES + " (weights_only=False is the full unpickler; the seeds warn about it)",
+        ),
+        SafetyFinding(
+            ("*",),
+            ("flipped-data-byte",),
+            "silent-wrong-data",
+            "the zip records carry CRC-32s, but torch.load does not check them",
+        ),
+        SafetyFinding(
+            ("*",),
+            ("flipped-header-byte",),
+            "loaded-exact",
+            "the flipped byte is in a zip local-file header, which torch's reader skips in favour of the central "
+            "directory",
+        ),
+        TRAILING_IGNORED,
+        *fifo_blocks(TORCH_LOAD),
+        SafetyFinding(
+            ("torch.load *",),
+            ("sparse-out-of-bounds",),
+            "silent-wrong-data",
+            "torch.load(weights_only=True) accepts a sparse COO tensor whose indices lie outside its size, unchecked "
+            "(to_dense returned here without an error; used with dense tensors such a tensor can write out of "
+            "bounds). serbench refuses the sparse rebuild function in the pickle",
+        ),
+        SafetyFinding(
+            ("torch.load *",),
+            ("pickle-bytearray-8GiB",),
+            "memory-blowup",
+            "torch's weights_only allowlist includes builtins.bytearray, so a 39-byte pickle asks for 8 GiB; "
+            "serbench admits only the globals a state_dict needs",
+        ),
+    ),
 )
 TORCH_SAFETENSORS_DTYPES = SAFETENSORS_DTYPES | {"F8_E4M3", "F8_E4M3FNUZ", "F8_E5M2", "F8_E5M2FNUZ", "C64"}
 SAFETENSORS = safetensors_spec(
@@ -190,6 +242,9 @@ class TorchAdapter(Adapter):
     name = "torch"
     specs = (TORCH, SAFETENSORS)
     native_mlp_format = "torch"
+    whole_model_formats = ("torch",)
+    gated_readers = ("read_torch_file",)
+    times_host_to_device = True
     packages = ("torch", "safetensors", "ml-dtypes")
     findings = (SAFETENSORS_KEY_ORDER,)
     training_recipe = "frameworks.torch_training:TorchTraining"
@@ -221,6 +276,21 @@ class TorchAdapter(Adapter):
 
     def device_of(self, tensor: Any) -> str:
         return tensor.device.type
+
+    def host_to_device_seconds(self, nbytes: int, rounds: int, pinned: bool) -> tuple[list[float], str]:
+        self.check_device("cuda")
+        torch = self.torch
+        device = torch.empty(nbytes, dtype=torch.uint8, device="cuda")
+        host = torch.ones(nbytes, dtype=torch.uint8, pin_memory=pinned)
+        device.copy_(host)  # the first copy pays for CUDA's set-up, not for the bus
+        torch.cuda.synchronize()
+        seconds = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            device.copy_(host, non_blocking=pinned)
+            torch.cuda.synchronize()
+            seconds.append(time.perf_counter() - start)
+        return seconds, torch.cuda.get_device_name()
 
     def tensor_from_numpy(self, array: np.ndarray) -> Any:
         if array.dtype == self._bfloat16:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bench import workloads
 from bench.safety.canary import Canary
-from bench.safety.forgeries import ndarray_list, object_array, torch_zip
+from frameworks.forgeries import ndarray_list, object_array, torch_zip
 
 
 def _canary_pickle(marker: Path) -> bytes:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.results import COLUMNS
+from bench.timing.results import COLUMNS
 
 MIB64 = 64 << 20
 MEMCPY = 8.0
@@ -157,9 +157,9 @@ def make_run(directory: Path, table: list[dict] | None = None) -> Path:
 def raw_run(directory: Path, rounds: dict[tuple[str, str], list[float]]) -> Path:
     """A run directory built the way `serbench run` leaves it: raw pytest-benchmark JSON (one warm
     64 MiB load per (framework, format), with the given rounds), plan, limits and env; results.csv
-    assembled from them by `bench.results.assemble`."""
-    from bench.plan import Case, write_plan
-    from bench.results import assemble
+    assembled from them by `bench.timing.results.assemble`."""
+    from bench.timing.plan import Case, write_plan
+    from bench.timing.results import assemble
 
     raw = directory / "raw"
     raw.mkdir(parents=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.recipes.checkpoint_policy import ImprovementPolicy
+from tests.checkpoint_policy import ImprovementPolicy
 
 
 def test_keeps_first_and_each_ten_percent_improvement() -> None:

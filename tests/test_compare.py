@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.compare import compare, has_regression, load_any
+from bench.reporting.compare import compare, has_regression, load_any
 from tests.run_fixture import make_run, row, rows
 
 
@@ -114,7 +114,7 @@ def _pytest_benchmark_json(path: Path, median: float) -> Path:
             {
                 "benchmarks": [
                     {
-                        "fullname": "bench/benchmarks/test_io.py::test_io[x]",
+                        "fullname": "bench/timing/test_io.py::test_io[x]",
                         "stats": {"median": median, "iqr": median * 0.01},
                         "extra_info": {
                             "framework": "torch",

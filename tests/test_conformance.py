@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 import frameworks
-from bench import expectations, workloads
-from bench.roundtrip import roundtrip
+from bench import workloads
+from bench.conformance import expectations
+from bench.conformance.roundtrip import roundtrip
 from tests.conftest import adapter_or_skip
 
 

@@ -15,14 +15,6 @@ import pytest
 
 import frameworks
 from bench import workloads
-from bench.safety.forgeries import (
-    BYTEARRAY_8GIB_PICKLE,
-    ndarray_list,
-    npy_header,
-    npz_bytes,
-    torch_zip,
-    zero_stream_npz,
-)
 from frameworks import gate
 from frameworks.errors import (
     FormatMismatchError,
@@ -30,6 +22,14 @@ from frameworks.errors import (
     SerbenchError,
     UnsafeLoadError,
     UnsupportedError,
+)
+from frameworks.forgeries import (
+    BYTEARRAY_8GIB_PICKLE,
+    ndarray_list,
+    npy_header,
+    npz_bytes,
+    torch_zip,
+    zero_stream_npz,
 )
 from frameworks.mxnet_adapter import GLUON_PARAMS, MX_NDARRAY
 from frameworks.numpy_adapter import NPY, NPZ, read_npz

@@ -6,7 +6,7 @@ import mmap
 import threading
 import time
 
-from bench import evidence
+from bench.timing import evidence
 
 
 def test_touching_fresh_memory_shows_as_minor_faults() -> None:

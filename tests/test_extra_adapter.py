@@ -19,7 +19,8 @@ import pandas as pd
 import pytest
 
 import frameworks
-from bench import plan, support
+from bench.conformance import support
+from bench.timing import plan
 
 ROOT = Path(__file__).resolve().parent.parent
 NAME = "toy"

@@ -12,10 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import pagecache, plan, workloads
-from bench.materialize import materialize, touch_pages
-from bench.results import CASE_KEY, COLUMNS
-from bench.runner import RunConfig, run
+from bench import workloads
+from bench.timing import pagecache, plan
+from bench.timing.materialize import materialize, touch_pages
+from bench.timing.plan import CASE_KEY
+from bench.timing.results import COLUMNS
+from bench.timing.rundir import RunDir
+from bench.timing.runner import RunConfig, run
 from tests.conftest import adapter_or_skip
 
 
@@ -57,7 +60,7 @@ def test_threads_are_an_axis_of_the_plan() -> None:
 
 @pytest.mark.parametrize("framework", [*plan.frameworks.names(), *plan.frameworks.baselines()])
 def test_each_framework_says_which_variables_size_its_threads(framework: str) -> None:
-    from bench.runner import thread_environment
+    from bench.timing.runner import thread_environment
 
     adapter = plan.frameworks.adapter_class(framework)
     one = thread_environment(framework, "1")
@@ -116,7 +119,7 @@ def test_lazy_materialization_copies_every_byte(tmp_path: Path) -> None:
 
 
 def test_each_figure_is_compared_with_its_slowest_stage() -> None:
-    from bench.results import limit_for
+    from bench.timing.results import limit_for
 
     slow_disk = {"disk_read_cold": {"gbps": 2.0}, "h2d_pageable": {"gbps": 8.0}}
     slow_bus = {"disk_read_cold": {"gbps": 9.0}, "h2d_pageable": {"gbps": 8.0}}
@@ -132,15 +135,16 @@ def test_each_figure_is_compared_with_its_slowest_stage() -> None:
 def test_a_chunk_whose_cases_all_skip_leaves_valid_json(tmp_path: Path) -> None:
     """A framework that is not installed (TF and MXNet on the GPU machine) skips every case;
     pytest-benchmark then leaves its JSON empty, which must not break the run."""
-    from bench.runner import _run_chunk
+    from bench.timing.runner import _run_chunk
 
     torch_adapter = adapter_or_skip("torch")
     if "cuda" in torch_adapter.devices():
         pytest.skip("a GPU is present: the cuda cases would run")
     cases = [c for c in plan.plan("quick", ("torch",), formats=("torch",), sizes=("medium",)) if c.device == "cuda"]
-    raw = tmp_path / "raw"
-    raw.mkdir()
-    _run_chunk("torch", cases, raw, tmp_path / "scratch", passes=2)
+    run_dir = RunDir(tmp_path)
+    run_dir.raw.mkdir()
+    _run_chunk("torch", cases, run_dir, tmp_path / "scratch", passes=2)
+    raw = run_dir.raw
     stored = json.loads((raw / "benchmark-torch-t1-p0.json").read_text())
     assert stored["benchmarks"] == []
     outcomes = [json.loads(line) for line in (raw / "outcomes-torch-t1.jsonl").read_text().splitlines()]
@@ -286,7 +290,7 @@ def test_resume_skips_finished_frameworks(small_run: Path) -> None:
 
 
 def test_peak_memory_measures_model_loads_and_lazy_loads(tmp_path: Path) -> None:
-    from bench.peak_memory import measure
+    from bench.timing.peak_memory import measure
 
     torch_adapter = adapter_or_skip("torch")
     model_file = tmp_path / "mlp.pt"
@@ -300,12 +304,12 @@ def test_peak_memory_measures_model_loads_and_lazy_loads(tmp_path: Path) -> None
 
 
 def test_the_runner_passes_its_plan_as_options_of_the_serbench_plugin() -> None:
-    """`pytest -p bench.progress --help` documents the options the runner uses (no hidden variables)."""
+    """`pytest -p bench.timing.progress --help` documents the options the runner uses (no hidden variables)."""
     import subprocess
     import sys
 
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "bench.progress", "--help"],
+        [sys.executable, "-m", "pytest", "-p", "bench.timing.progress", "--help"],
         capture_output=True,
         text=True,
         timeout=120,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench.index import index_frame, write_index
+from bench.reporting.index import index_frame, write_index
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 
@@ -45,7 +45,7 @@ def test_committed_index_is_current() -> None:
 
 
 def test_short_commit_keeps_dirty_and_given_marks() -> None:
-    from bench.index import short_commit
+    from bench.reporting.index import short_commit
 
     assert short_commit("0123456789abcdef0123") == "0123456789ab"
     assert short_commit("0123456789abcdef0123-dirty") == "0123456789ab-dirty"

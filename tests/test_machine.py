@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import machine
+from bench.timing import machine
 
 
 def fake_sys(root: Path, features: str = "0110010100000000", bound: bool = True, device_id: str = "0x0005") -> Path:

@@ -13,7 +13,7 @@ import pytest
 
 import frameworks
 from bench import workloads
-from bench.recipes import torch_recipes as recipes
+from tests import torch_recipes as recipes
 from tests.conftest import adapter_or_skip
 
 torch = pytest.importorskip("torch", reason="the PyTorch recipes need torch")

@@ -73,7 +73,7 @@ def test_committed_report_is_what_the_report_code_writes_now(
     report code) fails here until it is regenerated with `serbench report results/<run>`."""
     import shutil
 
-    from bench.report import write_report
+    from bench.reporting.report import write_report
 
     shutil.copytree(run, tmp_path / "results" / run.name, ignore=shutil.ignore_patterns("plots", "raw"))
     monkeypatch.chdir(tmp_path)  # the report names its directory as it was given: results/<run>

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench import report
+from bench.reporting import report
 from tests.run_fixture import make_run
 
 

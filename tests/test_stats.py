@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from bench import stats
+from bench.timing import stats
 
 
 def test_tight_rounds_are_stable_with_quartiles_and_minmax_range() -> None:

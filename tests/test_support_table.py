@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench import support
+from bench.conformance import support
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

@@ -1,6 +1,6 @@
 """The trust gate: every entry point that reads a file x every format it takes x every hostile input.
 
-Parametrized from `bench.entry_points` and the adapters' specs, so a new entry point, format or
+Parametrized from `bench.safety.entry_points` and the adapters' specs, so a new entry point, format or
 framework is attacked without editing this file. A canary leaves a marker file if its code runs;
 a FIFO would block a load forever (an alarm turns that into a failure instead of a hung suite).
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import frameworks
-from bench.entry_points import entry_points, undeclared_loaders
+from bench.safety.entry_points import entry_points, undeclared_loaders
 from frameworks.errors import NotRegularFileError, SerbenchError
 from tests.conftest import adapter_or_skip
 from tests.hostile import CANARIES
@@ -48,7 +48,7 @@ def alarm() -> Iterator[None]:
 
 @pytest.mark.parametrize("framework", frameworks.names())
 def test_every_public_loader_is_a_declared_entry_point(framework: str) -> None:
-    assert not undeclared_loaders(framework), "add these to bench.entry_points so they are attacked"
+    assert not undeclared_loaders(framework), "add these to bench.safety.entry_points so they are attacked"
 
 
 @pytest.mark.parametrize("canary", sorted(CANARIES))

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import frameworks
-from bench.roundtrip import describe_changes
+from bench.conformance.roundtrip import describe_changes
 from bench.safety.inputs import reference
 from bench.safety.modes import modes_for
 

@@ -1,8 +1,9 @@
 """Build the safety matrix's input files for one framework (runs in that framework's process).
 
 For each format: the valid file, the damaged variants derived from its bytes, another framework's
-file, a directory, a missing path; for pickle-bearing formats the canaries; for npy, safetensors
-and MXNet ndarray files an allocation bomb (a header declaring an enormous array).
+file, a directory, a missing path, FIFOs; canaries in every carrier of code its sniffer accepts;
+and the format's own forgeries (`FormatSpec.forgeries`: allocation bombs, headers declaring what
+the file does not hold), which its adapter writes. Nothing here names a framework or a format.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ import json
 import os
 import pickle
 import random
-import struct
-import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,9 @@ import numpy as np
 
 import frameworks
 from bench import workloads
-from bench.safety import forgeries
 from bench.safety.canary import Canary, lambda_source
+from frameworks import forgeries
+from frameworks.trees import leaves
 
 
 def safety_formats(framework: str) -> tuple[str, ...]:
@@ -67,56 +67,16 @@ def save_valid(adapter: frameworks.Adapter, fmt: str, path: Path) -> None:
         adapter.save(adapter.from_numpy(reference(adapter.name, fmt)), path, fmt)
 
 
-def _main_file(path: Path) -> Path:
-    """The file whose bytes carry the header and data (a checkpoint directory's data file)."""
-    if path.is_dir():
-        return next(p for p in sorted(path.iterdir()) if p.name.startswith("ckpt.data"))
-    return path
-
-
-def _zip_data_offset(data: bytes) -> int | None:
-    """Start of the tensor bytes in a zip: torch's largest storage record (`*/data/N`), else the largest
-    member (an npz's array, a .keras file's weights)."""
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            storages = [info for info in archive.infolist() if "/data/" in info.filename]
-            member = max(storages or archive.infolist(), key=lambda info: info.compress_size)
-    except zipfile.BadZipFile:
-        return None
-    name_length, extra_length = struct.unpack("<HH", data[member.header_offset + 26 : member.header_offset + 30])
-    start = member.header_offset + 30 + name_length + extra_length
-    if member.filename.endswith(".npy"):
-        start += data_offset("npy", data[start:])
-    return start
-
-
-def _hdf5_data_offset(data: bytes) -> int | None:
-    """File offset of the largest contiguous dataset's bytes in an HDF5 file."""
-    import h5py
-
-    datasets: list[tuple[int, int]] = []
-    with h5py.File(io.BytesIO(data), "r") as handle:
-
-        def visit(_name: str, item: object) -> None:
-            if isinstance(item, h5py.Dataset) and item.id.get_offset() is not None:
-                datasets.append((item.size, item.id.get_offset()))
-
-        handle.visititems(visit)
-    return max(datasets)[1] if datasets else None
-
-
-def data_offset(fmt: str, data: bytes) -> int:
-    """Where the header ends and array bytes begin (a best estimate for container formats)."""
-    if data[:4] == b"PK\x03\x04" and (offset := _zip_data_offset(data)) is not None:
-        return offset
-    if data[:8] == b"\x89HDF\r\n\x1a\n" and (offset := _hdf5_data_offset(data)) is not None:
-        return offset
-    if data[:6] == b"\x93NUMPY":
-        header_len = struct.unpack("<H", data[8:10])[0] if data[6] == 1 else struct.unpack("<I", data[8:12])[0]
-        return (10 if data[6] == 1 else 12) + header_len
-    if fmt == "safetensors":
-        return 8 + struct.unpack("<Q", data[:8])[0]
-    return min(64, len(data) // 4)
+def _main_file(path: Path, values: Any) -> Path:
+    """The file whose bytes carry the header and data: `path`, or in a directory format the file that
+    holds the bytes of the largest of the NumPy `values` saved in it (else its largest file)."""
+    if not path.is_dir():
+        return path
+    children = sorted(child for child in path.iterdir() if child.is_file())
+    largest = max(leaves(values), key=lambda array: np.asarray(array).nbytes)
+    needle = np.ascontiguousarray(largest).tobytes()
+    holding = [child for child in children if needle in child.read_bytes()]
+    return holding[0] if holding else max(children, key=lambda child: child.stat().st_size)
 
 
 def _copy_tree(source: Path, target: Path) -> Path:
@@ -129,11 +89,11 @@ def _copy_tree(source: Path, target: Path) -> Path:
     return target
 
 
-def damaged_variants(fmt: str, valid: Path, directory: Path, other_file: Path) -> list[tuple[str, Path]]:
-    """Every damaged input derived from the valid one: (name, path)."""
-    main = _main_file(valid)
+def damaged_variants(valid: Path, values: Any, directory: Path, other_file: Path) -> list[tuple[str, Path]]:
+    """Every damaged input derived from the valid one (which holds the NumPy `values`): (name, path)."""
+    main = _main_file(valid, values)
     data = main.read_bytes()
-    start = data_offset(fmt, data)
+    start = forgeries.data_offset(data)
     rng = random.Random(0)
     variants: dict[str, bytes] = {
         "zero-length": b"",
@@ -151,7 +111,7 @@ def damaged_variants(fmt: str, valid: Path, directory: Path, other_file: Path) -
     full_suffix = "".join(valid.suffixes)  # Keras needs all of ".weights.h5"
     for name, payload in variants.items():
         target = _copy_tree(valid, directory / f"{name}{full_suffix}")
-        (_main_file(target) if target.is_dir() else target).write_bytes(payload)
+        (target / main.name if target.is_dir() else target).write_bytes(payload)
         out.append((name, target))
     foreign = directory / f"other-framework-file{full_suffix}"
     if valid.is_dir():
@@ -175,127 +135,14 @@ def _flip(data: bytes, index: int) -> bytes:
     return bytes(mutable)
 
 
-def _npy_bomb(path: Path) -> None:
-    path.write_bytes(forgeries.npy_header((1 << 40,)) + b"\x00" * 64)
-
-
-def _safetensors_bomb(path: Path) -> None:
-    header = json.dumps({"w": {"dtype": "F32", "shape": [1 << 38], "data_offsets": [0, 1 << 40]}}).encode()
-    path.write_bytes(struct.pack("<Q", len(header)) + header + b"\x00" * 64)
-
-
-def _mxnet_bomb(path: Path) -> None:
-    """An NDArray-list file (magic 0x112) holding one float32 array whose shape claims 2^40 elements."""
-    array = struct.pack("<I", 0xF993FAC9)  # NDARRAY_V2_MAGIC
-    array += struct.pack("<i", 0)  # storage type: dense
-    array += struct.pack("<I", 2) + struct.pack("<qq", 1 << 20, 1 << 20)  # ndim, shape
-    array += struct.pack("<ii", 1, 0)  # context: cpu(0)
-    array += struct.pack("<i", 0)  # dtype float32
-    body = struct.pack("<QQ", 0x112, 0) + struct.pack("<Q", 1) + array + b"\x00" * 64 + struct.pack("<Q", 0)
-    path.write_bytes(body)
-
-
-BOMBS = {"npy": _npy_bomb, "npy-pickle": _npy_bomb, "safetensors": _safetensors_bomb, "mx-ndarray": _mxnet_bomb}
-
-ZIP_BOMB_BYTES = 2 << 30
-"""Twice the load budget the safety children run with (SAFETY_LOAD_BUDGET in bench.safety.host)."""
-
-
-def _npz_forgeries(directory: Path, valid: Path) -> dict[str, Path]:
-    out = {
-        "member-declares-2^40": directory / "member-declares-2^40.npz",
-        "non-npy-member": directory / "non-npy-member.npz",
-    }
-    out["member-declares-2^40"].write_bytes(forgeries.npz_bytes({"value.npy": forgeries.npy_header((1 << 40,))}))
-    with zipfile.ZipFile(valid) as archive:
-        members = {name: archive.read(name) for name in archive.namelist()}
-    out["non-npy-member"].write_bytes(forgeries.npz_bytes({**members, "readme.txt": b"not an array"}))
-    out["deflate-bomb-2GiB"] = forgeries.zero_stream_npz(
-        directory / "deflate-bomb-2GiB.npz", ZIP_BOMB_BYTES, zipfile.ZIP_DEFLATED
-    )
-    return out
-
-
-def _torch_forgeries(directory: Path) -> dict[str, Path]:
-    import torch
-
-    bytearray_bomb = directory / "pickle-bytearray-8GiB.pt"
-    bytearray_bomb.write_bytes(forgeries.torch_zip(forgeries.BYTEARRAY_8GIB_PICKLE))
-    sparse = directory / "sparse-out-of-bounds.pt"
-    with torch.sparse.check_sparse_tensor_invariants(enable=False):
-        torch.save({"value": torch.sparse_coo_tensor([[0, 1 << 30]], [1.0, 2.0], (4,))}, sparse)
-    return {"pickle-bytearray-8GiB": bytearray_bomb, "sparse-out-of-bounds": sparse}
-
-
-def _ndarray_list_forgeries(framework: str, directory: Path, fmt: str) -> dict[str, Path]:
-    reference_arrays = reference(framework, fmt)
-    arrays = {key: np.asarray(value, np.float32) for key, value in reference_arrays.items()}
-    out = {}
-    ending = frameworks.adapter_class(framework).spec(fmt).suffix
-    out["count-2^40"] = directory / f"count-2^40{ending}"
-    out["count-2^40"].write_bytes(forgeries.ndarray_list(arrays, count=1 << 40))
-    out["name-3GiB"] = directory / f"name-3GiB{ending}"
-    out["name-3GiB"].write_bytes(forgeries.ndarray_list(arrays, name_length=3 << 30))
-    wrapped = bytearray(forgeries.ndarray_list({"x": np.zeros((2, 2), np.float32)}))
-    struct.pack_into("<qq", wrapped, 24 + 12, 1 << 62, 1 << 2)
-    out["dims-wrap"] = directory / f"dims-wrap{ending}"
-    out["dims-wrap"].write_bytes(bytes(wrapped))
-    if fmt == "gluon-params":
-        out["mlp-int32-bits"] = directory / "mlp-int32-bits.params"
-        out["mlp-int32-bits"].write_bytes(
-            forgeries.ndarray_list({key: value.view(np.int32) for key, value in arrays.items()})
-        )
-    return out
-
-
-def _output_bias(handle: Any) -> str:
-    """The name of the MLP's (10,) bias dataset in a Keras weights file."""
-    import h5py
-
-    names: list[str] = []
-    handle.visititems(lambda key, item: names.append(key) if isinstance(item, h5py.Dataset) else None)
-    return next(key for key in names if handle[key].shape == (10,))
-
-
-def _keras_h5_forgeries(directory: Path, valid: Path) -> dict[str, Path]:
-    import h5py
-
-    out = {}
-    for name in ("int64-dataset", "huge-dims-fillvalue"):
-        path = directory / f"{name}.weights.h5"
-        path.write_bytes(valid.read_bytes())
-        with h5py.File(path, "a") as handle:
-            target = _output_bias(handle)
-            del handle[target]
-            if name == "int64-dataset":
-                handle.create_dataset(target, data=np.arange(10, dtype=np.int64))
-            else:
-                handle.create_dataset(target, shape=(1 << 20, 1 << 20), dtype="f4", fillvalue=1.0, chunks=(1, 1024))
-        out[name] = path
-    return out
-
-
-def forged_inputs(framework: str, fmt: str, directory: Path, valid: Path) -> dict[str, Path]:
-    """Files whose headers declare what they do not hold, or hold what the format should not."""
-    if fmt == "npz":
-        return _npz_forgeries(directory, valid)
-    if fmt == "torch":
-        return _torch_forgeries(directory)
-    if fmt in ("mx-ndarray", "gluon-params"):
-        return _ndarray_list_forgeries(framework, directory, fmt)
-    if fmt == "keras-h5":
-        return _keras_h5_forgeries(directory, valid)
-    return {}
-
-
-def fifo_inputs(directory: Path, valid: Path) -> dict[str, Path]:
+def fifo_inputs(directory: Path, valid: Path, values: Any) -> dict[str, Path]:
     """A FIFO where the file should be; for a directory format, the data file inside made a FIFO."""
     fifo = directory / f"fifo{''.join(valid.suffixes)}"
     os.mkfifo(fifo)
     out = {"fifo": fifo}
     if valid.is_dir():
         inside = _copy_tree(valid, directory / "fifo-inside-directory")
-        data_file = _main_file(inside)
+        data_file = inside / _main_file(valid, values).name
         data_file.unlink()
         os.mkfifo(data_file)
         out["fifo-inside-directory"] = inside
@@ -311,17 +158,10 @@ def _carries(spec: frameworks.FormatSpec, probe: Path, data: bytes) -> bool:
         probe.unlink()
 
 
-def _keras_zip_probe() -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("config.json", "{}")
-    return buffer.getvalue()
-
-
 def hostile_inputs(framework: str, fmt: str, directory: Path, markers: Path) -> list[tuple[str, Path, Path]]:
-    """Canaries in every carrier of code the format's sniffer accepts (an .npy or .npz object array, a
-    torch zip, a Keras zip with a Lambda layer), plus a bare pickle for every format that carries
-    pickles: derived from the spec, so a new format gets the canaries its files could hide."""
+    """Canaries in every carrier of pickles the format's sniffer accepts (an .npy or .npz object array, a
+    torch zip) plus a bare pickle, and the format's own carrier of code (`FormatSpec.code_canary`, a
+    Keras Lambda layer): derived from the spec, so a new format gets the canaries its files could hide."""
     spec = frameworks.adapter_class(framework).safety_spec(fmt)
     probe = directory / "carrier-probe"
     out = []
@@ -349,32 +189,14 @@ def hostile_inputs(framework: str, fmt: str, directory: Path, markers: Path) -> 
         )
     if torch_zip:
         hook = Canary(marker("canary-in-torch-zip"))
-        write("canary-in-torch-zip", "canary-in-torch-zip.pt", _torch_canary(hook))
-    adapter = frameworks.get_adapter(framework)
-    if hasattr(adapter, "whole_model") and _carries(spec, probe, _keras_zip_probe()):
-        import keras
-
-        path = directory / "canary-lambda-layer.keras"
-        lambda_marker = marker("canary-lambda-layer")
-        front = keras.layers.Lambda(eval(lambda_source(lambda_marker)))
-        adapter.whole_model(reference(framework, fmt), front).save(path)
-        lambda_marker.unlink(missing_ok=True)  # building the model ran the lambda once; start clean
-        out.append(("canary-lambda-layer", path, lambda_marker))
+        write("canary-in-torch-zip", "canary-in-torch-zip.pt", forgeries.torch_zip(pickle.dumps({"hook": hook})))
+    if spec.code_canary:
+        code_marker, path = marker("code-canary"), directory / f"code-canary{spec.suffix}"
+        adapter = frameworks.get_adapter(framework)
+        name = spec.code_canary(adapter, path, lambda_source(code_marker), reference(framework, fmt))
+        code_marker.unlink(missing_ok=True)  # building the file may have run the code once; start clean
+        out.append((name, path, code_marker))
     return out
-
-
-def _torch_canary(hook: Canary) -> bytes:
-    """`torch.save` of a dict holding a tensor and the canary where torch is installed, else the same
-    layout written by hand (`forgeries.torch_zip`)."""
-    try:
-        import torch
-    except ImportError:
-        return forgeries.torch_zip(pickle.dumps({"hook": hook}))
-    buffer = io.BytesIO()
-    torch.save({"weight": torch.ones(2), "hook": hook}, buffer)
-    with zipfile.ZipFile(io.BytesIO(buffer.getvalue())) as archive:
-        assert any(name.endswith("data.pkl") for name in archive.namelist())
-    return buffer.getvalue()
 
 
 def foreign_bytes(framework: str, directory: Path) -> bytes:
@@ -405,15 +227,13 @@ def generate(framework: str, directory: Path) -> list[SafetyInput]:
         manifest.append(SafetyInput(fmt, "valid", str(valid), "valid"))
         for name, path, marker in hostile_inputs(framework, fmt, fmt_dir, markers):
             manifest.append(SafetyInput(fmt, name, str(path), "hostile", str(marker)))
-        for name, path in damaged_variants(fmt, valid, fmt_dir, other):
+        for name, path in damaged_variants(valid, reference(framework, fmt), fmt_dir, other):
             manifest.append(SafetyInput(fmt, name, str(path), "damaged"))
-        if fmt in BOMBS:
-            bomb = fmt_dir / f"allocation-bomb{suffix(framework, fmt)}"
-            BOMBS[fmt](bomb)
-            manifest.append(SafetyInput(fmt, "allocation-bomb", str(bomb), "damaged"))
-        for name, path in forged_inputs(framework, fmt, fmt_dir, valid).items():
-            manifest.append(SafetyInput(fmt, name, str(path), "hostile"))
-        for name, path in fifo_inputs(fmt_dir, valid).items():
+        spec = adapter.safety_spec(fmt)
+        if spec.forgeries:
+            for forged in spec.forgeries(adapter, fmt_dir, valid, reference(framework, fmt)):
+                manifest.append(SafetyInput(fmt, forged.name, str(forged.path), forged.group))
+        for name, path in fifo_inputs(fmt_dir, valid, reference(framework, fmt)).items():
             manifest.append(SafetyInput(fmt, name, str(path), "hostile"))
     return manifest
 

@@ -63,8 +63,8 @@ def entry_points(framework: str) -> list[EntryPoint]:
             EntryPoint(f"{recipe.__name__}.load_checkpoint", (recipe.checkpoint_format,), _restore_checkpoint)
         )
         points.append(EntryPoint(f"{recipe.__name__}.bn_load", (recipe.bn_format,), _load_bn_model))
-    if hasattr(cls, "load_whole_model"):
-        points.append(EntryPoint("Adapter.load_whole_model", ("torch",), _load_whole_model))
+    if cls.whole_model_formats:
+        points.append(EntryPoint("Adapter.load_whole_model", cls.whole_model_formats, _load_whole_model))
     return points
 
 
@@ -84,8 +84,4 @@ def undeclared_loaders(framework: str) -> set[str]:
     if cls.training_recipe:
         found |= public_loaders(training.recipe_class(framework))
     declared = {point.name for point in entry_points(framework)}
-    return found - declared - INTERNAL_READERS
-
-
-INTERNAL_READERS = {"Adapter.read_torch_file", "Adapter.read_checkpoint_tree"}
-"""Called only after the gate admitted the file (by the torch and TF checkpoint formats' `load`)."""
+    return found - declared - {f"Adapter.{name}" for name in cls.gated_readers}

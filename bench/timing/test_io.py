@@ -1,13 +1,13 @@
-"""pytest-benchmark cases for one plan (see `bench.plan`), driven by `serbench run`.
+"""pytest-benchmark cases for one plan (see `bench.timing.plan`), driven by `serbench run`.
 
 The plan file comes from `--serbench-plan` and saved files go under `--serbench-scratch` (options of
-the `bench.progress` plugin, which `serbench run` loads). Every case is
+the `bench.timing.progress` plugin, which `serbench run` loads). Every case is
 timed once per pass, pass after pass (test ids end in `#<pass>`), so its rounds spread over the
 process's life. Preparation (building the workload, writing the file, warming or evicting the
 cache, building a clone) runs in `setup`, outside the timer. Saves include fsync (the atomic save
-path). Loads include materialization (`bench.materialize`); a lazy loader's bare open is its own
+path). Loads include materialization (`bench.timing.materialize`); a lazy loader's bare open is its own
 `open` case. Figures that are not times go in extra_info: bytes, residency before a cold load,
-round-trip outcome, the thread settings in effect, and each round's evidence (`bench.evidence`).
+round-trip outcome, the thread settings in effect, and each round's evidence (`bench.timing.evidence`).
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 
 import frameworks
-from bench import evidence, pagecache, workloads
-from bench.materialize import materialize
-from bench.plan import Case, read_plan_file
-from bench.roundtrip import outcome_of
-from frameworks.training import training_recipe
+from bench import kinds, workloads
+from bench.conformance.roundtrip import outcome_of
+from bench.timing import evidence, pagecache
+from bench.timing.materialize import materialize
+from bench.timing.plan import Case, read_plan_file
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -40,8 +40,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 _libc = ctypes.CDLL(None)
-_prepared: dict[tuple[str, str], tuple[Any, ...]] = {}
-"""Per (framework, workload): what a case times against, built once per process for all passes."""
+_subjects: dict[tuple[str, str], kinds.Subject] = {}
 
 
 def release_free_memory() -> None:
@@ -68,35 +67,14 @@ def adapter_for(case: Case) -> frameworks.Adapter:
         pytest.skip(f"unavailable: {error}")
 
 
-def file_for(case: Case, suffix: str, scratch: Path) -> Path:
-    """Where a case's saved file lives; the peak-memory pass finds the same file here."""
-    stem = f"{case.framework}-{case.format}-{case.workload}".replace("/", "_")
-    return scratch / f"{stem}{suffix}"
-
-
-def _prepared_objects(case: Case, adapter: frameworks.Adapter) -> tuple[Any, ...]:
-    """(reference, native, recipe, last_loss, clone) for the case's framework and workload."""
+def _subject(case: Case, adapter: frameworks.Adapter) -> kinds.Subject:
+    """What the case saves, loads into and compares with, built once per (framework, workload) for
+    all passes. The load target (a clone) is built here too, outside the timer: every round loads
+    into it again (building a Keras model and optimizer each round would cost more than the load)."""
     key = (case.framework, case.workload)
-    if key in _prepared:
-        return _prepared[key]
-    kind = workloads.WORKLOADS[case.workload].kind
-    reference = workloads.build(case.workload)
-    recipe = last_loss = clone = None
-    if kind == "checkpoint":
-        recipe = training_recipe(case.framework)
-        native = recipe.new(0)
-        last_loss = recipe.train(*native, 0, 2)
-        reference = recipe.state(*native)
-        clone = recipe.new(1)
-    elif kind == "mlp":
-        native = adapter.new_mlp(reference)
-        clone = adapter.new_mlp(workloads.mlp_parameters(seed=1))
-    else:
-        native = adapter.from_numpy(reference)
-    # One clone per case, built outside the timer: every round loads into it again (building a Keras
-    # model and optimizer each round would cost more than the load).
-    _prepared[key] = (reference, native, recipe, last_loss, clone)
-    return _prepared[key]
+    if key not in _subjects:
+        _subjects[key] = kinds.kind_of(case.workload).subject(adapter, case.workload)
+    return _subjects[key]
 
 
 def test_io(case: Case, pass_index: int, benchmark: Any, scratch: Path) -> None:
@@ -108,17 +86,12 @@ def test_io(case: Case, pass_index: int, benchmark: Any, scratch: Path) -> None:
             pytest.skip(f"unavailable: {error}")
     workload = workloads.WORKLOADS[case.workload]
     spec = adapter.spec(case.format)
-    is_mlp, is_checkpoint = workload.kind == "mlp", workload.kind == "checkpoint"
-    path = file_for(case, spec.suffix, scratch)
-    reference, native, recipe, last_loss, clone = _prepared_objects(case, adapter)
+    kind = kinds.kind_of(case.workload)
+    path = kinds.saved_path(adapter, case.format, case.workload, scratch)
+    subject = _subject(case, adapter)
 
     def save() -> None:
-        if is_checkpoint:
-            recipe.save_checkpoint(path, *native, epoch=2, loss=last_loss)
-        elif is_mlp:
-            adapter.save_mlp(native, path, case.format)
-        else:
-            adapter.save(native, path, case.format)
+        kind.save(adapter, subject, path, case.format)
 
     baseline = adapter.baseline  # no file: nothing in a page cache, nothing on disk
     if case.op != "save" and (baseline or not path.exists()):
@@ -136,24 +109,19 @@ def test_io(case: Case, pass_index: int, benchmark: Any, scratch: Path) -> None:
                 pagecache.warm(path)
         release_free_memory()
         before.append(evidence.sample())
-        return (clone,), {}
+        return (), {}
 
     def after_round(*_: Any) -> None:
         after.append(evidence.sample())
 
-    def load(clone: Any) -> Any:
-        if is_checkpoint:
-            recipe.load_checkpoint(path, *clone, trusted=True)
-            return clone
-        if is_mlp:
-            return adapter.load_mlp(path, case.format, clone, trusted=True)
-        tree = adapter.load(path, case.format, case.device, trusted=True)
-        if case.op == "load":
-            materialize(adapter, tree, lazy=spec.lazy)
-        return tree
+    def load() -> Any:
+        loaded = kind.load(adapter, subject, path, case.format, case.device)
+        if case.op == "load" and kind.returns_tree:
+            materialize(adapter, loaded, lazy=spec.lazy)
+        return loaded
 
-    def timed_load(clone: Any) -> None:
-        load(clone)  # the result is dropped inside the round, so a mapped file can be evicted next round
+    def timed_load() -> None:
+        load()  # the result is dropped inside the round, so a mapped file can be evicted next round
 
     def timed_save() -> None:
         save()
@@ -177,13 +145,9 @@ def test_io(case: Case, pass_index: int, benchmark: Any, scratch: Path) -> None:
     info["kind"] = workload.kind
     info["dtype"] = workload.dtype
     info["size"] = workload.size
-    info["payload_bytes"] = workloads.payload_bytes(reference)
+    info["payload_bytes"] = workloads.payload_bytes(subject.reference)
     info["file_bytes"] = 0 if baseline else pagecache.size_on_disk(path)
     info["lazy"] = spec.lazy
     info["resident_before_cold"] = max(residency) if residency else None
-    loaded = load(clone)
-    if is_checkpoint:
-        back = recipe.state(*loaded)
-    else:
-        back = adapter.mlp_state(loaded) if is_mlp else adapter.to_numpy(loaded)
-    info["roundtrip"] = outcome_of(reference, back).summary()
+    back = kind.state(adapter, subject, load())
+    info["roundtrip"] = outcome_of(subject.reference, back).summary()

@@ -21,7 +21,7 @@ _outcomes: str | None = None
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("serbench", "serbench run (set by the runner)")
-    group.addoption("--serbench-plan", metavar="PATH", help="plan file of the cases to time (bench.plan)")
+    group.addoption("--serbench-plan", metavar="PATH", help="plan file of the cases to time (bench.timing.plan)")
     group.addoption("--serbench-scratch", metavar="DIR", help="directory for the saved files")
     group.addoption("--serbench-outcomes", metavar="PATH", help="JSON-lines file to append each case's outcome to")
     group.addoption("--serbench-label", default="benchmark", help="the progress bar's label")

@@ -1,6 +1,6 @@
 """One place for the statistics every figure is published with: median, spread, and stability.
 
-A figure pools its rounds from several samples (processes x passes, see `bench.plan.Preset`). Its
+A figure pools its rounds from several samples (processes x passes, see `bench.timing.plan.Preset`). Its
 spread is the interquartile range and a range: min-max under RANGE_QUANTILE_MIN_ROUNDS rounds,
 5th-95th percentile from there on (one stray round among 30 should not hide a tight figure, but
 among 5 it must show). A figure is `unstable` when its rounds or its samples disagree: then it is

@@ -7,14 +7,9 @@ loads; each process times every case in `passes` passes, and the rounds of every
 are pooled (frameworks never share a process, and a crash loses one framework's chunk, not the
 run). A thread setting is the environment its framework reads at import (`Adapter.thread_env`).
 Every file in the run directory is written atomically; `--resume` skips the frameworks whose raw
-files are complete. The machine is checked around the run (`bench.machine`): how busy it was,
-and whether its hypervisor takes freed memory back (paused for the run on request).
-
-Layout of a run directory:
-    env.json, limits.json, results.csv, results.json, report.md, tables/, plots/
-    raw/plan-<fw>-t<threads>.json, raw/loads-plan-<fw>-t<threads>.json (the extra processes' cases),
-    raw/benchmark-<fw>-t<threads>-p<N>.json (pytest-benchmark's own, every round and its evidence),
-    raw/outcomes-<fw>-t<threads>.jsonl, raw/peak-<fw>.json, raw/pytest-<fw>-t<threads>-p<N>.log
+files are complete. The machine is checked around the run (`bench.timing.machine`): how busy it was,
+and whether its hypervisor takes freed memory back (paused for the run on request). The run
+directory's files are named by `bench.timing.rundir.RunDir`.
 """
 
 from __future__ import annotations
@@ -32,12 +27,14 @@ from pathlib import Path
 from rich.console import Console
 
 import frameworks
-from bench import environment, limits, machine, workloads
-from bench.plan import PRESETS, Case, headline_loads, plan, write_plan
-from bench.results import assemble
+from bench import environment, kinds, workloads
+from bench.timing import limits, machine
+from bench.timing.plan import PRESETS, Case, headline_loads, plan, write_plan
+from bench.timing.results import assemble
+from bench.timing.rundir import RunDir
 from frameworks.files import write_bytes_atomic
 
-BENCH_MODULE = Path(__file__).resolve().parent / "benchmarks" / "test_io.py"
+BENCH_MODULE = Path(__file__).resolve().parent / "test_io.py"
 CHUNK_TIMEOUT_S = 3600
 PEAK_TIMEOUT_S = 600
 PEAK_MIN_BYTES = 16 << 20
@@ -63,7 +60,7 @@ class RunConfig:
     threads: tuple[str, ...] | None = None
     """Thread settings to time every case with (default: the preset's)."""
     pause_page_reporting: bool = False
-    """Unbind the virtio balloon for the run where it reports free pages (see `bench.machine`)."""
+    """Unbind the virtio balloon for the run where it reports free pages (see `bench.timing.machine`)."""
 
 
 def write_json(path: Path, data: object) -> None:
@@ -73,14 +70,6 @@ def write_json(path: Path, data: object) -> None:
 def default_out(preset: str) -> Path:
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
     return Path("results") / f"{stamp}-{preset}"
-
-
-def chunk_files(raw: Path, chunk: str, processes: int) -> list[Path]:
-    return [raw / f"benchmark-{chunk}-p{index}.json" for index in range(processes)]
-
-
-def chunk_name(framework: str, threads: str) -> str:
-    return f"{framework}-t{threads}"
 
 
 def thread_environment(framework: str, threads: str) -> dict[str, str]:
@@ -97,7 +86,7 @@ def thread_environment(framework: str, threads: str) -> dict[str, str]:
 def _run_chunk(
     framework: str,
     cases: list[Case],
-    raw: Path,
+    run_dir: RunDir,
     scratch: Path,
     process: int = 0,
     plan_name: str = "plan",
@@ -106,12 +95,12 @@ def _run_chunk(
     """Time one framework's cases of one thread setting in a fresh pytest process; raw files appear
     only when complete."""
     threads = cases[0].threads if cases else "1"
-    chunk = chunk_name(framework, threads)
-    plan_path = raw / f"{plan_name}-{chunk}.json"
-    outcomes = raw / f"outcomes-{chunk}.jsonl"
-    final = raw / f"benchmark-{chunk}-p{process}.json"
-    partial = raw / f".benchmark-{chunk}-p{process}.json.partial"
-    log_path = raw / f"pytest-{chunk}-p{process}.log"
+    chunk = RunDir.chunk(framework, threads)
+    plan_path = run_dir.plan(chunk, plan_name)
+    outcomes = run_dir.outcomes(chunk)
+    final = run_dir.benchmark(chunk, process)
+    partial = run_dir.partial_benchmark(chunk, process)
+    log_path = run_dir.log(chunk, process)
     write_plan(cases, plan_path, passes)
     if process == 0:
         outcomes.unlink(missing_ok=True)
@@ -125,7 +114,7 @@ def _run_chunk(
         "pytest",
         str(BENCH_MODULE),
         "-p",
-        "bench.progress",
+        "bench.timing.progress",
         "--serbench-plan",
         str(plan_path),
         "--serbench-scratch",
@@ -161,8 +150,6 @@ def _run_chunk(
 
 def _measure_peaks(framework: str, cases: list[Case], scratch: Path) -> list[dict[str, object]]:
     """Peak RSS of one warm CPU load per (format, workload) of PEAK_MIN_BYTES or more, each in a fresh process."""
-    from bench.benchmarks.test_io import file_for
-
     records: list[dict[str, object]] = []
     if frameworks.is_baseline(framework):  # no file, so no load to measure
         return records
@@ -172,12 +159,12 @@ def _measure_peaks(framework: str, cases: list[Case], scratch: Path) -> list[dic
         if not case.held or case.op != "load" or workloads.payload_of(case.workload) < PEAK_MIN_BYTES or key in seen:
             continue
         seen.add(key)
-        path = file_for(case, frameworks.adapter_class(framework).spec(case.format).suffix, scratch)
+        path = kinds.saved_path(frameworks.adapter_class(framework), case.format, case.workload, scratch)
         record: dict[str, object] = {"framework": framework, "format": case.format, "workload": case.workload}
         if not path.exists():
             records.append({**record, "error": "no saved file (the save case did not run)"})
             continue
-        command = [sys.executable, "-m", "bench.peak_memory", framework, case.format, case.workload, str(path)]
+        command = [sys.executable, "-m", "bench.timing.peak_memory", framework, case.format, case.workload, str(path)]
         try:
             result = subprocess.run(command, capture_output=True, text=True, timeout=PEAK_TIMEOUT_S, check=False)
         except subprocess.TimeoutExpired:
@@ -207,8 +194,8 @@ def run(config: RunConfig) -> Path:
     )
     if not cases:
         raise ValueError("the selection matches no benchmark case; check --frameworks/--formats/--kinds/--sizes")
-    raw = out / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
+    run_dir = RunDir(out)
+    run_dir.raw.mkdir(parents=True, exist_ok=True)
     env = environment.environment(out)
     start = machine.snapshot()
     previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
@@ -220,40 +207,39 @@ def run(config: RunConfig) -> Path:
                     f"[yellow]free page reporting is active on {reporting['device']}: {reporting['note']}. "
                     "Large loads will spread (up to 6.6x here); --pause-page-reporting pauses it for the run."
                 )
-            write_json(out / "env.json", env)
-            _time_everything(config, cases, out, raw)
+            write_json(run_dir.env, env)
+            _time_everything(config, cases, run_dir)
     finally:
         signal.signal(signal.SIGTERM, previous)
     env["machine"] = machine.busy_record(start, machine.snapshot())
     for warning in env["machine"]["warnings"]:
         console.print(f"[yellow]the machine was busy: {warning}")
     frame = assemble(out)
-    env["threads"] = thread_record(raw)
-    write_json(out / "env.json", env)
-    write_bytes_atomic(out / "results.csv", frame.to_csv(index=False).encode())
-    write_bytes_atomic(out / "results.json", frame.to_json(orient="records", indent=1).encode())
+    env["threads"] = thread_record(run_dir)
+    write_json(run_dir.env, env)
+    write_bytes_atomic(run_dir.results_csv, frame.to_csv(index=False).encode())
+    write_bytes_atomic(run_dir.results_json, frame.to_json(orient="records", indent=1).encode())
     return out
 
 
-def thread_record(raw: Path) -> dict[str, dict[str, object]]:
+def thread_record(run_dir: RunDir) -> dict[str, dict[str, object]]:
     """Per framework and thread setting, the settings its processes reported (first case of each)."""
     record: dict[str, dict[str, object]] = {}
-    for path in sorted(raw.glob("benchmark-*.json")):
+    for path in run_dir.benchmarks():
         for bench in json.loads(path.read_text()).get("benchmarks", [])[:1]:
             info = bench["extra_info"]
             record.setdefault(info["framework"], {})[info.get("threads", "default")] = info.get("threads_in_effect")
     return record
 
 
-def _time_everything(config: RunConfig, cases: list[Case], out: Path, raw: Path) -> None:
-    scratch = out / "scratch"
-    if not (config.resume and (out / "limits.json").exists()):
+def _time_everything(config: RunConfig, cases: list[Case], run_dir: RunDir) -> None:
+    if not (config.resume and run_dir.limits.exists()):
         largest = max(workloads.payload_of(name) for name in {c.workload for c in cases})
         probe = min(max(largest, 64 << 20), 1 << 30)
         console.print(f"measuring limits with {probe / 2**20:.0f} MiB buffers ...")
-        measured = {name: limit.as_dict() for name, limit in limits.measure_all(out, probe).items()}
-        write_json(out / "limits.json", measured)
-    shutil.copyfile(out / "limits.json", raw / "limits.json")
+        measured = {name: limit.as_dict() for name, limit in limits.measure_all(run_dir.root, probe).items()}
+        write_json(run_dir.limits, measured)
+    shutil.copyfile(run_dir.limits, run_dir.raw_limits)
 
     by_chunk: dict[tuple[str, str], list[Case]] = {}
     for case in cases:
@@ -267,38 +253,38 @@ def _time_everything(config: RunConfig, cases: list[Case], out: Path, raw: Path)
             threads: base_processes + (extra if headline_loads(chunk) else 0) for threads, chunk in chunks.items()
         }
         done = all(
-            path.exists()
+            run_dir.benchmark(RunDir.chunk(framework, threads), process).exists()
             for threads in chunks
-            for path in chunk_files(raw, chunk_name(framework, threads), processes[threads])
+            for process in range(processes[threads])
         )
-        peaks_path = raw / f"peak-{framework}.json"
+        peaks_path = run_dir.peaks(framework)
         if config.resume and done and (peaks_path.exists() or not config.peak_memory):
             console.print(f"{framework}: already done, skipped (--resume)")
             continue
-        framework_scratch = scratch / framework
+        framework_scratch = run_dir.scratch / framework
         try:
             for threads, chunk in chunks.items():
                 for process in range(processes[threads]):
                     if process < base_processes:
-                        _run_chunk(framework, chunk, raw, framework_scratch, process, passes=preset.passes)
+                        _run_chunk(framework, chunk, run_dir, framework_scratch, process, passes=preset.passes)
                     else:
                         headline = headline_loads(chunk)
                         _run_chunk(
-                            framework, headline, raw, framework_scratch, process, "loads-plan", passes=preset.passes
+                            framework, headline, run_dir, framework_scratch, process, "loads-plan", passes=preset.passes
                         )
             if config.peak_memory:
                 first = next(iter(chunks.values()))
                 write_json(peaks_path, _measure_peaks(framework, first, framework_scratch))
         finally:
             shutil.rmtree(framework_scratch, ignore_errors=True)
-    shutil.rmtree(scratch, ignore_errors=True)
+    shutil.rmtree(run_dir.scratch, ignore_errors=True)
 
 
 def summary(out: Path) -> str:
     """A short console view: load and save throughput of the largest workload per format."""
     import pandas as pd
 
-    frame = pd.read_csv(Path(out) / "results.csv")
+    frame = pd.read_csv(RunDir(out).results_csv)
     timed = frame[(frame["status"] == "ok") & (frame["device"] == "cpu")].copy()
     if timed.empty:
         return "no timed rows"

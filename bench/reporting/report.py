@@ -4,7 +4,7 @@ A pure function of `results.csv`, `env.json` and `limits.json`: it writes `repor
 per table and PNG plots beside them, so a report can be regenerated, diffed and compared.
 
 Every figure is printed with its spread: `median [q1-q3] n=R/S` (interquartile range, R rounds
-from S samples, a sample being one process's pass). A figure `bench.stats` calls unstable is
+from S samples, a sample being one process's pass). A figure `bench.timing.stats` calls unstable is
 printed as `unstable low-high`, its range, and no advice is built on it.
 """
 
@@ -18,20 +18,21 @@ import numpy as np
 import pandas as pd
 
 import frameworks
-from bench.results import baseline_rows
+from bench.timing.results import baseline_rows
+from bench.timing.rundir import RunDir
 from frameworks.files import write_bytes_atomic
 
 NA = "n/a"
 
 
 def load_run(run_dir: Path) -> tuple[pd.DataFrame, dict, dict]:
-    from bench.results import COLUMNS
+    from bench.timing.results import COLUMNS
 
-    run_dir = Path(run_dir)
-    frame = pd.read_csv(run_dir / "results.csv", keep_default_na=False, na_values=[""])
+    run = RunDir(run_dir)
+    frame = pd.read_csv(run.results_csv, keep_default_na=False, na_values=[""])
     frame = frame.reindex(columns=list(dict.fromkeys([*COLUMNS, *frame.columns])))
-    env = json.loads((run_dir / "env.json").read_text())
-    limits = json.loads((run_dir / "limits.json").read_text())
+    env = json.loads(run.env.read_text())
+    limits = json.loads(run.limits.read_text())
     return frame, env, limits
 
 
@@ -410,11 +411,11 @@ def safety_section(run_dir: Path) -> list[str]:
 
 def write_report(run_dir: Path) -> Path:
     """Write report.md, tables/*.csv and plots/*.png into `run_dir`; returns the report path."""
-    from bench import plots
+    from bench.reporting import plots
 
     run_dir = Path(run_dir)
     frame, env, limits = load_run(run_dir)
-    tables_dir, plots_dir = run_dir / "tables", run_dir / "plots"
+    tables_dir, plots_dir = RunDir(run_dir).tables, RunDir(run_dir).plots
     tables_dir.mkdir(exist_ok=True)
     plots_dir.mkdir(exist_ok=True)
     sections = [
@@ -462,6 +463,6 @@ def write_report(run_dir: Path) -> Path:
     sections += safety_section(run_dir)
     figures = plots.draw_all(frame, limits, plots_dir)
     sections += ["## Plots", ""] + [f"![{name}](plots/{name}.png)" for name in figures] + [""]
-    report = run_dir / "report.md"
+    report = RunDir(run_dir).report
     write_bytes_atomic(report, "\n".join(sections).encode())
     return report

@@ -1,9 +1,9 @@
 """Turn raw run data (pytest-benchmark JSON, outcomes, peak memory, limits) into one tidy table.
 
 Pure: it reads files under RUN_DIR/raw and returns a DataFrame; nothing is rerun. Every timed row
-carries its spread (`bench.stats`): quartiles, a range, the number of rounds and of samples
+carries its spread (`bench.timing.stats`): quartiles, a range, the number of rounds and of samples
 (processes x passes), the sample medians' span, and `stability`. Rounds whose evidence says they
-waited for a CPU (`bench.evidence`) are left out of the figure and counted in `rounds_waited`;
+waited for a CPU (`bench.timing.evidence`) are left out of the figure and counted in `rounds_waited`;
 where they are most of the rounds, all are kept and the figure is unstable ("the machine was
 busy"). Every round's time stays in `rounds_s`.
 """
@@ -17,8 +17,10 @@ import numpy as np
 import pandas as pd
 
 import frameworks
-from bench import stats, workloads
-from bench.plan import Case, read_plan
+from bench import workloads
+from bench.timing import stats
+from bench.timing.plan import CASE_KEY, Case, case_id, read_plan
+from bench.timing.rundir import RunDir
 
 COLUMNS = [
     "framework",
@@ -90,9 +92,6 @@ def limit_for(op: str, device: str, cache: str, limits: dict | None = None) -> s
 def read_json(path: Path) -> object:
     return json.loads(Path(path).read_text())
 
-
-CASE_KEY = ("framework", "format", "workload", "device", "cache", "op", "threads")
-"""What identifies a case (and a row): `Case.id` joins these with '|'."""
 
 INFO_FIELDS = (
     "framework",
@@ -184,15 +183,14 @@ def _case_row(case: Case, status: str, note: str) -> dict[str, object]:
 
 def assemble(run_dir: Path) -> pd.DataFrame:
     """One row per case: timed figures, or the reason there are none."""
-    raw = Path(run_dir) / "raw"
+    run = RunDir(run_dir)
     rows: list[dict[str, object]] = []
     timed: set[str] = set()
-    for row in _benchmark_rows(sorted(raw.glob("benchmark-*.json"))):
+    for row in _benchmark_rows(run.benchmarks()):
         rows.append(row)
-        timed.add("|".join(str(row[k]) for k in CASE_KEY))
-    for plan_path in sorted(raw.glob("plan-*.json")):
+        timed.add(case_id(row))
+    for plan_path, outcome_path in run.plans():
         outcomes: dict[str, dict] = {}
-        outcome_path = plan_path.with_name(plan_path.name.replace("plan-", "outcomes-").replace(".json", ".jsonl"))
         if outcome_path.exists():
             for line in outcome_path.read_text().splitlines():
                 record = json.loads(line)
@@ -222,11 +220,11 @@ def assemble(run_dir: Path) -> pd.DataFrame:
         f"eviction failed: {fraction:.0%} of the file was still cached, so this is not a cold figure"
         for fraction in frame.loc[warm_cold, "resident_before_cold"]
     ]
-    return _add_derived(frame, raw)
+    return _add_derived(frame, run)
 
 
-def _add_derived(frame: pd.DataFrame, raw: Path) -> pd.DataFrame:
-    limits = read_json(raw / "limits.json") if (raw / "limits.json").exists() else {}
+def _add_derived(frame: pd.DataFrame, run: RunDir) -> pd.DataFrame:
+    limits = read_json(run.raw_limits) if run.raw_limits.exists() else {}
     frame["gbps"] = np.where(frame["op"] == "open", np.nan, frame["payload_bytes"] / frame["median_s"] / 1e9)
     frame["limit"] = [
         limit_for(o, d, c, limits) for o, d, c in zip(frame["op"], frame["device"], frame["cache"], strict=True)
@@ -235,7 +233,7 @@ def _add_derived(frame: pd.DataFrame, raw: Path) -> pd.DataFrame:
     frame["limit_gbps"] = pd.to_numeric(frame["limit_gbps"], errors="coerce")
     frame["frac_of_limit"] = frame["gbps"] / frame["limit_gbps"]
     peaks = {}
-    for path in sorted(raw.glob("peak-*.json")):
+    for path in run.all_peaks():
         for record in read_json(path):
             peaks[(record["framework"], record["format"], record["workload"])] = record.get("peak_rss_bytes")
     keys = zip(

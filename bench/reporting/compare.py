@@ -2,7 +2,7 @@
 correctness change, between two runs (run directories or pytest-benchmark JSON files).
 
 A row regresses when its median got slower by more than the threshold (default 10%) AND by more
-than the noise of the two runs. A figure's noise (`bench.stats.relative_noise`) is the larger of
+than the noise of the two runs. A figure's noise (`bench.timing.stats.relative_noise`) is the larger of
 its IQR and the span of its sample medians (one per process and pass), relative to its median:
 on this project's VM the drift between processes and stretches of a run exceeds the IQR of
 rounds taken together. A round-trip change is flagged whatever the speed; a change to a worse
@@ -17,9 +17,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.stats import relative_noise
+from bench.timing.plan import CASE_KEY
+from bench.timing.rundir import RunDir
+from bench.timing.stats import relative_noise
 
-KEY = ["framework", "format", "workload", "device", "cache", "op", "threads"]
+KEY = list(CASE_KEY)
 SPREAD = ["q1_s", "q3_s", "sample_low_s", "sample_high_s"]
 SEVERITY = {"exact": 0, "drift": 1, "unsupported": 1, "error": 2}
 
@@ -31,7 +33,7 @@ def load_any(source: Path) -> pd.DataFrame:
     """A run directory (results.csv) or a pytest-benchmark JSON file, as key + median, spread, round trip."""
     source = Path(source)
     if source.is_dir():
-        frame = pd.read_csv(source / "results.csv", keep_default_na=False, na_values=[""])
+        frame = pd.read_csv(RunDir(source).results_csv, keep_default_na=False, na_values=[""])
         if "threads" not in frame:
             frame["threads"] = "default"  # runs before the threads axis
         frame["threads"] = frame["threads"].astype(str)
@@ -70,7 +72,7 @@ def _with_spread(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _noise(frame: pd.DataFrame, side: str) -> pd.Series:
-    """Each row's relative noise in one run (see `bench.stats.relative_noise`)."""
+    """Each row's relative noise in one run (see `bench.timing.stats.relative_noise`)."""
     columns = [f"{name}_{side}" for name in ("median_s", *SPREAD)]
     return pd.Series(
         [relative_noise(*values) for values in frame[columns].itertuples(index=False)], index=frame.index, dtype=float

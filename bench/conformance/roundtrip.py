@@ -102,10 +102,6 @@ def outcome_of(expected: Any, actual: Any) -> Outcome:
     return Outcome("drift", changes) if changes else Outcome("exact")
 
 
-def file_path(adapter: Adapter, format: str, directory: Path, stem: str = "payload") -> Path:
-    return directory / f"{stem}{adapter.spec(format).suffix}"
-
-
 def guarded(attempt: Callable[[], tuple[Any, Any]]) -> Outcome:
     """Run a round trip returning (expected, loaded) NumPy trees; a gap or a failure is an outcome too."""
     try:
@@ -117,61 +113,19 @@ def guarded(attempt: Callable[[], tuple[Any, Any]]) -> Outcome:
     return outcome_of(expected, loaded)
 
 
-def roundtrip_tree(adapter: Adapter, format: str, tree: Any, directory: Path) -> Outcome:
-    """Save `tree` (NumPy) through the adapter, load it back (trusted: we wrote it), compare."""
-    path = file_path(adapter, format, directory)
-
-    def attempt() -> tuple[Any, Any]:
-        adapter.save(adapter.from_numpy(tree), path, format)
-        return tree, adapter.to_numpy(adapter.load(path, format, trusted=True))
-
-    return guarded(attempt)
-
-
-def roundtrip_mlp(adapter: Adapter, format: str, params: dict[str, np.ndarray], directory: Path) -> Outcome:
-    """Save a model built from `params`, load into a clone initialised differently, compare states."""
-    from bench.workloads import mlp_parameters
-
-    path = file_path(adapter, format, directory)
-
-    def attempt() -> tuple[Any, Any]:
-        adapter.save_mlp(adapter.new_mlp(params), path, format)
-        clone = adapter.load_mlp(path, format, adapter.new_mlp(mlp_parameters(seed=1)), trusted=True)
-        return params, adapter.mlp_state(clone)
-
-    return guarded(attempt)
-
-
-def roundtrip_checkpoint(adapter: Adapter, format: str, directory: Path) -> Outcome:
-    """Train two steps, checkpoint in the framework's idiom, restore into fresh objects, compare all
-    model and optimizer state."""
-    from frameworks.training import training_recipe
-
-    def attempt() -> tuple[Any, Any]:
-        adapter.check_holds(adapter.spec(format), "checkpoint")
-        if not adapter.training_recipe:
-            raise UnsupportedError(f"{adapter.name} has no optimizer, so no training checkpoint")
-        recipe = training_recipe(adapter.name)
-        model, optimizer = recipe.new(0)
-        loss = recipe.train(model, optimizer, 0, 2)
-        path = directory / recipe.checkpoint_name
-        recipe.save_checkpoint(path, model, optimizer, epoch=2, loss=loss)
-        fresh_model, fresh_optimizer = recipe.new(1)
-        recipe.load_checkpoint(path, fresh_model, fresh_optimizer, trusted=True)
-        return recipe.state(model, optimizer), recipe.state(fresh_model, fresh_optimizer)
-
-    return guarded(attempt)
-
-
 def roundtrip(adapter: Adapter, format: str, workload_name: str, directory: Path | None = None) -> Outcome:
-    """Round-trip one named workload through one adapter and format."""
-    from bench import workloads
+    """Save one named workload through the adapter in `format`, load it back (trusted: serbench wrote
+    it) into what its kind loads into (`bench.kinds`), and compare every value."""
+    from bench import kinds, workloads
 
-    workload = workloads.WORKLOADS[workload_name]
-    tree = workloads.build(workload_name)
-    with tempfile.TemporaryDirectory(dir=directory) as scratch:
-        if workload.kind == "mlp":
-            return roundtrip_mlp(adapter, format, tree, Path(scratch))
-        if workload.kind == "checkpoint":
-            return roundtrip_checkpoint(adapter, format, Path(scratch))
-        return roundtrip_tree(adapter, format, tree, Path(scratch))
+    kind = kinds.kind_of(workload_name)
+
+    def attempt() -> tuple[Any, Any]:
+        adapter.check_holds(adapter.spec(format), workloads.WORKLOADS[workload_name].kind)
+        subject = kind.subject(adapter, workload_name)
+        with tempfile.TemporaryDirectory(dir=directory) as scratch:
+            path = kinds.saved_path(adapter, format, workload_name, Path(scratch))
+            kind.save(adapter, subject, path, format)
+            return subject.reference, kind.state(adapter, subject, kind.load(adapter, subject, path, format))
+
+    return guarded(attempt)

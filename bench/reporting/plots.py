@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.container import BarContainer
 
-from bench.results import baseline_rows
+from bench.timing.results import baseline_rows
 
 
 def _real(frame: pd.DataFrame) -> pd.DataFrame:

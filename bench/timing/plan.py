@@ -16,9 +16,11 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import frameworks
 from bench import workloads
+from bench.kinds import KINDS
 
 CACHES = ("warm", "cold")
 DEVICES = ("cpu", "cuda")
@@ -81,6 +83,16 @@ BASELINE_WORKLOADS = ("d2l-tensor", "size-64MiB")
 """A baseline adapter's cases: per-call harness overhead, and a copy to compare with memcpy."""
 
 
+CASE_KEY = ("framework", "format", "workload", "device", "cache", "op", "threads")
+"""What identifies a case, a row of results.csv and a line of a comparison: `Case.id` joins these with '|'."""
+
+
+def case_id(values: dict[str, object] | Any) -> str:
+    """The key of a case, a result row or a benchmark's extra_info, joined with '|'."""
+    get = values.get if isinstance(values, dict) else values.__getitem__
+    return "|".join(str(get(field)) for field in CASE_KEY)
+
+
 @dataclass(frozen=True)
 class Case:
     framework: str
@@ -97,7 +109,7 @@ class Case:
 
     @property
     def id(self) -> str:
-        return "|".join((self.framework, self.format, self.workload, self.device, self.cache, self.op, self.threads))
+        return case_id(asdict(self))
 
     def as_dict(self) -> dict[str, object]:
         return {**asdict(self), "id": self.id}
@@ -165,8 +177,8 @@ def _cases(
                     cases.append(Case(framework, spec.name, name, "cpu", "-", "save", 0, held=False))
                     continue
                 cases.append(Case(framework, spec.name, name, "cpu", "-", "save", rounds))
-                model_kind = workload.kind in ("mlp", "checkpoint")
-                load_devices = ("cpu",) if model_kind or baseline else devices
+                on_devices = KINDS[workload.kind].loads_on_devices and not baseline
+                load_devices = devices if on_devices else ("cpu",)
                 # a baseline's in-memory copy has no page cache to be cold in: its only limit is memcpy
                 load_caches = ("warm",) if baseline else caches
                 for device in load_devices:

@@ -4,8 +4,8 @@
 - disk read, warm and cold: `readinto` a pre-faulted buffer from a file of the same size class,
   cold after a checked eviction (the ceiling for a load from disk);
 - disk write: write + fsync (the ceiling for a durable save);
-- host-to-device: pinned and pageable copies with torch, when CUDA exists; otherwise each says
-  `unavailable` and why.
+- host-to-device: pinned and pageable copies, timed by a framework whose adapter can, when an
+  accelerator exists; otherwise each says `unavailable` and why.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import pagecache
+from bench.timing import pagecache
 
 
 @dataclass(frozen=True)
@@ -94,31 +94,24 @@ def measure_disk(directory: Path, nbytes: int, rounds: int = 3) -> list[Limit]:
 
 
 def measure_host_to_device(nbytes: int, rounds: int = 5) -> list[Limit]:
-    """Pinned and pageable host-to-GPU copy bandwidth with torch, or `unavailable` with the reason."""
-    try:
-        import torch
-    except ImportError:
-        reason = "unavailable: torch is not installed, so CUDA copies cannot be measured"
-        return [Limit(name, None, nbytes, 0, reason) for name in ("h2d_pinned", "h2d_pageable")]
-    if not torch.cuda.is_available():
-        reason = "unavailable: " + (
-            f"torch {torch.__version__} is a CPU-only build" if torch.version.cuda is None else "no CUDA device"
-        )
-        return [Limit(name, None, nbytes, 0, reason) for name in ("h2d_pinned", "h2d_pageable")]
-    limits = []
-    device = torch.empty(nbytes, dtype=torch.uint8, device="cuda")
-    for name, pinned in (("h2d_pinned", True), ("h2d_pageable", False)):
-        host = torch.ones(nbytes, dtype=torch.uint8, pin_memory=pinned)
-        device.copy_(host)
-        torch.cuda.synchronize()
-        times = []
-        for _ in range(rounds):
-            start = time.perf_counter()
-            device.copy_(host, non_blocking=pinned)
-            torch.cuda.synchronize()
-            times.append(time.perf_counter() - start)
-        limits.append(Limit(name, _best_gbps(nbytes, times), nbytes, rounds, torch.cuda.get_device_name()))
-    return limits
+    """Pinned and pageable host-to-accelerator copy bandwidth, timed by the first framework whose
+    adapter can (`Adapter.host_to_device_seconds`), or `unavailable` with every framework's reason."""
+    import frameworks
+
+    reasons = []
+    timers = [name for name in frameworks.names() if frameworks.adapter_class(name).times_host_to_device]
+    for framework in timers:
+        try:
+            adapter = frameworks.get_adapter(framework)
+            limits = []
+            for name, pinned in (("h2d_pinned", True), ("h2d_pageable", False)):
+                seconds, device = adapter.host_to_device_seconds(nbytes, rounds, pinned)
+                limits.append(Limit(name, _best_gbps(nbytes, seconds), nbytes, rounds, f"{device}, by {framework}"))
+            return limits
+        except (ImportError, frameworks.DeviceUnavailableError) as error:
+            reasons.append(str(error).splitlines()[0])
+    reason = "unavailable: " + ("; ".join(reasons) or "no registered framework times host-to-device copies")
+    return [Limit(name, None, nbytes, 0, reason) for name in ("h2d_pinned", "h2d_pageable")]
 
 
 def measure_all(directory: Path, nbytes: int) -> dict[str, Limit]:

@@ -1,4 +1,4 @@
-"""Peak memory added by one load, measured in a fresh process: `python -m bench.peak_memory ...`.
+"""Peak memory added by one load, measured in a fresh process: `python -m bench.timing.peak_memory ...`.
 
 The child imports the framework, builds the clone (for the MLP), settles, records its RSS, resets
 the kernel's peak-RSS mark (`/proc/self/clear_refs`), loads, touches every page of the result, and
@@ -25,12 +25,12 @@ def _status_kib(field: str) -> int:
 
 def measure(framework: str, format: str, workload: str, path: Path) -> dict[str, object]:
     import frameworks
-    from bench import workloads as catalogue
-    from bench.materialize import materialize
+    from bench import kinds
+    from bench.timing.materialize import materialize
 
     adapter = frameworks.get_adapter(framework)
-    is_mlp = catalogue.WORKLOADS[workload].kind == "mlp"
-    clone = adapter.new_mlp(catalogue.mlp_parameters(seed=1)) if is_mlp else None
+    kind = kinds.kind_of(workload)
+    subject = kind.load_only(adapter, workload)
     gc.collect()
     baseline = _status_kib("VmRSS") * 1024
     try:
@@ -38,13 +38,11 @@ def measure(framework: str, format: str, workload: str, path: Path) -> dict[str,
         method = "VmHWM after clear_refs"
     except OSError:
         method = "ru_maxrss (peak RSS could not be reset: an underestimate if import peaked higher)"
-    if is_mlp:
-        adapter.load_mlp(path, format, clone, trusted=True)
-    else:
-        tree = adapter.load(path, format, trusted=True)
+    loaded = kind.load(adapter, subject, path, format)
+    if kind.returns_tree:
         # Touch, never copy: a lazy loader's tensors are the mapped file, resident once touched; the
         # copy that the timing makes to read every byte is the harness's, not the loader's, memory.
-        materialize(adapter, tree, lazy=False)
+        materialize(adapter, loaded, lazy=False)
     if method.startswith("VmHWM"):
         peak = _status_kib("VmHWM") * 1024
     else:

@@ -1,0 +1,1 @@
+"""Round trips held to what each adapter declares it preserves: the conformance product."""

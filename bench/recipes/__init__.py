@@ -1,1 +1,0 @@
-"""The seeds' recipes as code: checkpoints with optimizer state, transfer learning, whole models."""

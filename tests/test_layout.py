@@ -1,0 +1,86 @@
+"""bench/ shows its architecture: each product is a package, and each layer imports only layers below it.
+
+    5 bench.cli                       the command line
+    4 bench.reporting                 stored runs -> tables, plots, comparisons, the index
+    3 bench.timing, bench.safety      the two products that run frameworks
+    2 bench.conformance               round trips held to what each adapter declares
+    1 bench.kinds                     one strategy per kind of workload
+    0 bench.workloads, bench.environment
+
+A framework's facts live in its adapter: no module of bench/ imports a framework package, even lazily.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import frameworks
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+LAYERS = {
+    "bench.workloads": 0,
+    "bench.environment": 0,
+    "bench.kinds": 1,
+    "bench.conformance": 2,
+    "bench.timing": 3,
+    "bench.safety": 3,
+    "bench.reporting": 4,
+    "bench.cli": 5,
+}
+FRAMEWORK_PACKAGES = ("torch", "tensorflow", "keras", "mxnet", "jax", "flax", "orbax", "safetensors", "h5py")
+
+
+def _modules() -> list[tuple[str, Path]]:
+    found = []
+    for path in sorted(BENCH.rglob("*.py")):
+        parts = path.relative_to(BENCH.parent).with_suffix("").parts
+        found.append((".".join(parts[:-1] if parts[-1] == "__init__" else parts), path))
+    return found
+
+
+def _group(module: str) -> str:
+    return ".".join(module.split(".")[:2])
+
+
+def _imports(path: Path) -> list[str]:
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names += [f"{node.module}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+    return names
+
+
+@pytest.mark.parametrize(("module", "path"), _modules(), ids=[module for module, _ in _modules()])
+def test_a_module_imports_only_layers_below_its_own(module: str, path: Path) -> None:
+    if module == "bench":
+        return
+    own = _group(module)
+    assert own in LAYERS, f"{module}: a new top-level part of bench/ needs its place in LAYERS"
+    upward = [
+        name
+        for name in _imports(path)
+        if name.startswith("bench.") and _group(name) != own and LAYERS.get(_group(name), 0) >= LAYERS[own]
+    ]
+    assert not upward, f"{module} imports {upward}, which is not below layer {LAYERS[own]}"
+
+
+@pytest.mark.parametrize(("module", "path"), _modules(), ids=[module for module, _ in _modules()])
+def test_no_bench_module_imports_a_framework(module: str, path: Path) -> None:
+    """The adapters own every framework import; bench/ reaches a framework only through them."""
+    heavy = [name for name in _imports(path) if name.split(".")[0] in FRAMEWORK_PACKAGES]
+    assert not heavy, f"{module} imports {heavy}: ask the adapter instead"
+
+
+def test_the_adapters_are_the_only_framework_importers() -> None:
+    """The check above has teeth: the adapters do import their frameworks."""
+    importers = {
+        path.name
+        for path in (BENCH.parent / "frameworks").glob("*.py")
+        if any(name.split(".")[0] in FRAMEWORK_PACKAGES for name in _imports(path))
+    }
+    assert {f"{name}_adapter.py" for name in frameworks.names() if name != "numpy"} <= importers
