@@ -1,12 +1,31 @@
-"""The `serbench` command line."""
+"""The `serbench` command line.
+
+Exit statuses: 0 done (compare: no regression), 1 regression found, 2 bad argument or input (one line
+naming what is valid; no traceback), 3 internal error, 4 compare: the runs are not comparable, 130
+interrupted. SERBENCH_TRACEBACK=1 prints the traceback of an internal error.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import frameworks
+from bench import __version__
+from bench.errors import NotComparableError, UsageError
+
+EXIT_REGRESSION, EXIT_USAGE, EXIT_INTERNAL, EXIT_NOT_COMPARABLE, EXIT_INTERRUPTED = 1, 2, 3, 4, 130
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with every usage error on one line (the usage block is in --help)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        raise SystemExit(EXIT_USAGE)
 
 
 def cmd_support_table(args: argparse.Namespace) -> int:
@@ -39,7 +58,54 @@ def cmd_roundtrip(args: argparse.Namespace) -> int:
 
 
 def _names(value: str) -> tuple[str, ...]:
-    return tuple(item for item in value.split(",") if item)
+    return tuple(dict.fromkeys(item.strip() for item in value.split(",") if item.strip()))
+
+
+def _vocabulary(what: str, valid: Callable[[], tuple[str, ...]]) -> Callable[[str], tuple[str, ...]]:
+    """An argparse type for a comma-separated list whose every item must be one of `valid()`."""
+
+    def parse(value: str) -> tuple[str, ...]:
+        names, allowed = _names(value), valid()
+        unknown = [name for name in names if name not in allowed]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(
+                f"{', '.join(map(repr, unknown)) or 'nothing'} is not {what}: use {', '.join(allowed)}"
+            )
+        return names
+
+    parse.__name__ = what  # argparse names the type in its messages
+    return parse
+
+
+def _all_formats() -> tuple[str, ...]:
+    return tuple(
+        dict.fromkeys(fmt for name in frameworks.names() for fmt in frameworks.adapter_class(name).format_names())
+    )
+
+
+def _kinds() -> tuple[str, ...]:
+    from bench.kinds import KINDS
+
+    return tuple(KINDS)
+
+
+def _sizes() -> tuple[str, ...]:
+    from bench.workloads import SIZES
+
+    return SIZES
+
+
+def _devices() -> tuple[str, ...]:
+    from bench.timing.plan import DEVICES
+
+    return DEVICES
+
+
+FRAMEWORK_LIST = _vocabulary("a framework", frameworks.names)
+FORMAT_LIST = _vocabulary("a format", _all_formats)
+KIND_LIST = _vocabulary("a kind", _kinds)
+SIZE_LIST = _vocabulary("a size", _sizes)
+DEVICE_LIST = _vocabulary("a device", _devices)
 
 
 def _thread_settings(value: str) -> tuple[str, ...]:
@@ -55,10 +121,25 @@ def _thread_settings(value: str) -> tuple[str, ...]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bench.timing.runner import RunConfig, run, summary
+    from bench.timing.rundir import RunDir
+    from bench.timing.runner import RunConfig, default_out, run, summary
+
+    preset = "full" if args.full else "quick"
+    args.out = args.out or default_out(preset)
+
+    if args.out is not None and args.out.exists() and not args.resume:
+        if not args.out.is_dir() or any(args.out.iterdir()):
+            raise UsageError(
+                f"--out {args.out} already exists and is not empty: add --resume to finish that run, or choose a new "
+                "directory (a new run written into an old one would mix their rows)"
+            )
+    if args.resume and args.out is None:
+        raise UsageError("--resume needs --out, the run directory to finish")
+    if args.resume and args.out.exists() and not RunDir(args.out).env.exists():
+        raise UsageError(f"--resume: {args.out} is not a serbench run directory (no env.json)")
 
     config = RunConfig(
-        preset="full" if args.full else "quick",
+        preset=preset,
         frameworks=args.frameworks,
         formats=args.formats,
         kinds=args.kinds,
@@ -72,7 +153,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         threads=args.threads,
         pause_page_reporting=args.pause_page_reporting,
     )
-    out = run(config)
+    try:
+        out = run(config)
+    except KeyboardInterrupt:
+        sys.stderr.write(
+            f"serbench run: interrupted; finished frameworks are kept: serbench run --resume --out {args.out} "
+            "(with the same options) finishes the run\n"
+        )
+        return EXIT_INTERRUPTED
     print(summary(out))
     from bench.reporting.report import write_report
 
@@ -82,20 +170,41 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from bench.reporting.report import write_report
+    from bench.timing.rundir import RunDir
 
+    RunDir(args.run_dir).check_readable()
     print(write_report(args.run_dir))
     return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from bench.reporting.compare import compare, has_regression, load_any, render
+    """Exit 0 when clean, 1 on a regression or a case of the base missing from the new run, 2 on bad input,
+    4 when the runs come from different machines or package versions (unless --allow-different)."""
+    import json
 
-    table = compare(load_any(args.base), load_any(args.new), threshold=args.threshold, noise_floor=args.noise_floor)
-    print(render(table, show_all=args.all))
-    if has_regression(table):
-        print("serbench compare: regression found", file=sys.stderr)
-        return 1
-    return 0
+    from bench.reporting.compare import compare, load_any, machine_differences, machine_of, render, summary
+
+    base, new = load_any(args.base), load_any(args.new)
+    differences = machine_differences(machine_of(args.base), machine_of(args.new))
+    if differences and not args.allow_different:
+        raise NotComparableError(
+            "the runs were measured on different machines or package versions ("
+            + "; ".join(differences)
+            + "), so their times say nothing about the code; --allow-different compares them anyway"
+        )
+    table = compare(base, new, threshold=args.threshold, noise_floor=args.noise_floor)
+    result = summary(table, differences)
+    print(json.dumps(result, indent=1, default=str) if args.json else render(table, show_all=args.all))
+    for difference in differences:
+        print(f"serbench compare: WARNING: not the same machine or versions: {difference}", file=sys.stderr)
+    if result["missing"]:
+        print(
+            f"serbench compare: {len(result['missing'])} cases of the base are missing from the new run",
+            file=sys.stderr,
+        )
+    if result["regressions"]:
+        print(f"serbench compare: {len(result['regressions'])} regressions found", file=sys.stderr)
+    return int(result["exit_status"])
 
 
 def cmd_safety(args: argparse.Namespace) -> int:
@@ -111,7 +220,13 @@ def cmd_safety_table(args: argparse.Namespace) -> int:
 
     from bench.safety.runner import safety_markdown
 
-    table = safety_markdown(pd.read_csv(args.source, keep_default_na=False))
+    if not args.source.is_file():
+        raise UsageError(f"{args.source} is not a safety.csv: no such regular file")
+    try:
+        frame = pd.read_csv(args.source, keep_default_na=False)
+        table = safety_markdown(frame)
+    except (ValueError, KeyError, UnicodeDecodeError) as error:
+        raise UsageError(f"{args.source} is not a safety.csv written by serbench safety ({error!r:.200})") from None
     if args.update_readme:
         readme = Path(args.update_readme)
         text = readme.read_text()
@@ -131,7 +246,8 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="serbench", description=__doc__)
+    parser = Parser(prog="serbench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"serbench {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     table = commands.add_parser("support-table", help="print the framework x format x kind support table")
@@ -147,13 +263,29 @@ def build_parser() -> argparse.ArgumentParser:
     preset = bench.add_mutually_exclusive_group()
     preset.add_argument("--quick", action="store_true", help="the quick preset (default): up to 64 MiB")
     preset.add_argument("--full", action="store_true", help="the full preset, up to the VGG16-shaped dict")
-    bench.add_argument("--frameworks", type=_names, help="comma-separated, e.g. torch,numpy")
-    bench.add_argument("--formats", type=_names, help="comma-separated format names")
-    bench.add_argument("--kinds", type=_names, help="comma-separated kinds: tensor,list,dict,nested,mlp")
-    bench.add_argument("--sizes", type=_names, help="comma-separated sizes: small,medium,large")
-    bench.add_argument("--devices", type=_names, default=("cpu", "cuda"), help="cpu,cuda (default both)")
-    bench.add_argument("--out", type=Path, help="run directory (default results/<UTC time>-<preset>)")
-    bench.add_argument("--resume", action="store_true", help="skip the frameworks already done in --out")
+    bench.add_argument(
+        "--frameworks", type=FRAMEWORK_LIST, help=f"comma-separated, of {', '.join(frameworks.names())} (default all)"
+    )
+    bench.add_argument("--formats", type=FORMAT_LIST, help=f"comma-separated, of {', '.join(_all_formats())}")
+    bench.add_argument(
+        "--kinds", type=KIND_LIST, help=f"comma-separated workload kinds, of {', '.join(_kinds())} (default all)"
+    )
+    bench.add_argument(
+        "--sizes",
+        type=SIZE_LIST,
+        help="comma-separated, of small (KiB), medium (up to 64 MiB), large (the 553 MB VGG16-shaped dict); "
+        "default: the preset's",
+    )
+    bench.add_argument(
+        "--devices",
+        type=DEVICE_LIST,
+        default=("cpu", "cuda"),
+        help="comma-separated, of cpu, cuda (default both; cuda loads say 'unavailable' and why without a GPU)",
+    )
+    bench.add_argument("--out", type=Path, help="run directory, new or empty (default results/<UTC time>-<preset>)")
+    bench.add_argument(
+        "--resume", action="store_true", help="finish the run in --out: skip the frameworks already done there"
+    )
     bench.add_argument("--no-peak-memory", action="store_true", help="skip the per-load subprocess RSS figures")
     bench.add_argument(
         "--processes", type=int, help="pytest processes per framework whose rounds are pooled (quick 2, full 1)"
@@ -182,7 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("run_dir", type=Path)
     report.set_defaults(func=cmd_report)
 
-    diff = commands.add_parser("compare", help="compare two runs; exit 1 on a regression")
+    diff = commands.add_parser(
+        "compare",
+        help="compare two runs: exit 1 on a regression or missing cases, 2 on bad input, 4 if not comparable",
+    )
     diff.add_argument("base", type=Path, help="run directory or pytest-benchmark JSON")
     diff.add_argument("new", type=Path, help="run directory or pytest-benchmark JSON")
     diff.add_argument("--threshold", type=float, default=0.10, help="relative slowdown to flag (default 0.10)")
@@ -193,11 +328,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="least relative noise assumed (run-to-run drift a machine shows beyond its IQR)",
     )
     diff.add_argument("--all", action="store_true", help="show unchanged rows too")
+    diff.add_argument("--json", action="store_true", help="print a machine-readable summary instead of the table")
+    diff.add_argument(
+        "--allow-different",
+        action="store_true",
+        help="compare runs from different machines or package versions (a warning, not a refusal)",
+    )
     diff.set_defaults(func=cmd_compare)
 
     safety = commands.add_parser("safety", help="hostile and damaged files against every loader, in subprocesses")
     safety.add_argument("--out", type=Path, required=True, help="directory for safety.csv and safety.md")
-    safety.add_argument("--frameworks", type=_names, help="comma-separated, e.g. torch,numpy")
+    safety.add_argument(
+        "--frameworks", type=FRAMEWORK_LIST, help=f"comma-separated, of {', '.join(frameworks.names())} (default all)"
+    )
     safety.add_argument("--timeout", type=float, default=60.0, help="seconds before a load counts as a hang")
     safety.set_defaults(func=cmd_safety)
 
@@ -214,7 +357,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    prog = f"serbench {args.command}"
+    try:
+        return args.func(args)
+    except NotComparableError as error:
+        sys.stderr.write(f"{prog}: not comparable: {error}\n")
+        return EXIT_NOT_COMPARABLE
+    except (UsageError, OSError) as error:
+        sys.stderr.write(f"{prog}: error: {_one_line(error)}\n")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{prog}: interrupted\n")
+        return EXIT_INTERRUPTED
+    except Exception as error:
+        if os.environ.get("SERBENCH_TRACEBACK"):
+            raise
+        sys.stderr.write(
+            f"{prog}: internal error: {type(error).__name__}: {_one_line(error)} (SERBENCH_TRACEBACK=1 shows where)\n"
+        )
+        return EXIT_INTERNAL
+
+
+def _one_line(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.filename is not None:
+        return f"{error.filename}: {error.strerror or error}"
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:500]
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@
     3 bench.timing, bench.safety      the two products that run frameworks
     2 bench.conformance               round trips held to what each adapter declares
     1 bench.kinds                     one strategy per kind of workload
-    0 bench.workloads, bench.environment
+    0 bench.workloads, bench.environment, bench.errors
 
 A framework's facts live in its adapter: no module of bench/ imports a framework package, even lazily.
 """
@@ -23,6 +23,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 LAYERS = {
     "bench.workloads": 0,
     "bench.environment": 0,
+    "bench.errors": 0,
     "bench.kinds": 1,
     "bench.conformance": 2,
     "bench.timing": 3,

@@ -11,12 +11,12 @@ outcome (exact -> drift -> error) is a regression.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from bench.errors import UsageError
 from bench.timing.plan import CASE_KEY
 from bench.timing.rundir import RunDir
 from bench.timing.stats import relative_noise
@@ -29,29 +29,67 @@ SEVERITY = {"exact": 0, "drift": 1, "unsupported": 1, "error": 2}
 COLUMNS = [*KEY, "status", "median_s", "iqr_s", *SPREAD, "roundtrip"]
 
 
+MACHINE_FIELDS = ("cpu", "cores_logical", "ram_bytes", "gpu", "python")
+"""What must match for two runs' times to be compared (with every package version both record)."""
+
+
+def _benchmark_json(source: Path) -> dict:
+    data = RunDir.read_json_object(source)
+    benchmarks = data.get("benchmarks")
+    if not isinstance(benchmarks, list) or not all(
+        isinstance(bench, dict) and isinstance(bench.get("stats"), dict) and "median" in bench["stats"]
+        for bench in benchmarks
+    ):
+        raise UsageError(f"{source} is not a pytest-benchmark JSON file: no list of benchmarks with stats")
+    return data
+
+
+def machine_of(source: Path) -> dict[str, object]:
+    """The machine and package versions a run was measured with: its env.json, or a pytest-benchmark file's
+    machine_info (which records no package versions)."""
+    source = Path(source)
+    if source.is_dir():
+        env = RunDir.read_json_object(RunDir(source).env)
+        machine: dict[str, object] = {field: env.get(field) for field in MACHINE_FIELDS}
+        versions = env.get("versions") if isinstance(env.get("versions"), dict) else {}
+        return {**machine, **{f"{name} version": version for name, version in versions.items()}}
+    info = _benchmark_json(source).get("machine_info") or {}
+    cpu = info.get("cpu") if isinstance(info.get("cpu"), dict) else {}
+    return {"cpu": cpu.get("brand_raw"), "cores_logical": cpu.get("count"), "python": info.get("python_version")}
+
+
+def machine_differences(base: dict[str, object], new: dict[str, object]) -> list[str]:
+    """What differs between two runs' machines and package versions, as `field: base -> new`; a field
+    either run did not record is not a difference."""
+    return [
+        f"{field}: {base[field]} -> {new[field]}"
+        for field in base
+        if field in new and base[field] is not None and new[field] is not None and base[field] != new[field]
+    ]
+
+
 def load_any(source: Path) -> pd.DataFrame:
     """A run directory (results.csv) or a pytest-benchmark JSON file, as key + median, spread, round trip."""
     source = Path(source)
+    if not source.exists():
+        raise UsageError(f"{source}: no such run directory or file")
     if source.is_dir():
-        frame = pd.read_csv(RunDir(source).results_csv, keep_default_na=False, na_values=[""])
-        if "threads" not in frame:
-            frame["threads"] = "default"  # runs before the threads axis
-        frame["threads"] = frame["threads"].astype(str)
-        return _with_spread(frame.reindex(columns=COLUMNS))
-    data = json.loads(source.read_text())
+        RunDir(source).check_readable()
+        return _with_spread(RunDir(source).read_results().reindex(columns=COLUMNS))
+    data = _benchmark_json(source)
     rows = []
     for bench in data["benchmarks"]:
         info = bench.get("extra_info", {})
         row = {k: info.get(k, "") for k in KEY}
         if not info:
-            row.update(framework="", format="", workload=bench["fullname"])
+            row.update(framework="", format="", workload=bench.get("fullname", "?"))
         timing = bench["stats"]
         rows.append(
             {
                 **row,
                 "status": "ok",
                 "median_s": timing["median"],
-                "iqr_s": timing["iqr"],
+                "iqr_s": timing.get("iqr", 0.0),
                 "q1_s": timing.get("q1"),
                 "q3_s": timing.get("q3"),
                 "roundtrip": info.get("roundtrip", ""),
@@ -127,13 +165,47 @@ def has_regression(table: pd.DataFrame) -> bool:
     return table["verdict"].str.startswith("REGRESSION").any()
 
 
+def missing_cases(table: pd.DataFrame) -> pd.DataFrame:
+    """The base's cases the new run does not have: a gate that passed them would pass an empty run."""
+    return table[table["verdict"] == "only in base"]
+
+
+def readable_seconds(seconds: object) -> str:
+    """A time in the unit that keeps three significant digits readable: 812 µs, 4.25 ms, 1.30 s."""
+    if not isinstance(seconds, int | float) or pd.isna(seconds):
+        return ""
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
+        if abs(seconds) >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds / 1e-9:.3g} ns"
+
+
+def summary(table: pd.DataFrame, differences: list[str]) -> dict[str, object]:
+    """The comparison for a machine: verdict counts, the regressions and missing cases by case id, what
+    differs between the machines, and the exit status `serbench compare` returns."""
+    regressions = table[table["verdict"].str.startswith("REGRESSION")]
+    missing = missing_cases(table)
+    return {
+        "verdicts": table["verdict"].str.split(":").str[0].value_counts().to_dict(),
+        "regressions": [
+            {"case": "|".join(str(row[k]) for k in KEY), "verdict": row["verdict"], "change": row["change"]}
+            for _, row in regressions.iterrows()
+        ],
+        "missing": ["|".join(str(row[k]) for k in KEY) for _, row in missing.iterrows()],
+        "machine_differences": differences,
+        "exit_status": 1 if len(regressions) or len(missing) else 0,
+    }
+
+
 def render(table: pd.DataFrame, show_all: bool = False) -> str:
     quiet = (table["verdict"] == "same") | table["verdict"].str.startswith("not timed")
     shown = table if show_all else table[~quiet]
     summary = table["verdict"].str.split(":").str[0].value_counts().to_dict()
     view = shown.assign(
+        median_s_base=shown["median_s_base"].map(readable_seconds),
+        median_s_new=shown["median_s_new"].map(readable_seconds),
         change=shown["change"].map(lambda v: "" if pd.isna(v) else f"{v:+.1%}"),
         noise=shown["noise"].map(lambda v: "" if pd.isna(v) else f"{v:.1%}"),
-    )
+    ).rename(columns={"median_s_base": "median base", "median_s_new": "median new"})
     body = view.to_markdown(index=False) if not view.empty else "(no differences)"
     return f"{body}\n\nsummary: {summary}"

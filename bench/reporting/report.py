@@ -10,7 +10,6 @@ printed as `unstable low-high`, its range, and no advice is built on it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,10 +28,11 @@ def load_run(run_dir: Path) -> tuple[pd.DataFrame, dict, dict]:
     from bench.timing.results import COLUMNS
 
     run = RunDir(run_dir)
-    frame = pd.read_csv(run.results_csv, keep_default_na=False, na_values=[""])
+    run.check_readable()
+    frame = run.read_results()
     frame = frame.reindex(columns=list(dict.fromkeys([*COLUMNS, *frame.columns])))
-    env = json.loads(run.env.read_text())
-    limits = json.loads(run.limits.read_text())
+    env = run.read_json_object(run.env)
+    limits = run.read_json_object(run.limits)
     return frame, env, limits
 
 

@@ -13,8 +13,12 @@ framework at one thread setting (`<framework>-t<threads>`), timed by one or more
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from bench.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -104,3 +108,44 @@ class RunDir:
 
     def is_benchmark_run(self) -> bool:
         return self.results_csv.exists()
+
+    def check_readable(self) -> None:
+        """UsageError unless this is a finished run: results.csv, env.json and limits.json, regular files."""
+        if not self.root.is_dir():
+            raise UsageError(f"{self.root} is not a run directory: no such directory")
+        for path in (self.results_csv, self.env, self.limits):
+            if not path.exists():
+                raise UsageError(f"{self.root} is not a finished serbench run: {path.name} is missing")
+            if not path.is_file():
+                raise UsageError(f"{path} is not a regular file")
+
+    @staticmethod
+    def read_json_object(path: Path) -> dict[str, Any]:
+        """A JSON file that must hold an object, or UsageError saying what is wrong with it."""
+        if not Path(path).is_file():
+            raise UsageError(f"{path} is not a regular file")
+        try:
+            value = json.loads(Path(path).read_bytes())
+        except (ValueError, RecursionError) as error:
+            raise UsageError(f"{path} is not valid JSON: {str(error)[:200]}") from None
+        if not isinstance(value, dict):
+            raise UsageError(f"{path} holds a JSON {type(value).__name__}, not an object")
+        return value
+
+    def read_results(self) -> Any:
+        """results.csv as a DataFrame with every case-key column, or UsageError saying what is wrong."""
+        import pandas as pd
+
+        from bench.timing.plan import CASE_KEY
+
+        try:
+            frame = pd.read_csv(self.results_csv, keep_default_na=False, na_values=[""])
+        except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as error:
+            raise UsageError(f"{self.results_csv} is not a readable CSV: {str(error).splitlines()[0][:200]}") from None
+        missing = [column for column in (*CASE_KEY, "status", "median_s") if column not in frame]
+        if missing == ["threads"]:
+            frame["threads"] = "default"  # runs before the threads axis
+        elif missing:
+            raise UsageError(f"{self.results_csv} lacks the columns {', '.join(missing)}: not a serbench results table")
+        frame["threads"] = frame["threads"].astype(str)
+        return frame

@@ -28,6 +28,7 @@ from rich.console import Console
 
 import frameworks
 from bench import environment, kinds, workloads
+from bench.errors import UsageError
 from bench.timing import limits, machine
 from bench.timing.plan import PRESETS, Case, headline_loads, plan, write_plan
 from bench.timing.results import assemble
@@ -193,7 +194,15 @@ def run(config: RunConfig) -> Path:
         threads=config.threads,
     )
     if not cases:
-        raise ValueError("the selection matches no benchmark case; check --frameworks/--formats/--kinds/--sizes")
+        raise UsageError("the selection matches no benchmark case; check --frameworks/--formats/--kinds/--sizes")
+    if not any(case.held for case in cases if not frameworks.is_baseline(case.framework)):
+        pairs = sorted(
+            {f"{case.format} ({case.framework})" for case in cases if not frameworks.is_baseline(case.framework)}
+        )
+        raise UsageError(
+            f"nothing to time: no selected format holds a selected workload's kind (formats: {', '.join(pairs)}); "
+            "`serbench support-table` shows what each format holds"
+        )
     run_dir = RunDir(out)
     run_dir.raw.mkdir(parents=True, exist_ok=True)
     env = environment.environment(out)
