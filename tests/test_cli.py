@@ -168,3 +168,9 @@ def test_safety_table_of_a_file_that_is_not_a_safety_csv_is_one_line(tmp_path: P
     for bad in (results, tmp_path / "missing.csv", tmp_path):
         line = assert_one_line_error(serbench("safety-table", "--source", str(bad)))
         assert str(bad) in line
+
+
+def test_resume_without_a_run_directory_is_refused() -> None:
+    """--resume with no --out would start a whole new run under a fresh name; it is refused instead."""
+    line = assert_one_line_error(serbench("run", "--resume", timeout=60))
+    assert "--resume needs --out" in line

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import UsageError
-from bench.timing.plan import CASE_KEY
+from bench.timing.plan import CASE_KEY, case_id
 from bench.timing.rundir import RunDir
 from bench.timing.stats import relative_noise
 
@@ -188,10 +188,10 @@ def summary(table: pd.DataFrame, differences: list[str]) -> dict[str, object]:
     return {
         "verdicts": table["verdict"].str.split(":").str[0].value_counts().to_dict(),
         "regressions": [
-            {"case": "|".join(str(row[k]) for k in KEY), "verdict": row["verdict"], "change": row["change"]}
+            {"case": case_id(row), "verdict": row["verdict"], "change": row["change"]}
             for _, row in regressions.iterrows()
         ],
-        "missing": ["|".join(str(row[k]) for k in KEY) for _, row in missing.iterrows()],
+        "missing": [case_id(row) for _, row in missing.iterrows()],
         "machine_differences": differences,
         "exit_status": 1 if len(regressions) or len(missing) else 0,
     }
@@ -200,7 +200,7 @@ def summary(table: pd.DataFrame, differences: list[str]) -> dict[str, object]:
 def render(table: pd.DataFrame, show_all: bool = False) -> str:
     quiet = (table["verdict"] == "same") | table["verdict"].str.startswith("not timed")
     shown = table if show_all else table[~quiet]
-    summary = table["verdict"].str.split(":").str[0].value_counts().to_dict()
+    counts = table["verdict"].str.split(":").str[0].value_counts().to_dict()
     view = shown.assign(
         median_s_base=shown["median_s_base"].map(readable_seconds),
         median_s_new=shown["median_s_new"].map(readable_seconds),
@@ -208,4 +208,4 @@ def render(table: pd.DataFrame, show_all: bool = False) -> str:
         noise=shown["noise"].map(lambda v: "" if pd.isna(v) else f"{v:.1%}"),
     ).rename(columns={"median_s_base": "median base", "median_s_new": "median new"})
     body = view.to_markdown(index=False) if not view.empty else "(no differences)"
-    return f"{body}\n\nsummary: {summary}"
+    return f"{body}\n\nsummary: {counts}"

@@ -223,17 +223,18 @@ def generate(framework: str, directory: Path) -> list[SafetyInput]:
         fmt_dir = directory / fmt
         fmt_dir.mkdir()
         valid = fmt_dir / f"valid{suffix(framework, fmt)}"
+        values = reference(framework, fmt)
         save_valid(adapter, fmt, valid)
         manifest.append(SafetyInput(fmt, "valid", str(valid), "valid"))
         for name, path, marker in hostile_inputs(framework, fmt, fmt_dir, markers):
             manifest.append(SafetyInput(fmt, name, str(path), "hostile", str(marker)))
-        for name, path in damaged_variants(valid, reference(framework, fmt), fmt_dir, other):
+        for name, path in damaged_variants(valid, values, fmt_dir, other):
             manifest.append(SafetyInput(fmt, name, str(path), "damaged"))
         spec = adapter.safety_spec(fmt)
         if spec.forgeries:
-            for forged in spec.forgeries(adapter, fmt_dir, valid, reference(framework, fmt)):
+            for forged in spec.forgeries(adapter, fmt_dir, valid, values):
                 manifest.append(SafetyInput(fmt, forged.name, str(forged.path), forged.group))
-        for name, path in fifo_inputs(fmt_dir, valid, reference(framework, fmt)).items():
+        for name, path in fifo_inputs(fmt_dir, valid, values).items():
             manifest.append(SafetyInput(fmt, name, str(path), "hostile"))
     return manifest
 

@@ -87,10 +87,9 @@ CASE_KEY = ("framework", "format", "workload", "device", "cache", "op", "threads
 """What identifies a case, a row of results.csv and a line of a comparison: `Case.id` joins these with '|'."""
 
 
-def case_id(values: dict[str, object] | Any) -> str:
-    """The key of a case, a result row or a benchmark's extra_info, joined with '|'."""
-    get = values.get if isinstance(values, dict) else values.__getitem__
-    return "|".join(str(get(field)) for field in CASE_KEY)
+def case_id(values: Any) -> str:
+    """The key of a case, a result row or a comparison's row (anything indexed by field), joined with '|'."""
+    return "|".join(str(values[field]) for field in CASE_KEY)
 
 
 @dataclass(frozen=True)
