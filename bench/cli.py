@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -119,50 +120,115 @@ def _thread_settings(value: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(settings))
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _check_out(args: argparse.Namespace, preset: str) -> Path:
+    """The run directory: --out, or a new one; an existing non-empty one only with --resume."""
     from bench.timing.rundir import RunDir
-    from bench.timing.runner import RunConfig, default_out, run, summary
+    from bench.timing.runner import default_out
 
     if args.resume and args.out is None:
         raise UsageError("--resume needs --out, the run directory to finish")
-    preset = "full" if args.full else "quick"
-    args.out = args.out or default_out(preset)
-    if args.out.exists() and not args.resume:
-        if not args.out.is_dir() or any(args.out.iterdir()):
+    out = args.out or default_out(preset)
+    if out.exists() and not args.resume:
+        if not out.is_dir() or any(out.iterdir()):
             raise UsageError(
-                f"--out {args.out} already exists and is not empty: add --resume to finish that run, or choose a new "
+                f"--out {out} already exists and is not empty: add --resume to finish that run, or choose a new "
                 "directory (a new run written into an old one would mix their rows)"
             )
-    if args.resume and args.out.exists() and not RunDir(args.out).env.exists():
-        raise UsageError(f"--resume: {args.out} is not a serbench run directory (no env.json)")
+    if args.resume and out.exists() and not RunDir(out).env.exists():
+        raise UsageError(f"--resume: {out} is not a serbench run directory (no env.json)")
+    return out
 
-    config = RunConfig(
-        preset=preset,
-        frameworks=args.frameworks,
-        formats=args.formats,
-        kinds=args.kinds,
-        sizes=args.sizes,
-        devices=args.devices,
-        out=args.out,
-        resume=args.resume,
-        peak_memory=not args.no_peak_memory,
-        processes=args.processes,
-        extra_load_processes=args.extra_load_processes,
-        threads=args.threads,
-        pause_page_reporting=args.pause_page_reporting,
-    )
+
+def _run_config(args: argparse.Namespace, preset: str, out: Path, **overrides: object):
+    from bench.timing.runner import RunConfig
+
+    options = {
+        "preset": preset,
+        "frameworks": args.frameworks,
+        "formats": args.formats,
+        "kinds": getattr(args, "kinds", None),
+        "sizes": getattr(args, "sizes", None),
+        "devices": args.devices,
+        "out": out,
+        "resume": args.resume,
+        "peak_memory": not args.no_peak_memory,
+        "processes": args.processes,
+        "extra_load_processes": getattr(args, "extra_load_processes", None),
+        "threads": args.threads,
+        "pause_page_reporting": args.pause_page_reporting,
+    }
+    return RunConfig(**{**options, **overrides})
+
+
+def _timed_run(command: str, config: object) -> Path | None:
+    """Run the benchmark; None (after saying how to resume) when interrupted."""
+    from bench.timing.runner import run
+
     try:
-        out = run(config)
+        return run(config)
     except KeyboardInterrupt:
         sys.stderr.write(
-            f"serbench run: interrupted; finished frameworks are kept: serbench run --resume --out {args.out} "
-            "(with the same options) finishes the run\n"
+            f"serbench {command}: interrupted; finished frameworks are kept: serbench {command} --resume --out "
+            f"{config.out} (with the same options) finishes the run\n"
         )
+        return None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bench.reporting.report import write_report
+    from bench.timing.runner import summary
+
+    preset = "full" if args.full else "quick"
+    out = _timed_run("run", _run_config(args, preset, _check_out(args, preset)))
+    if out is None:
         return EXIT_INTERRUPTED
     print(summary(out))
-    from bench.reporting.report import write_report
-
     print(f"results: {out}\nreport: {write_report(out)}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Benchmark the user's own checkpoints: read each once (in a child, behind the trust gate), then time
+    every framework and format that can hold it, and answer which to use."""
+    import json
+
+    from bench import workloads
+    from bench.checkpoints import prepare
+    from bench.reporting.answer import checkpoint_answer
+    from bench.reporting.report import load_run, write_report
+    from bench.timing.rundir import RunDir
+    from frameworks.files import write_bytes_atomic
+
+    out = _check_out(args, "checkpoint")
+    run_dir = RunDir(out)
+    created = not out.exists()
+    try:
+        entries = prepare(args.paths, run_dir.checkpoint_store, args.trusted)
+    except BaseException:
+        if created:  # a refused checkpoint leaves nothing behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    run_dir.root.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(run_dir.checkpoints, json.dumps({"checkpoints": entries}, indent=1).encode())
+    os.environ[workloads.CHECKPOINTS_VARIABLE] = str(run_dir.checkpoints.resolve())  # for every child process
+    names = tuple(workload.name for workload in workloads.register_checkpoints(run_dir.checkpoints))
+    for entry in entries:
+        dropped = f"; dropped {len(entry['dropped'])} values that are not tensors" if entry["dropped"] else ""
+        print(
+            f"{entry['source']}: {entry['tensor_count']} tensors, {entry['payload_bytes'] / 2**20:.1f} MiB "
+            f"({', '.join(entry['dtypes'])}), {entry['reader']}{dropped}; timed as {entry['name']}",
+            file=sys.stderr,
+        )
+    out = _timed_run("bench", _run_config(args, "checkpoint", out, workloads=names))
+    if out is None:
+        return EXIT_INTERRUPTED
+    report = write_report(out)
+    frame = load_run(out)[0]
+    for entry in entries:
+        print(f"\nFor {entry['source']} on this machine:")
+        for line in checkpoint_answer(frame, entry["name"]):
+            print(f"  {line}")
+    print(f"\nresults: {out}\nreport: {report}")
     return 0
 
 
@@ -178,7 +244,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     4 when the runs come from different machines or package versions (unless --allow-different)."""
     import json
 
-    from bench.reporting.compare import compare, load_any, machine_differences, machine_of, render, summary
+    from bench.reporting.compare import (
+        compare,
+        flagged_slower,
+        load_any,
+        machine_differences,
+        machine_of,
+        render,
+        summary,
+    )
 
     base, new = load_any(args.base), load_any(args.new)
     differences = machine_differences(machine_of(args.base), machine_of(args.new))
@@ -189,6 +263,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
             + "), so their times say nothing about the code; --allow-different compares them anyway"
         )
     table = compare(base, new, threshold=args.threshold, noise_floor=args.noise_floor)
+    if len(flagged_slower(table)) and not args.no_confirm:
+        table = _confirmed(args, table, bool(differences))
     result = summary(table, differences)
     print(json.dumps(result, indent=1, default=str) if args.json else render(table, show_all=args.all))
     for difference in differences:
@@ -201,6 +277,41 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if result["regressions"]:
         print(f"serbench compare: {len(result['regressions'])} regressions found", file=sys.stderr)
     return int(result["exit_status"])
+
+
+def _confirmed(args: argparse.Namespace, table: object, runs_differ: bool) -> object:
+    """Re-time the speed flags, base and new code alternately on this machine, and keep the ones that hold
+    (`bench.reporting.confirm`); where that cannot be done the flags stay, with the reason."""
+    from bench.reporting.compare import (
+        apply_confirmation,
+        flagged_slower,
+        machine_differences,
+        machine_of,
+        this_machine,
+    )
+    from bench.reporting.confirm import Unconfirmable, confirm
+
+    flagged = flagged_slower(table)
+    try:
+        if not (args.base.is_dir() and args.new.is_dir()):
+            raise Unconfirmable("re-timing needs two run directories, not pytest-benchmark files")
+        if runs_differ:
+            raise Unconfirmable("the runs come from different machines or versions")
+        if elsewhere := machine_differences(machine_of(args.new), this_machine()):
+            raise Unconfirmable(f"this machine differs from the runs' ({'; '.join(elsewhere)[:300]})")
+        print(f"serbench compare: {len(flagged)} cases slower; re-timing them to confirm ...", file=sys.stderr)
+        found = confirm(
+            args.base,
+            args.new,
+            flagged,
+            args.threshold,
+            args.noise_floor,
+            progress=lambda text: print(f"serbench compare: {text}", file=sys.stderr),
+        )
+    except Unconfirmable as reason:
+        print(f"serbench compare: the slower cases were not re-timed: {reason}", file=sys.stderr)
+        return apply_confirmation(table, {}, str(reason))
+    return apply_confirmation(table, found)
 
 
 def cmd_safety(args: argparse.Namespace) -> int:
@@ -241,6 +352,49 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_selection_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--frameworks", type=FRAMEWORK_LIST, help=f"comma-separated, of {', '.join(frameworks.names())} (default all)"
+    )
+    parser.add_argument(
+        "--formats", type=FORMAT_LIST, help=f"comma-separated, of {', '.join(_all_formats())} (default all)"
+    )
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--devices",
+        type=DEVICE_LIST,
+        default=("cpu", "cuda"),
+        help="comma-separated, of cpu, cuda (default both; cuda loads say 'unavailable' and why without a GPU)",
+    )
+    parser.add_argument("--out", type=Path, help="run directory, new or empty (default results/<UTC time>-<preset>)")
+    parser.add_argument(
+        "--resume", action="store_true", help="finish the run in --out: skip the frameworks already done there"
+    )
+    parser.add_argument(
+        "--no-peak-memory", action="store_true", help="skip the peak RSS of a load (measured from 16 MiB payloads)"
+    )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        help="pytest processes per framework whose rounds are pooled (quick 2, full 1, bench 1): less noise, more time",
+    )
+    parser.add_argument(
+        "--threads",
+        type=_thread_settings,
+        help="comma-separated thread settings to time every case with: 1 (one thread per framework pool, the "
+        "reproducible setting on a small VM), default (the framework's choice), or a count; "
+        "default: the preset's (quick and bench: 1; full: 1, plus default for the 64 MiB+ loads)",
+    )
+    parser.add_argument(
+        "--pause-page-reporting",
+        action="store_true",
+        help="on a VM whose balloon reports free pages to the host (freed memory then faults in the host when "
+        "reused), unbind the balloon driver for the run and rebind it after (needs root; make bench passes it)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="serbench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"serbench {__version__}")
@@ -259,10 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     preset = bench.add_mutually_exclusive_group()
     preset.add_argument("--quick", action="store_true", help="the quick preset (default): up to 64 MiB")
     preset.add_argument("--full", action="store_true", help="the full preset, up to the VGG16-shaped dict")
-    bench.add_argument(
-        "--frameworks", type=FRAMEWORK_LIST, help=f"comma-separated, of {', '.join(frameworks.names())} (default all)"
-    )
-    bench.add_argument("--formats", type=FORMAT_LIST, help=f"comma-separated, of {', '.join(_all_formats())}")
+    _add_selection_options(bench)
     bench.add_argument(
         "--kinds", type=KIND_LIST, help=f"comma-separated workload kinds, of {', '.join(_kinds())} (default all)"
     )
@@ -272,39 +423,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated, of small (KiB), medium (up to 64 MiB), large (the 553 MB VGG16-shaped dict); "
         "default: the preset's",
     )
-    bench.add_argument(
-        "--devices",
-        type=DEVICE_LIST,
-        default=("cpu", "cuda"),
-        help="comma-separated, of cpu, cuda (default both; cuda loads say 'unavailable' and why without a GPU)",
-    )
-    bench.add_argument("--out", type=Path, help="run directory, new or empty (default results/<UTC time>-<preset>)")
-    bench.add_argument(
-        "--resume", action="store_true", help="finish the run in --out: skip the frameworks already done there"
-    )
-    bench.add_argument("--no-peak-memory", action="store_true", help="skip the per-load subprocess RSS figures")
-    bench.add_argument(
-        "--processes", type=int, help="pytest processes per framework whose rounds are pooled (quick 2, full 1)"
-    )
+    _add_run_options(bench)
     bench.add_argument(
         "--extra-load-processes",
         type=int,
         help="more processes that re-time only the 64 MiB+ loads (quick 0, full 2): less noise, more time",
     )
-    bench.add_argument(
-        "--threads",
-        type=_thread_settings,
-        help="comma-separated thread settings to time every case with: 1 (one thread per framework pool, the "
-        "reproducible setting on a small VM), default (the framework's choice), or a count; "
-        "default: the preset's (quick: 1; full: 1, plus default for the 64 MiB+ loads)",
-    )
-    bench.add_argument(
-        "--pause-page-reporting",
-        action="store_true",
-        help="on a VM whose balloon reports free pages to the host (freed memory then faults in the host when "
-        "reused), unbind the balloon driver for the run and rebind it after (needs root; make bench passes it)",
-    )
     bench.set_defaults(func=cmd_run)
+
+    mine = commands.add_parser(
+        "bench",
+        help="benchmark your own checkpoint: every framework and format that can hold its tensors",
+        description="Read each checkpoint once (a torch file, safetensors, npz, npy, a Keras .weights.h5, a Gluon "
+        ".params or NDArray file, a TensorFlow checkpoint directory, or a directory of shards with a "
+        "*.index.json), then time saving and loading its tensors in every framework and format that can hold "
+        "them (warm and cold, cpu and cuda), with file size, peak memory and whether it comes back exactly, "
+        "and answer: fastest exact load, smallest file, lowest memory, safe for untrusted files.",
+    )
+    mine.add_argument("paths", type=Path, nargs="+", metavar="PATH", help="a checkpoint file or a shard directory")
+    mine.add_argument(
+        "--trusted",
+        action="store_true",
+        help="read pickle-based files (torch .pt/.bin, pickled npy): only for files you or a source you trust made",
+    )
+    _add_selection_options(mine)
+    _add_run_options(mine)
+    mine.set_defaults(func=cmd_bench)
 
     report = commands.add_parser("report", help="write report.md, tables and plots from a run's stored results")
     report.add_argument("run_dir", type=Path)
@@ -324,6 +468,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="least relative noise assumed (run-to-run drift a machine shows beyond its IQR)",
     )
     diff.add_argument("--all", action="store_true", help="show unchanged rows too")
+    diff.add_argument(
+        "--no-confirm",
+        action="store_true",
+        help="declare slowdowns without re-timing them (default: the slower cases are re-timed, base and new "
+        "code alternately on this machine, and only the ones that stay slower are regressions)",
+    )
     diff.add_argument("--json", action="store_true", help="print a machine-readable summary instead of the table")
     diff.add_argument(
         "--allow-different",

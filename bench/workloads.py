@@ -9,8 +9,11 @@ only one of the two.
 from __future__ import annotations
 
 import functools
+import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import ml_dtypes
@@ -277,6 +280,59 @@ def _catalogue() -> dict[str, Workload]:
 
 
 WORKLOADS: dict[str, Workload] = _catalogue()
+
+CHECKPOINTS_VARIABLE = "SERBENCH_CHECKPOINTS"
+"""Path of a run's checkpoints.json (`serbench bench`): users' checkpoints registered as workloads in every
+process of the run, the pytest and peak-memory children included."""
+MIB = 1 << 20
+
+
+def size_of(payload: int) -> str:
+    """The size class of a payload, as the built-in workloads use them (rounds per case follow it)."""
+    return "small" if payload < MIB else "medium" if payload <= 64 * MIB else "large"
+
+
+def store_arrays(arrays: dict[str, np.ndarray], path: Path) -> list[dict[str, Any]]:
+    """Write a user's tensors where every process of a run can rebuild them exactly (an uncompressed npz of
+    their bytes, so bfloat16 and other ml_dtypes survive); returns name, dtype and shape of each, in order."""
+    entries = [{"name": name, "dtype": array.dtype.name, "shape": list(array.shape)} for name, array in arrays.items()]
+    members = {
+        str(index): np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+        for index, array in enumerate(arrays.values())
+    }
+    with open(path, "wb") as handle:
+        np.savez(handle, **members)
+    return entries
+
+
+def _read_stored(path: str, entries: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    with np.load(path) as stored:
+        return {
+            entry["name"]: stored[str(index)].view(np.dtype(entry["dtype"])).reshape(entry["shape"])
+            for index, entry in enumerate(entries)
+        }
+
+
+def register_checkpoints(manifest: str | os.PathLike[str]) -> list[Workload]:
+    """Add the checkpoints listed in a run's checkpoints.json to WORKLOADS (group `user`, kind `dict`)."""
+    added = []
+    for entry in json.loads(Path(manifest).read_text())["checkpoints"]:
+        dtypes = {tensor["dtype"] for tensor in entry["tensors"]}
+        workload = Workload(
+            entry["name"],
+            "dict",
+            "user",
+            size_of(entry["payload_bytes"]),
+            functools.partial(_read_stored, entry["store"], entry["tensors"]),
+            dtypes.pop() if len(dtypes) == 1 else "mixed",
+        )
+        WORKLOADS[workload.name] = workload
+        added.append(workload)
+    return added
+
+
+if os.environ.get(CHECKPOINTS_VARIABLE):
+    register_checkpoints(os.environ[CHECKPOINTS_VARIABLE])
 
 
 def select(sizes: tuple[str, ...] = ("small",), kinds: tuple[str, ...] | None = None) -> list[Workload]:

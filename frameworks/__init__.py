@@ -91,6 +91,7 @@ __all__ = [
     "get_adapter",
     "is_baseline",
     "names",
+    "readers_of",
     "register",
     "unregister",
 ]
@@ -130,6 +131,27 @@ def get_adapter(name: str) -> Adapter:
         raise ImportError(
             f"framework {name!r} is not usable here ({error}); install it with: {REGISTRY[name][1]}"
         ) from error
+
+
+def readers_of(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
+    """(framework, format) pairs that can read `path` as arrays (`Adapter.read_arrays`): their sniffer
+    recognises its bytes; best first: formats whose usual file name ending it has, then registry order.
+    Imports no framework."""
+    from pathlib import Path
+
+    source = Path(path)
+    found: list[tuple[int, str, str]] = []
+    for name in names():
+        for spec in adapter_class(name).specs:
+            if spec.directory != source.is_dir() or (spec.model_only and spec.read_arrays is None):
+                continue
+            try:
+                recognised = spec.sniff(source)
+            except OSError:
+                recognised = False
+            if recognised:
+                found.append((0 if spec.suffix and source.name.endswith(spec.suffix) else 1, name, spec.name))
+    return [(name, fmt) for _, name, fmt in sorted(found, key=lambda item: item[0])]
 
 
 def available() -> tuple[str, ...]:

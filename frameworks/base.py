@@ -108,6 +108,13 @@ class FormatSpec:
     code_canary: Callable[[Any, Path, str, Any], str] | None = None
     """For a format that can carry code other than pickles: `code_canary(adapter, path, source, reference)`
     writes at `path` a valid file whose loading calls the Python lambda `source`; returns the input's name."""
+    read_arrays: Callable[[Any, Path], Any] | None = None
+    """`read_arrays(adapter, path)`: a file of this format that serbench did not write (a user's checkpoint,
+    any parameters, not only the MLP's) as a NumPy tree, for a format whose `load` cannot read one (a Keras
+    weights file needs its model); it checks what the file declares itself. Tree formats use `load`."""
+    unpickles: bool = False
+    """The file is a pickle read by a restricted unpickler (torch's weights_only=True): no code runs, but a
+    pickle parser reads it, so `serbench bench` asks for --trusted as it does for `executes_code`."""
 
     @property
     def model_only(self) -> bool:
@@ -312,6 +319,20 @@ class Adapter(abc.ABC):
         self.check_device(device)
         source = gate.admit(path, spec, trusted=trusted)
         return spec.load(self, source, device)
+
+    def read_arrays(self, path: str | Path, format: str, *, trusted: bool = False) -> Any:
+        """A file of `format` that serbench did not write (a user's checkpoint), through the gate, as a tree
+        whose tensors are NumPy arrays; leaves that are not tensors (an epoch number, a name) stay as they are."""
+        spec = self.spec(format)
+        if spec.read_arrays is None:
+            self.check_holds_trees(spec)
+        source = gate.admit(path, spec, trusted=trusted, validate=spec.read_arrays is None)
+        if spec.read_arrays is not None:
+            return spec.read_arrays(self, source)
+        return map_tree(spec.load(self, source, "cpu"), self._leaf_to_numpy)
+
+    def _leaf_to_numpy(self, leaf: Any) -> Any:
+        return leaf if isinstance(leaf, str | bytes | int | float | complex | None) else self.tensor_to_numpy(leaf)
 
     def check_holds_trees(self, spec: FormatSpec) -> None:
         if spec.model_only:

@@ -100,8 +100,9 @@ def regular_source(path: str | os.PathLike[str], format_name: str, directory: bo
     return source
 
 
-def admit(path: str | os.PathLike[str], spec: FormatSpec, *, trusted: bool) -> Path:
-    """Check `path` for a load as `spec` (see the module docstring); return it as a Path."""
+def admit(path: str | os.PathLike[str], spec: FormatSpec, *, trusted: bool, validate: bool = True) -> Path:
+    """Check `path` for a load as `spec` (see the module docstring); return it as a Path. `validate=False`
+    leaves the format's validator to the caller (a reader of any parameters, not the MLP's)."""
     source = regular_source(path, spec.name, spec.directory)
     files.expect_format(source, spec.name, spec.sniff(source), spec.signature)
     if spec.executes_code and not trusted:
@@ -109,6 +110,6 @@ def admit(path: str | os.PathLike[str], spec: FormatSpec, *, trusted: bool) -> P
             f"refusing to load {source} as {spec.name!r}: this format unpickles, which can run code from the "
             f"file. Pass trusted=True (CLI: --trusted) only for files you made."
         )
-    if spec.validate is not None:
+    if validate and spec.validate is not None:
         spec.validate(source)
     return source

@@ -153,6 +153,13 @@ def _load_parameters(adapter: MXNetAdapter, path: Path, clone: Any) -> None:
     clone.load_parameters(str(path), ctx=adapter.mx.cpu())
 
 
+def _read_parameters(adapter: MXNetAdapter, path: Path) -> Any:
+    """Any Gluon params file (a user's model, not only the MLP) as {structural name: array}, after the
+    NDArray-list header check."""
+    check_ndarray_list(path)
+    return adapter.to_numpy(_load_ndarray(adapter, path, "cpu"))
+
+
 def _save_safetensors(adapter: MXNetAdapter, tree: dict[str, Any], path: Path) -> None:
     arrays = {key: np.ascontiguousarray(value) for key, value in adapter.to_numpy(tree).items()}
     adapter.safetensors.save_file(arrays, str(path))
@@ -268,6 +275,7 @@ GLUON_PARAMS = FormatSpec(
     validate=check_ndarray_list,
     save_mlp=_save_parameters,
     load_mlp=_load_parameters,
+    read_arrays=_read_parameters,
     framework_loaders={"Block.load_parameters": _block_load_parameters},
     forgeries=_gluon_params_forgeries,
     safety_findings=(UNCHECKED_DATA, TRAILING_IGNORED, *fifo_blocks(("Block.*",)), COUNT_RESERVED),

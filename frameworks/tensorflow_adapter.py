@@ -106,6 +106,32 @@ def _save_weights(adapter: TensorFlowAdapter, model: Any, path: Path) -> None:
     model.save_weights(str(path))
 
 
+def read_weights_h5(adapter: TensorFlowAdapter, path: Path) -> dict[str, np.ndarray]:
+    """Any Keras `.weights.h5` (a user's model, not only the MLP) as {HDF5 path: array}, in file order
+    (Keras 3 names them `layers/<layer>/vars/<i>`). Every dataset must be numeric, and what they declare
+    together within the load budget, before any is read (a dataset can declare terabytes of fill value)."""
+    import h5py
+
+    found: list[tuple[str, Any]] = []
+    try:
+        with h5py.File(path, "r") as handle:
+
+            def visit(name: str, item: object) -> None:
+                gate.check_count(path, "keras-h5", len(found), "datasets")
+                if isinstance(item, h5py.Dataset):
+                    found.append((name, item))
+
+            handle.visititems(visit)
+            odd = [f"{name} ({item.dtype})" for name, item in found if item.dtype.kind not in "fiub"]
+            if odd:
+                raise FormatMismatchError(f"{path} holds datasets that are not numeric tensors: {', '.join(odd[:5])}")
+            declared = sum(int(np.prod(item.shape, dtype=object)) * item.dtype.itemsize for _, item in found)
+            gate.check_declared(path, "keras-h5", declared, "its datasets")
+            return {name: np.asarray(item[()]) for name, item in found}
+    except OSError as error:
+        raise FormatMismatchError(f"{path} is not a valid 'keras-h5' file: {error}") from None
+
+
 def _load_weights(adapter: TensorFlowAdapter, path: Path, clone: Any) -> None:
     clone.load_weights(str(path))
 
@@ -217,6 +243,7 @@ KERAS_H5 = FormatSpec(
     validate=check_keras_weights,
     save_mlp=_save_weights,
     load_mlp=_load_weights,
+    read_arrays=read_weights_h5,
     framework_loaders={"model.load_weights": _keras_load_weights},
     forgeries=_keras_h5_forgeries,
     safety_findings=(

@@ -164,6 +164,7 @@ TORCH = FormatSpec(
     "a zip archive holding data.pkl",
     files.is_torch_zip,
     suffix=".pt",
+    unpickles=True,
     validate=check_torch_zip,
     save=_save_torch,
     load=_load_torch,

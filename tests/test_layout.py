@@ -4,7 +4,7 @@
     4 bench.reporting                 stored runs -> tables, plots, comparisons, the index
     3 bench.timing, bench.safety      the two products that run frameworks
     2 bench.conformance               round trips held to what each adapter declares
-    1 bench.kinds                     one strategy per kind of workload
+    1 bench.kinds, bench.checkpoints  one strategy per kind of workload; a user's checkpoint as a workload
     0 bench.workloads, bench.environment, bench.errors
 
 A framework's facts live in its adapter: no module of bench/ imports a framework package, even lazily.
@@ -25,6 +25,7 @@ LAYERS = {
     "bench.environment": 0,
     "bench.errors": 0,
     "bench.kinds": 1,
+    "bench.checkpoints": 1,
     "bench.conformance": 2,
     "bench.timing": 3,
     "bench.safety": 3,

@@ -44,15 +44,26 @@ def _benchmark_json(source: Path) -> dict:
     return data
 
 
+def machine_of_env(env: dict) -> dict[str, object]:
+    """The machine fields and package versions of an env.json's content."""
+    machine: dict[str, object] = {field: env.get(field) for field in MACHINE_FIELDS}
+    versions = env.get("versions") if isinstance(env.get("versions"), dict) else {}
+    return {**machine, **{f"{name} version": version for name, version in versions.items()}}
+
+
+def this_machine() -> dict[str, object]:
+    """This machine and its package versions, as `machine_of` reads a run's."""
+    from bench import environment
+
+    return machine_of_env(environment.environment(Path.cwd()))
+
+
 def machine_of(source: Path) -> dict[str, object]:
     """The machine and package versions a run was measured with: its env.json, or a pytest-benchmark file's
     machine_info (which records no package versions)."""
     source = Path(source)
     if source.is_dir():
-        env = RunDir.read_json_object(RunDir(source).env)
-        machine: dict[str, object] = {field: env.get(field) for field in MACHINE_FIELDS}
-        versions = env.get("versions") if isinstance(env.get("versions"), dict) else {}
-        return {**machine, **{f"{name} version": version for name, version in versions.items()}}
+        return machine_of_env(RunDir.read_json_object(RunDir(source).env))
     info = _benchmark_json(source).get("machine_info") or {}
     cpu = info.get("cpu") if isinstance(info.get("cpu"), dict) else {}
     return {"cpu": cpu.get("brand_raw"), "cores_logical": cpu.get("count"), "python": info.get("python_version")}
@@ -161,6 +172,29 @@ def compare(base: pd.DataFrame, new: pd.DataFrame, threshold: float = 0.10, nois
     ]
 
 
+def flagged_slower(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows flagged only for speed: the ones a confirmation re-run can clear."""
+    return table[table["verdict"] == "REGRESSION: slower"]
+
+
+def apply_confirmation(table: pd.DataFrame, confirmations: dict, unconfirmable: str = "") -> pd.DataFrame:
+    """The table with each speed flag confirmed, cleared, or kept with the reason it could not be checked."""
+    table = table.copy()
+    table["confirmation"] = ""
+    for index in flagged_slower(table).index:
+        found = confirmations.get(case_id(table.loc[index]))
+        if found is None:
+            table.loc[index, "confirmation"] = f"not re-timed: {unconfirmable or 'no confirmation run'}"
+            continue
+        retimed = f"re-timed alternately: {found.change:+.1%} (noise {found.noise:.1%})"
+        table.loc[index, "confirmation"] = retimed
+        if not found.confirmed:
+            table.loc[index, "verdict"] = (
+                f"not confirmed: {table.loc[index, 'change']:+.1%} between the runs, {retimed}"
+            )
+    return table
+
+
 def has_regression(table: pd.DataFrame) -> bool:
     return table["verdict"].str.startswith("REGRESSION").any()
 
@@ -188,13 +222,22 @@ def summary(table: pd.DataFrame, differences: list[str]) -> dict[str, object]:
     return {
         "verdicts": table["verdict"].str.split(":").str[0].value_counts().to_dict(),
         "regressions": [
-            {"case": case_id(row), "verdict": row["verdict"], "change": row["change"]}
+            {"case": case_id(row), "verdict": row["verdict"], "change": row["change"], **_confirmation(row)}
             for _, row in regressions.iterrows()
         ],
         "missing": [case_id(row) for _, row in missing.iterrows()],
+        "not_confirmed": [
+            {"case": case_id(row), "verdict": row["verdict"]}
+            for _, row in table[table["verdict"].str.startswith("not confirmed")].iterrows()
+        ],
         "machine_differences": differences,
         "exit_status": 1 if len(regressions) or len(missing) else 0,
     }
+
+
+def _confirmation(row: pd.Series) -> dict[str, str]:
+    text = row.get("confirmation", "")
+    return {"confirmation": text} if isinstance(text, str) and text else {}
 
 
 def render(table: pd.DataFrame, show_all: bool = False) -> str:

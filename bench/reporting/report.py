@@ -418,9 +418,13 @@ def write_report(run_dir: Path) -> Path:
     tables_dir, plots_dir = RunDir(run_dir).tables, RunDir(run_dir).plots
     tables_dir.mkdir(exist_ok=True)
     plots_dir.mkdir(exist_ok=True)
-    sections = [
-        f"# serbench report: {run_dir.name}",
-        "",
+    sections = [f"# serbench report: {run_dir.name}", ""]
+    if RunDir(run_dir).checkpoints.exists():
+        from bench.reporting.answer import answer_section
+
+        entries = RunDir(run_dir).read_json_object(RunDir(run_dir).checkpoints).get("checkpoints", [])
+        sections += answer_section(frame, entries)
+    sections += [
         "## Environment",
         "",
         environment_block(env, limits),

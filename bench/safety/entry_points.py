@@ -29,6 +29,10 @@ def _load(adapter: frameworks.Adapter, path: Path, fmt: str, trusted: bool) -> A
     return adapter.to_numpy(adapter.load(path, fmt, trusted=trusted))
 
 
+def _read_arrays(adapter: frameworks.Adapter, path: Path, fmt: str, trusted: bool) -> Any:
+    return adapter.read_arrays(path, fmt, trusted=trusted)
+
+
 def _load_mlp(adapter: frameworks.Adapter, path: Path, fmt: str, trusted: bool) -> Any:
     clone = adapter.load_mlp(path, fmt, adapter.blank_mlp(), trusted=trusted)
     return adapter.mlp_state(clone)
@@ -56,6 +60,11 @@ def entry_points(framework: str) -> list[EntryPoint]:
     points = [
         EntryPoint("Adapter.load", tuple(s.name for s in cls.specs if not s.model_only), _load),
         EntryPoint("Adapter.load_mlp", tuple(s.name for s in cls.specs if "mlp" in s.holds), _load_mlp),
+        EntryPoint(
+            "Adapter.read_arrays",
+            tuple(s.name for s in cls.specs if not s.model_only or s.read_arrays is not None),
+            _read_arrays,
+        ),
     ]
     if cls.training_recipe:
         recipe = training.recipe_class(framework)

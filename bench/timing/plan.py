@@ -75,7 +75,9 @@ PRESETS = {
         extra_load_processes=1,
         headline_threads=("default",),
     ),
+    "checkpoint": Preset((), {"small": 5, "medium": 3, "large": 2}, passes=3),
 }
+"""`checkpoint` times users' own checkpoints (`serbench bench`): its workloads are given with the run."""
 HEADLINE_MIN_BYTES = 64 << 20
 """Loads of workloads this large are the headline figures that extra processes re-time."""
 
@@ -128,10 +130,11 @@ def plan(
     caches: tuple[str, ...] = CACHES,
     include_null: bool = True,
     threads: tuple[str, ...] | None = None,
+    workload_names: tuple[str, ...] | None = None,
 ) -> list[Case]:
     """Every case of the selected matrix, in a stable order. `threads` replaces the preset's thread
-    settings (its headline-only settings included)."""
-    chosen = PRESETS[preset]
+    settings (its headline-only settings included); `workload_names` its workloads (users' checkpoints)."""
+    chosen = PRESETS[preset] if workload_names is None else replace(PRESETS[preset], workloads=workload_names)
     settings = threads or chosen.threads
     cases = [
         case

@@ -209,7 +209,9 @@ def assemble(run_dir: Path) -> pd.DataFrame:
                     )
                 )
             elif case.id in outcomes and outcomes[case.id]["outcome"] == "skipped":
-                rows.append(_case_row(case, "unavailable", outcomes[case.id]["detail"]))
+                detail = outcomes[case.id]["detail"]
+                unsupported = detail.startswith("unsupported: ")
+                rows.append(_case_row(case, "unsupported" if unsupported else "unavailable", detail))
             elif case.id in outcomes:
                 rows.append(_case_row(case, "error", outcomes[case.id]["detail"]))
             else:

@@ -4,6 +4,7 @@ The runner writes them; the results, the report, `compare` and the index read th
 framework at one thread setting (`<framework>-t<threads>`), timed by one or more pytest processes:
 
     env.json  limits.json  results.csv  results.json  report.md  tables/  plots/
+    checkpoints.json                                     users' checkpoints timed (`serbench bench`)
     raw/plan-<chunk>.json  raw/loads-plan-<chunk>.json   the cases each process was given
     raw/outcomes-<chunk>.jsonl                           every case's outcome (skipped, failed, ...)
     raw/benchmark-<chunk>-p<N>.json                      pytest-benchmark's own, every round
@@ -31,6 +32,15 @@ class RunDir:
     @property
     def env(self) -> Path:
         return self.root / "env.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints.json"
+
+    @property
+    def checkpoint_store(self) -> Path:
+        """Where users' checkpoints are stored for the run's processes (removed with the scratch)."""
+        return self.scratch / "checkpoints"
 
     @property
     def limits(self) -> Path:

@@ -62,6 +62,8 @@ class RunConfig:
     """Thread settings to time every case with (default: the preset's)."""
     pause_page_reporting: bool = False
     """Unbind the virtio balloon for the run where it reports free pages (see `bench.timing.machine`)."""
+    workloads: tuple[str, ...] | None = None
+    """Replaces the preset's workloads (users' checkpoints, registered with `workloads.register_checkpoints`)."""
 
 
 def write_json(path: Path, data: object) -> None:
@@ -192,6 +194,7 @@ def run(config: RunConfig) -> Path:
         config.sizes,
         config.devices,
         threads=config.threads,
+        workload_names=config.workloads,
     )
     if not cases:
         raise UsageError("the selection matches no benchmark case; check --frameworks/--formats/--kinds/--sizes")

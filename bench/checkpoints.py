@@ -1,0 +1,217 @@
+"""A user's own checkpoint as a workload (`serbench bench PATH...`).
+
+A file is recognised by its bytes (each format's sniffer, `frameworks.readers_of`), read once through
+the adapter of a framework that reads it (`Adapter.read_arrays`, behind the trust gate), flattened to
+one dict of named tensors, and stored where every process of the run rebuilds it exactly
+(`workloads.store_arrays`). A directory of shards is read through its index, the way the Hugging Face
+tooling lays them out (`model.safetensors.index.json` or `pytorch_model.bin.index.json`, whose
+`weight_map` names each tensor's shard): every shard is read, and every tensor must be where the index
+says. A pickle (a torch file, even with weights_only=True) is read only when the user says `trusted`.
+
+The reading runs in a child process with a timeout (`python -m bench.checkpoints`), so a file that
+crashes or hangs a framework takes down the child, not the command; the child answers one JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import frameworks
+from bench import workloads
+from bench.errors import UsageError
+from frameworks.errors import SerbenchError
+
+INDEX_SUFFIX = ".index.json"
+MAX_INDEX_BYTES = 64 << 20
+"""An index larger than this is not an index (the 405B-parameter Llama's is under 100 KiB)."""
+READ_TIMEOUT_S = 1800
+EXIT_REFUSED = 2
+
+
+class Refused(Exception):
+    """The checkpoint cannot be read as asked; the message is for the user, on one line."""
+
+
+def workload_name(path: Path, taken: set[str]) -> str:
+    """`user-<name>`: the file's name without its format's endings, safe in file names and case ids."""
+    stem = path.name
+    for ending in (".weights.h5", ".safetensors", ".params", ".npz", ".npy", ".pth", ".pt", ".bin", ".h5"):
+        stem = stem.removesuffix(ending)
+    base = "user-" + (re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "checkpoint")
+    name, counter = base, 2
+    while name in taken or name in workloads.WORKLOADS:
+        name, counter = f"{base}-{counter}", counter + 1
+    return name
+
+
+def flatten(tree: Any, prefix: str = "") -> tuple[dict[str, np.ndarray], list[str]]:
+    """A nested checkpoint as one dict of tensors (keys joined with '.', as a state_dict names them) and the
+    names of the leaves that are not tensors (an epoch number, a string), which a benchmark of tensors drops."""
+    arrays: dict[str, np.ndarray] = {}
+    dropped: list[str] = []
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list | tuple) else None
+    if items is None:
+        if isinstance(tree, np.ndarray) and tree.dtype.kind in "biufcV":
+            arrays[prefix or "tensor"] = tree
+        else:
+            dropped.append(f"{prefix or 'value'} ({type(tree).__name__})")
+        return arrays, dropped
+    for key, value in items:
+        name = f"{prefix}.{key}" if prefix else str(key)
+        inner, lost = flatten(value, name)
+        clash = arrays.keys() & inner.keys()
+        if clash:
+            raise Refused(f"two tensors would both be named {sorted(clash)[0]!r} once the checkpoint is flattened")
+        arrays.update(inner)
+        dropped += lost
+    return arrays, dropped
+
+
+def read_file(path: Path, trusted: bool) -> tuple[Any, str]:
+    """The file's tree and which reader read it: the first (framework, format) that recognises it and imports."""
+    candidates = frameworks.readers_of(path)
+    if not candidates:
+        formats = sorted({spec.name for name in frameworks.names() for spec in frameworks.adapter_class(name).specs})
+        raise Refused(f"{path} is not a checkpoint serbench recognises (it reads {', '.join(formats)})")
+    problems: list[str] = []
+    needs_trust: str | None = None
+    for framework, fmt in candidates:  # the next reader gets its turn when one refuses (an .npy of objects)
+        spec = frameworks.adapter_class(framework).spec(fmt)
+        if (spec.executes_code or spec.unpickles) and not trusted:
+            needs_trust = needs_trust or fmt
+            continue
+        try:
+            adapter = frameworks.get_adapter(framework)
+            return adapter.read_arrays(path, fmt, trusted=trusted), f"{framework} ({fmt})"
+        except (ImportError, SerbenchError) as error:
+            problems.append(f"as {fmt} ({framework}): {' '.join(str(error).split())}")
+    if needs_trust is not None:
+        raise Refused(
+            f"{path} is a {needs_trust} file, a pickle: serbench reads it only with --trusted (for files you or a "
+            "source you trust made; a pickle can run code, and torch's weights_only reader still parses one)"
+            + (f"; other readers refused it: {'; '.join(problems)}" if problems else "")
+        )
+    raise Refused(f"{path} could not be read: {'; '.join(problems)}")
+
+
+def read_index(directory: Path) -> tuple[Path, dict[str, str]]:
+    """The directory's one `*.index.json` and its weight_map (tensor name -> shard file in the directory)."""
+    indexes = sorted(directory.glob(f"*{INDEX_SUFFIX}"))
+    if len(indexes) != 1:
+        found = ", ".join(path.name for path in indexes) or "none"
+        raise Refused(
+            f"{directory} is a directory: a sharded checkpoint needs exactly one *{INDEX_SUFFIX} with a weight_map "
+            f"(found {found}); give a checkpoint file instead"
+        )
+    index = indexes[0]
+    if not index.is_file() or index.stat().st_size > MAX_INDEX_BYTES:
+        raise Refused(f"{index} is not a regular file of at most {MAX_INDEX_BYTES:,} bytes")
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+    except (ValueError, KeyError, TypeError, RecursionError) as error:
+        raise Refused(f"{index} is not a shard index (JSON with a weight_map): {error!r:.200}") from None
+    if not isinstance(weight_map, dict) or not all(
+        isinstance(key, str) and isinstance(value, str) for key, value in weight_map.items()
+    ):
+        raise Refused(f"{index}: weight_map must map tensor names to shard file names")
+    for shard in set(weight_map.values()):
+        if Path(shard).name != shard or shard in ("", ".", ".."):
+            raise Refused(f"{index} names shard {shard!r}, which is not a file in {directory}")
+    return index, weight_map
+
+
+def read_sharded(directory: Path, trusted: bool) -> tuple[dict[str, np.ndarray], list[str], str]:
+    """Every shard of the index, checked against it: each tensor in the shard the index names, none extra."""
+    index, weight_map = read_index(directory)
+    merged: dict[str, np.ndarray] = {}
+    dropped: list[str] = []
+    readers = set()
+    shards = list(dict.fromkeys(weight_map.values()))
+    for shard in shards:
+        tree, reader = read_file(directory / shard, trusted)
+        readers.add(reader)
+        arrays, lost = flatten(tree)
+        expected = {name for name, where in weight_map.items() if where == shard}
+        if set(arrays) != expected:
+            missing, extra = sorted(expected - set(arrays)), sorted(set(arrays) - expected)
+            raise Refused(
+                f"{directory / shard} does not hold what {index.name} says: missing {missing[:3]}, extra {extra[:3]}"
+            )
+        merged.update(arrays)
+        dropped += [f"{shard}: {name}" for name in lost]
+    ordered = {name: merged[name] for name in weight_map}
+    return ordered, dropped, f"{len(shards)} shards via {index.name}, read with {', '.join(sorted(readers))}"
+
+
+def read_checkpoint(path: Path, trusted: bool) -> tuple[dict[str, np.ndarray], list[str], str]:
+    """A file or a directory of shards as (tensors by name, what was dropped, how it was read)."""
+    if path.is_dir() and (any(path.glob(f"*{INDEX_SUFFIX}")) or not frameworks.readers_of(path)):
+        return read_sharded(path, trusted)  # a directory that is no format's own needs a shard index
+    tree, reader = read_file(path, trusted)
+    arrays, dropped = flatten(tree)
+    return arrays, dropped, f"read with {reader}"
+
+
+def import_checkpoint(source: Path, store: Path, name: str, trusted: bool) -> dict[str, Any]:
+    """Read `source`, store its tensors at `store`, and describe it (an entry of checkpoints.json)."""
+    arrays, dropped, reader = read_checkpoint(source, trusted)
+    if not arrays:
+        raise Refused(f"{source} holds no tensors ({len(dropped)} other values)")
+    tensors = workloads.store_arrays(arrays, store)
+    return {
+        "name": name,
+        "source": str(source),
+        "reader": reader,
+        "store": str(store),
+        "tensors": tensors,
+        "tensor_count": len(tensors),
+        "payload_bytes": int(sum(array.nbytes for array in arrays.values())),
+        "dtypes": sorted({array.dtype.name for array in arrays.values()}),
+        "dropped": dropped,
+    }
+
+
+def prepare(paths: list[Path], directory: Path, trusted: bool, timeout_s: float = READ_TIMEOUT_S) -> list[dict]:
+    """Read each checkpoint in a child process (see the module docstring); UsageError says why one could not be."""
+    directory.mkdir(parents=True, exist_ok=True)
+    entries: list[dict] = []
+    for path in paths:
+        if not path.exists():
+            raise UsageError(f"{path}: no such file or directory")
+        name = workload_name(path, {entry["name"] for entry in entries})
+        command = [sys.executable, "-m", "bench.checkpoints", str(path), str(directory / f"{name}.npz"), name]
+        command += ["--trusted"] if trusted else []
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)
+        except subprocess.TimeoutExpired:
+            raise UsageError(f"{path}: reading it took over {timeout_s:.0f} s; it was stopped") from None
+        lines = result.stdout.strip().splitlines()
+        if result.returncode == EXIT_REFUSED:
+            raise UsageError(result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"{path}: refused")
+        if result.returncode != 0 or not lines:
+            last = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
+            raise UsageError(f"{path}: the reader crashed ({last[:300]})")
+        entries.append(json.loads(lines[-1]))
+    return entries
+
+
+def main(argv: list[str]) -> int:
+    source, store, name, *flags = argv
+    try:
+        entry = import_checkpoint(Path(source), Path(store), name, "--trusted" in flags)
+    except (Refused, SerbenchError, ValueError, OSError) as error:
+        print(" ".join(str(error).split())[:1000], file=sys.stderr)
+        return EXIT_REFUSED
+    print(json.dumps(entry))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
