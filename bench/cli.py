@@ -58,6 +58,27 @@ def cmd_roundtrip(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_recipes(args: argparse.Namespace) -> int:
+    """The d2l File I/O and seed tutorials' recipes, one line each; exit 1 on any unexpected outcome."""
+    import tempfile
+
+    from bench.conformance.recipes import run_recipes
+
+    with tempfile.TemporaryDirectory(prefix="serbench-recipes-") as scratch:
+        print("running the recipes (about a minute per framework) ...", file=sys.stderr)
+        outcomes, status, tail = run_recipes(args.frameworks, Path(scratch) / "outcomes.jsonl")
+    for outcome in outcomes:
+        print(outcome.line())
+    counts = {kind: sum(o.outcome == kind for o in outcomes) for kind in ("passed", "failed", "skipped")}
+    if not outcomes or status not in (0, 1):
+        raise RuntimeError(f"the recipe checks could not run (pytest exit status {status}): {tail}")
+    print(
+        f"{len(outcomes)} recipes: {counts['passed']} as expected, {counts['failed']} FAILED, "
+        f"{counts['skipped']} skipped here (a missing framework or GPU)"
+    )
+    return EXIT_REGRESSION if counts["failed"] else 0
+
+
 def _names(value: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(item.strip() for item in value.split(",") if item.strip()))
 
@@ -403,6 +424,20 @@ def build_parser() -> argparse.ArgumentParser:
     table = commands.add_parser("support-table", help="print the framework x format x kind support table")
     table.add_argument("--update-readme", metavar="README", help="rewrite the generated block in this file")
     table.set_defaults(func=cmd_support_table)
+
+    recipes = commands.add_parser(
+        "recipes",
+        help="the d2l File I/O and seed tutorials' recipes in every framework: one line each, exit 1 on a change",
+        description="Run the Dive into Deep Learning 'File I/O' recipes (a tensor, a list, a dict, the MLP loaded "
+        "into a clone with clone(X) == net(X), a training checkpoint) and the seed tutorials' (PyTorch whole model "
+        "and weights_only, map_location, transfer learning; bit-exact resume; BatchNorm buffers) in every "
+        "framework, and print one line each: ok when the outcome is the expected one (exact, or the recorded "
+        "drift), FAIL otherwise. Exit status 1 if any recipe failed.",
+    )
+    recipes.add_argument(
+        "--frameworks", type=FRAMEWORK_LIST, help=f"comma-separated, of {', '.join(frameworks.names())} (default all)"
+    )
+    recipes.set_defaults(func=cmd_recipes)
 
     matrix = commands.add_parser("roundtrip", help="run the round-trip matrix and print each outcome")
     matrix.add_argument("--frameworks", nargs="+", default=list(frameworks.names()), choices=frameworks.names())

@@ -40,3 +40,25 @@ class ToyAdapter(NumpyAdapter):
             Expectation("drift", NPY_BFLOAT16, ("root['value']: dtype bfloat16 -> |V2",)),
         ),
     )
+
+
+BROKEN_TOY_NPZ = FormatSpec(
+    "toy-npz",
+    frozenset({"dict", "mlp"}),
+    "a test-only adapter's npz whose loader silently widens every array to float64 (a regression)",
+    "a zip archive of .npy members",
+    files.is_npz,
+    suffix=".toy.npz",
+    validate=NPZ.validate,
+    save=NPZ.save,
+    load=lambda adapter, path, device: {
+        key: np.asarray(value, np.float64) for key, value in NPZ.load(adapter, path, device).items()
+    },
+)
+
+
+class BrokenToyAdapter(ToyAdapter):
+    """The toy adapter after a regression its findings do not declare: `serbench recipes` must say FAIL."""
+
+    name = "broken-toy"
+    specs = (BROKEN_TOY_NPZ,)

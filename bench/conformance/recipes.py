@@ -1,0 +1,165 @@
+"""`serbench recipes`: the textbook recipes, run now in every framework, one line each, against what is expected.
+
+The recipes are the Dive into Deep Learning "File I/O" chapter (a tensor, a list, a dict, the MLP's
+parameters loaded into a clone with `clone(X) == net(X)`, and a training checkpoint) and the seed
+tutorials' (PyTorch's whole model and `weights_only`, `map_location`, transfer learning; training
+checkpoints that resume bit-exactly; BatchNorm buffers and eval mode). Their checks are the test suite's
+own (`RECIPE_TESTS`), so the command and `make test` can never disagree: each passes when the outcome is
+the one the adapter declares (an exact round trip, or the recorded drift with its reason) and fails on
+any change. They run in one pytest process with this module as a plugin, which keeps the d2l workloads
+of the round-trip matrix, drops combinations a format cannot hold (counted, not printed), filters by
+framework, and writes each outcome as a JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+RECIPE_TESTS = {
+    "tests/test_conformance.py::test_roundtrip": "d2l File I/O round trip",
+    "tests/test_mlp.py::test_clone_output_equals_net_output": "d2l File I/O clone(X) == net(X)",
+    "tests/test_recipes_torch.py": "seed tutorials (PyTorch)",
+    "tests/test_training_checkpoints.py": "seed tutorials: training checkpoints",
+}
+"""Test (or test file) -> the recipe group it checks."""
+FRAMEWORK_OF_MODULE = {"test_recipes_torch": "torch"}
+TIMEOUT_S = 1800
+
+
+@dataclass(frozen=True)
+class RecipeOutcome:
+    group: str
+    name: str
+    framework: str
+    outcome: str
+    """passed, failed or skipped"""
+    detail: str
+
+    def line(self) -> str:
+        mark = {"passed": "ok  ", "failed": "FAIL", "skipped": "skip"}[self.outcome]
+        detail = f": {self.detail}" if self.detail else ""
+        return f"{mark} {self.group:34} {self.name}{detail}"
+
+
+def _framework(item: pytest.Item) -> str:
+    callspec = getattr(item, "callspec", None)
+    params = callspec.params if callspec is not None else {}
+    framework = params.get("framework")
+    return str(framework) if framework else FRAMEWORK_OF_MODULE.get(item.module.__name__.split(".")[-1], "")
+
+
+def _group(item: pytest.Item) -> str | None:
+    for selector, group in RECIPE_TESTS.items():
+        path, _, function = selector.partition("::")
+        if item.nodeid.startswith(path) and (not function or item.originalname == function):
+            return group
+    return None
+
+
+def _title(item: pytest.Item) -> str:
+    callspec = getattr(item, "callspec", None)
+    words = item.originalname.removeprefix("test_").replace("_", " ")
+    if callspec is None:
+        return words
+    values = " / ".join(str(value) for value in callspec.params.values())
+    return values if item.originalname == "test_roundtrip" else f"{words} [{values}]"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("serbench-recipes", "serbench recipes (set by the command)")
+    group.addoption("--serbench-recipes-out", metavar="PATH", help="JSON-lines file for each recipe's outcome")
+    group.addoption("--serbench-recipes-frameworks", default="", help="comma-separated frameworks to keep")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep the recipes: d2l workloads of the round-trip matrix, no combination a format cannot hold, the
+    chosen frameworks."""
+    from bench import workloads
+    from bench.conformance import expectations
+
+    chosen = {name for name in config.getoption("serbench_recipes_frameworks").split(",") if name}
+    kept, dropped = [], []
+    for item in items:
+        keep = _group(item) is not None and (not chosen or _framework(item) in chosen)
+        if keep and item.originalname == "test_roundtrip":
+            params = item.callspec.params
+            workload = workloads.WORKLOADS[params["workload_name"]]
+            keep = workload.group == "d2l" and (
+                expectations.expected(params["framework"], params["fmt"], workload).status != "unsupported"
+            )
+        (kept if keep else dropped).append(item)
+    items[:] = kept
+    config.hook.pytest_deselected(items=dropped)
+
+
+_items: dict[str, pytest.Item] = {}
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    _items.update({item.nodeid: item for item in session.items})
+
+
+def pytest_runtest_logreport(report: Any) -> None:
+    if not (report.when == "call" or (report.when == "setup" and not report.passed)):
+        return
+    item = _items.get(report.nodeid)
+    out = item.config.getoption("serbench_recipes_out") if item is not None else None
+    if item is None or not out:
+        return
+    if report.skipped:
+        detail = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    elif report.failed:
+        crash = getattr(report.longrepr, "reprcrash", None)
+        detail = crash.message if crash is not None else str(report.longrepr).strip().splitlines()[-1]
+    else:
+        detail = ""
+    record = {
+        "group": _group(item),
+        "name": _title(item),
+        "framework": _framework(item),
+        "outcome": report.outcome,
+        "detail": " ".join(str(detail).removeprefix("Skipped: ").split())[:300],
+    }
+    with open(out, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def run_recipes(framework_names: tuple[str, ...] | None, out: Path) -> tuple[list[RecipeOutcome], int, str]:
+    """Run every recipe (of the chosen frameworks) in a pytest subprocess: the outcomes in order, pytest's exit
+    status, and the end of its output (for a session that could not run)."""
+    tests = [ROOT / selector.partition("::")[0] for selector in RECIPE_TESTS]
+    missing = [str(path) for path in tests if not path.is_file()]
+    if missing:
+        raise FileNotFoundError(f"the recipes are checked by serbench's tests, not found here: {missing[0]}")
+    out.unlink(missing_ok=True)
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        *dict.fromkeys(str(path) for path in tests),
+        "-p",
+        "bench.conformance.recipes",
+        "--serbench-recipes-out",
+        str(out),
+        "--serbench-recipes-frameworks",
+        ",".join(framework_names or ()),
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        "--no-header",
+        "-o",
+        "addopts=",
+    ]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
+    tail = " ".join((result.stdout + result.stderr).strip().splitlines()[-3:])[-500:]
+    if not out.exists():
+        return [], result.returncode, tail
+    return [RecipeOutcome(**json.loads(line)) for line in out.read_text().splitlines()], result.returncode, tail
