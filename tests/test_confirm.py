@@ -155,7 +155,7 @@ def _compare(base: Path, new: Path, clone: Path) -> subprocess.CompletedProcess[
 
 
 @pytest.mark.filterwarnings("ignore")
-def test_a_slowdown_in_the_code_is_confirmed_and_one_in_the_runs_alone_is_cleared(
+def test_a_slowdown_in_the_code_is_confirmed_and_one_in_the_results_alone_is_not_found_again(
     doctored_clone: tuple[Path, str, str], tmp_path: Path
 ) -> None:
     clone, base_commit, doctored = doctored_clone
@@ -164,8 +164,14 @@ def test_a_slowdown_in_the_code_is_confirmed_and_one_in_the_runs_alone_is_cleare
     assert caught.returncode == cli.EXIT_REGRESSION, caught.stderr[-2000:]
     (regression,) = json.loads(caught.stdout)["regressions"]
     assert regression["confirmation"].startswith("re-timed alternately: +")
+    assert regression["retimed_change"] > 1.0, "a 5 ms sleep in a ~0.1 ms load"
 
+    # the same code, 3x slower in the results only: both sides are re-timed, and the re-timing finds nothing
+    # like 3x (whether a tiny load's few percent then pass the threshold is chance, so the exit status is left
+    # to the unit tests above)
     base, new = _runs(tmp_path / "runs", base_commit, base_commit, slower=3.0)
-    cleared = _compare(base, new, clone)
-    assert cleared.returncode == 0, cleared.stderr[-2000:]
-    assert len(json.loads(cleared.stdout)["not_confirmed"]) == 1
+    retimed = _compare(base, new, clone)
+    assert retimed.returncode in (0, cli.EXIT_REGRESSION), retimed.stderr[-2000:]
+    summary = json.loads(retimed.stdout)
+    (entry,) = summary["regressions"] + summary["not_confirmed"]
+    assert abs(entry["retimed_change"]) < 1.0, entry

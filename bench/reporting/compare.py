@@ -181,11 +181,13 @@ def apply_confirmation(table: pd.DataFrame, confirmations: dict, unconfirmable: 
     """The table with each speed flag confirmed, cleared, or kept with the reason it could not be checked."""
     table = table.copy()
     table["confirmation"] = ""
+    table["retimed_change"] = np.nan
     for index in flagged_slower(table).index:
         found = confirmations.get(case_id(table.loc[index]))
         if found is None:
             table.loc[index, "confirmation"] = f"not re-timed: {unconfirmable or 'no confirmation run'}"
             continue
+        table.loc[index, "retimed_change"] = found.change
         retimed = f"re-timed alternately: {found.change:+.1%} (noise {found.noise:.1%})"
         table.loc[index, "confirmation"] = retimed
         if not found.confirmed:
@@ -227,7 +229,7 @@ def summary(table: pd.DataFrame, differences: list[str]) -> dict[str, object]:
         ],
         "missing": [case_id(row) for _, row in missing.iterrows()],
         "not_confirmed": [
-            {"case": case_id(row), "verdict": row["verdict"]}
+            {"case": case_id(row), "verdict": row["verdict"], **_confirmation(row)}
             for _, row in table[table["verdict"].str.startswith("not confirmed")].iterrows()
         ],
         "machine_differences": differences,
@@ -235,9 +237,10 @@ def summary(table: pd.DataFrame, differences: list[str]) -> dict[str, object]:
     }
 
 
-def _confirmation(row: pd.Series) -> dict[str, str]:
-    text = row.get("confirmation", "")
-    return {"confirmation": text} if isinstance(text, str) and text else {}
+def _confirmation(row: pd.Series) -> dict[str, object]:
+    text, change = row.get("confirmation", ""), row.get("retimed_change", np.nan)
+    found: dict[str, object] = {"confirmation": text} if isinstance(text, str) and text else {}
+    return found | ({"retimed_change": float(change)} if not pd.isna(change) else {})
 
 
 def render(table: pd.DataFrame, show_all: bool = False) -> str:
