@@ -440,8 +440,20 @@ def build_parser() -> argparse.ArgumentParser:
     recipes.set_defaults(func=cmd_recipes)
 
     matrix = commands.add_parser("roundtrip", help="run the round-trip matrix and print each outcome")
-    matrix.add_argument("--frameworks", nargs="+", default=list(frameworks.names()), choices=frameworks.names())
-    matrix.add_argument("--sizes", nargs="+", default=["small"], choices=["small", "medium", "large"])
+    matrix.add_argument(
+        "--frameworks",
+        nargs="+",
+        default=list(frameworks.names()),
+        choices=frameworks.names(),
+        help="space-separated frameworks (default all)",
+    )
+    matrix.add_argument(
+        "--sizes",
+        nargs="+",
+        default=["small"],
+        choices=["small", "medium", "large"],
+        help="space-separated workload sizes: small (KiB), medium (up to 64 MiB), large (553 MB); default small",
+    )
     matrix.set_defaults(func=cmd_roundtrip)
 
     bench = commands.add_parser("run", help="run the benchmark matrix (pytest-benchmark) and write results")
@@ -486,7 +498,9 @@ def build_parser() -> argparse.ArgumentParser:
     mine.set_defaults(func=cmd_bench)
 
     report = commands.add_parser("report", help="write report.md, tables and plots from a run's stored results")
-    report.add_argument("run_dir", type=Path)
+    report.add_argument(
+        "run_dir", type=Path, help="a run directory written by serbench run or bench (results.csv, env.json, ...)"
+    )
     report.set_defaults(func=cmd_report)
 
     diff = commands.add_parser(
@@ -522,16 +536,25 @@ def build_parser() -> argparse.ArgumentParser:
     safety.add_argument(
         "--frameworks", type=FRAMEWORK_LIST, help=f"comma-separated, of {', '.join(frameworks.names())} (default all)"
     )
-    safety.add_argument("--timeout", type=float, default=60.0, help="seconds before a load counts as a hang")
+    safety.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds before a load counts as a hang (default 60)"
+    )
     safety.set_defaults(func=cmd_safety)
 
     safety_table = commands.add_parser("safety-table", help="render a safety.csv as Markdown (or into the README)")
-    safety_table.add_argument("--source", type=Path, default=Path("results/reference-safety/safety.csv"))
+    safety_table.add_argument(
+        "--source",
+        type=Path,
+        default=Path("results/reference-safety/safety.csv"),
+        help="a safety.csv written by serbench safety (default the committed reference run's)",
+    )
     safety_table.add_argument("--update-readme", metavar="README", help="rewrite the generated block in this file")
     safety_table.set_defaults(func=cmd_safety_table)
 
     index = commands.add_parser("index", help="write results/README.md indexing the stored runs")
-    index.add_argument("results", type=Path, nargs="?", default=Path("results"))
+    index.add_argument(
+        "results", type=Path, nargs="?", default=Path("results"), help="the directory of stored runs (default results)"
+    )
     index.set_defaults(func=cmd_index)
     return parser
 

@@ -3,6 +3,7 @@ and before any work starts; `compare` is a gate CI can trust (see bench/cli.py f
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -174,3 +175,18 @@ def test_resume_without_a_run_directory_is_refused() -> None:
     """--resume with no --out would start a whole new run under a fresh name; it is refused instead."""
     line = assert_one_line_error(serbench("run", "--resume", timeout=60))
     assert "--resume needs --out" in line
+
+
+def _subcommands() -> dict[str, argparse.ArgumentParser]:
+    parser = cli.build_parser()
+    (commands,) = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+    return dict(commands.choices)
+
+
+@pytest.mark.parametrize("command", sorted(_subcommands()))
+def test_every_option_of_every_command_says_what_its_values_mean(command: str) -> None:
+    parser = _subcommands()[command]
+    silent = [
+        action.dest for action in parser._actions if not isinstance(action, argparse._HelpAction) and not action.help
+    ]
+    assert not silent, f"serbench {command}: {silent} have no help"
