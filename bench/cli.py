@@ -373,10 +373,14 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_selection_options(parser: argparse.ArgumentParser) -> None:
+def _add_frameworks_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--frameworks", type=FRAMEWORK_LIST, help=f"comma-separated, of {', '.join(frameworks.names())} (default all)"
     )
+
+
+def _add_selection_options(parser: argparse.ArgumentParser) -> None:
+    _add_frameworks_option(parser)
     parser.add_argument(
         "--formats", type=FORMAT_LIST, help=f"comma-separated, of {', '.join(_all_formats())} (default all)"
     )
@@ -434,9 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
         "framework, and print one line each: ok when the outcome is the expected one (exact, or the recorded "
         "drift), FAIL otherwise. Exit status 1 if any recipe failed.",
     )
-    recipes.add_argument(
-        "--frameworks", type=FRAMEWORK_LIST, help=f"comma-separated, of {', '.join(frameworks.names())} (default all)"
-    )
+    _add_frameworks_option(recipes)
     recipes.set_defaults(func=cmd_recipes)
 
     matrix = commands.add_parser("roundtrip", help="run the round-trip matrix and print each outcome")
@@ -533,9 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     safety = commands.add_parser("safety", help="hostile and damaged files against every loader, in subprocesses")
     safety.add_argument("--out", type=Path, required=True, help="directory for safety.csv and safety.md")
-    safety.add_argument(
-        "--frameworks", type=FRAMEWORK_LIST, help=f"comma-separated, of {', '.join(frameworks.names())} (default all)"
-    )
+    _add_frameworks_option(safety)
     safety.add_argument(
         "--timeout", type=float, default=60.0, help="seconds before a load counts as a hang (default 60)"
     )

@@ -8,7 +8,9 @@ keeps child names in order but not whether a node was a list or a dict.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,24 +40,39 @@ KERAS_MLP_SHAPES = {(20, 256), (256,), (256, 10), (10,)}
 """The Keras MLP's variables: kernels in (in, out) layout, then biases."""
 
 
+@contextlib.contextmanager
+def _weights_file(path: Path) -> Iterator[Any]:
+    """The HDF5 file open for reading; h5py's OSError (not HDF5, damaged) as FormatMismatchError."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            yield handle
+    except OSError as error:
+        raise FormatMismatchError(f"{path} is not a valid 'keras-h5' file: {error}") from None
+
+
+def _datasets(handle: Any, path: Path) -> list[tuple[str, Any]]:
+    """Every dataset of an open weights file, in visiting order; more than gate.MAX_MEMBERS objects is refused."""
+    import h5py
+
+    found: list[tuple[str, Any]] = []
+
+    def visit(name: str, item: object) -> None:
+        gate.check_count(path, "keras-h5", len(found), "datasets")
+        if isinstance(item, h5py.Dataset):
+            found.append((name, item))
+
+    handle.visititems(visit)
+    return found
+
+
 def check_keras_weights(path: Path) -> None:
     """A `.weights.h5` of the MLP holds four float32 datasets of the MLP's shapes and nothing larger:
     checked with h5py before Keras reads (a forged file declared huge dims with a fill value, or held
     int64 or string datasets that Keras accepted)."""
-    import h5py
-
-    datasets: list[tuple[str, str, tuple[int, ...]]] = []
-    try:
-        with h5py.File(path, "r") as handle:
-
-            def visit(name: str, item: object) -> None:
-                gate.check_count(path, "keras-h5", len(datasets), "datasets")
-                if isinstance(item, h5py.Dataset):
-                    datasets.append((name, str(item.dtype), tuple(item.shape)))
-
-            handle.visititems(visit)
-    except OSError as error:
-        raise FormatMismatchError(f"{path} is not a valid 'keras-h5' file: {error}") from None
+    with _weights_file(path) as handle:
+        datasets = [(name, str(item.dtype), tuple(item.shape)) for name, item in _datasets(handle, path)]
     wrong = [entry for entry in datasets if entry[1] != "float32" or entry[2] not in KERAS_MLP_SHAPES]
     if wrong or len(datasets) != len(KERAS_MLP_SHAPES):
         raise FormatMismatchError(
@@ -110,26 +127,14 @@ def read_weights_h5(adapter: TensorFlowAdapter, path: Path) -> dict[str, np.ndar
     """Any Keras `.weights.h5` (a user's model, not only the MLP) as {HDF5 path: array}, in file order
     (Keras 3 names them `layers/<layer>/vars/<i>`). Every dataset must be numeric, and what they declare
     together within the load budget, before any is read (a dataset can declare terabytes of fill value)."""
-    import h5py
-
-    found: list[tuple[str, Any]] = []
-    try:
-        with h5py.File(path, "r") as handle:
-
-            def visit(name: str, item: object) -> None:
-                gate.check_count(path, "keras-h5", len(found), "datasets")
-                if isinstance(item, h5py.Dataset):
-                    found.append((name, item))
-
-            handle.visititems(visit)
-            odd = [f"{name} ({item.dtype})" for name, item in found if item.dtype.kind not in "fiub"]
-            if odd:
-                raise FormatMismatchError(f"{path} holds datasets that are not numeric tensors: {', '.join(odd[:5])}")
-            declared = sum(int(np.prod(item.shape, dtype=object)) * item.dtype.itemsize for _, item in found)
-            gate.check_declared(path, "keras-h5", declared, "its datasets")
-            return {name: np.asarray(item[()]) for name, item in found}
-    except OSError as error:
-        raise FormatMismatchError(f"{path} is not a valid 'keras-h5' file: {error}") from None
+    with _weights_file(path) as handle:
+        found = _datasets(handle, path)
+        odd = [f"{name} ({item.dtype})" for name, item in found if item.dtype.kind not in "fiub"]
+        if odd:
+            raise FormatMismatchError(f"{path} holds datasets that are not numeric tensors: {', '.join(odd[:5])}")
+        declared = sum(int(np.prod(item.shape, dtype=object)) * item.dtype.itemsize for _, item in found)
+        gate.check_declared(path, "keras-h5", declared, "its datasets")
+        return {name: np.asarray(item[()]) for name, item in found}
 
 
 def _load_weights(adapter: TensorFlowAdapter, path: Path, clone: Any) -> None:
@@ -151,13 +156,9 @@ def _keras_load_weights(adapter: TensorFlowAdapter, path: Path) -> Any:
     return adapter.mlp_state(clone)
 
 
-def _output_bias(handle: Any) -> str:
+def _output_bias(handle: Any, path: Path) -> str:
     """The name of the MLP's (10,) bias dataset in a Keras weights file."""
-    import h5py
-
-    names: list[str] = []
-    handle.visititems(lambda key, item: names.append(key) if isinstance(item, h5py.Dataset) else None)
-    return next(key for key in names if handle[key].shape == (10,))
+    return next(name for name, item in _datasets(handle, path) if item.shape == (10,))
 
 
 def _keras_h5_forgeries(adapter: TensorFlowAdapter, directory: Path, valid: Path, reference: Any) -> list[Any]:
@@ -170,7 +171,7 @@ def _keras_h5_forgeries(adapter: TensorFlowAdapter, directory: Path, valid: Path
         path = directory / f"{name}.weights.h5"
         path.write_bytes(valid.read_bytes())
         with h5py.File(path, "a") as handle:
-            target = _output_bias(handle)
+            target = _output_bias(handle, path)
             del handle[target]
             if name == "int64-dataset":
                 handle.create_dataset(target, data=np.arange(10, dtype=np.int64))

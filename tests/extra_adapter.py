@@ -7,6 +7,8 @@ and one known drift, declared here like any adapter's.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from frameworks import files
@@ -42,15 +44,9 @@ class ToyAdapter(NumpyAdapter):
     )
 
 
-BROKEN_TOY_NPZ = FormatSpec(
-    "toy-npz",
-    frozenset({"dict", "mlp"}),
-    "a test-only adapter's npz whose loader silently widens every array to float64 (a regression)",
-    "a zip archive of .npy members",
-    files.is_npz,
-    suffix=".toy.npz",
-    validate=NPZ.validate,
-    save=NPZ.save,
+BROKEN_TOY_NPZ = dataclasses.replace(
+    TOY_NPZ,
+    description="a test-only adapter's npz whose loader silently widens every array to float64 (a regression)",
     load=lambda adapter, path, device: {
         key: np.asarray(value, np.float64) for key, value in NPZ.load(adapter, path, device).items()
     },

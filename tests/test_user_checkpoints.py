@@ -305,3 +305,15 @@ def test_no_forgery_of_the_format_makes_reading_a_users_file_allocate_what_it_de
             continue
         assert sum(np.asarray(leaf).nbytes for leaf in leaves(tree)) <= budget, item.name
         assert item.group != "damaged", f"{item.name} is an allocation bomb and was read"
+
+
+def test_the_answer_for_a_checkpoint_no_format_loaded_says_so_instead_of_failing() -> None:
+    frame = pd.DataFrame(
+        [
+            row("torch", "torch", "load", "warm", workload="user-m", status="error", median=None, note="boom"),
+            row("torch", "torch", "save", workload="user-m", status="error", median=None, note="boom"),
+        ]
+    ).reindex(columns=COLUMNS)
+    lines = checkpoint_answer(frame, "user-m")
+    assert lines[0] == "fastest exact load, warm page cache: no stable figure"
+    assert any(line.startswith("failed: torch (torch) load: boom") for line in lines), lines

@@ -23,6 +23,8 @@ from typing import Any
 
 import pytest
 
+from bench.pytest_outcomes import failure_message, skip_reason
+
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE_TESTS = {
     "tests/test_conformance.py::test_roundtrip": "d2l File I/O round trip",
@@ -115,19 +117,13 @@ def pytest_runtest_logreport(report: Any) -> None:
     out = item.config.getoption("serbench_recipes_out") if item is not None else None
     if item is None or not out:
         return
-    if report.skipped:
-        detail = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-    elif report.failed:
-        crash = getattr(report.longrepr, "reprcrash", None)
-        detail = crash.message if crash is not None else str(report.longrepr).strip().splitlines()[-1]
-    else:
-        detail = ""
+    detail = skip_reason(report) if report.skipped else failure_message(report) if report.failed else ""
     record = {
         "group": _group(item),
         "name": _title(item),
         "framework": _framework(item),
         "outcome": report.outcome,
-        "detail": " ".join(str(detail).removeprefix("Skipped: ").split())[:300],
+        "detail": " ".join(detail.split())[:300],
     }
     with open(out, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(record) + "\n")

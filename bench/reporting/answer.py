@@ -15,7 +15,7 @@ import pandas as pd
 
 import frameworks
 from bench.conformance.roundtrip import exact_by_name
-from bench.reporting.report import _bytes, _unstable, gbps_figure, time_figure
+from bench.reporting.report import _bytes, gbps_figure, time_figure
 from bench.timing.results import baseline_rows
 
 SMALL_BYTES = 1 << 20
@@ -23,28 +23,27 @@ SMALL_BYTES = 1 << 20
 
 
 def _label(row: pd.Series) -> str:
-    return f"{row['format']} ({row['framework']})"
+    return _label_of(row["framework"], row["format"])
 
 
 def reads_untrusted(framework: str, format_name: str) -> bool | None:
     """Whether the format's serbench reader neither runs code nor parses a pickle; None if unknown here."""
     try:
         spec = frameworks.adapter_class(framework).spec(format_name)
-    except (ValueError, frameworks.UnknownFormatError):
+    except ValueError:  # an unknown framework, or UnknownFormatError
         return None
     return not (spec.executes_code or spec.unpickles)
 
 
 def _fastest(rows: pd.DataFrame, what: str) -> str:
-    stable = rows[~rows.apply(_unstable, axis=1)] if not rows.empty else rows
-    left_out = rows[rows.apply(_unstable, axis=1)] if not rows.empty else rows
+    unstable = rows["stability"] == "unstable"
+    stable, left_out = rows[~unstable], rows[unstable]
     if stable.empty:
-        answer = f"{what}: no stable figure" + (f" ({len(left_out)} unstable)" if len(left_out) else "")
-        return answer
+        return f"{what}: no stable figure" + (f" ({len(left_out)} unstable)" if len(left_out) else "")
     best = stable.loc[stable["median_s"].idxmin()]
     rate = f" ({gbps_figure(best)} GB/s)" if best["payload_bytes"] >= SMALL_BYTES else ""
     line = f"{what}: {_label(best)}, {time_figure(best)}{rate}"
-    faster = left_out[left_out["low_s"] < best["median_s"]] if not left_out.empty else left_out
+    faster = left_out[left_out["low_s"] < best["median_s"]]
     if not faster.empty:
         line += "; left out as unstable: " + ", ".join(f"{_label(r)} {time_figure(r)}" for _, r in faster.iterrows())
     return line
@@ -63,8 +62,8 @@ def checkpoint_answer(frame: pd.DataFrame, workload: str) -> list[str]:
     exact_formats = {(r["framework"], r["format"]) for _, r in cpu_warm[by_name].iterrows()}
 
     def exact(subset: pd.DataFrame) -> pd.DataFrame:
-        keys = list(zip(subset["framework"], subset["format"], strict=True))
-        return subset[[key in exact_formats for key in keys]]
+        keys = zip(subset["framework"], subset["format"], strict=True)
+        return subset[pd.Series([key in exact_formats for key in keys], index=subset.index, dtype=bool)]
 
     lines = [
         _fastest(exact(cpu_warm), "fastest exact load, warm page cache"),

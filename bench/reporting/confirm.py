@@ -137,15 +137,18 @@ def _retime(tree: Path, options: list[str], out: Path, pause_page_reporting: boo
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
         raise Unconfirmable(f"re-timing in {tree} failed: {last[:300]}")
-    return RunDir(out).read_results()
+    frame = RunDir(out).read_results()
+    timed = frame[frame["status"] == "ok"].copy()
+    timed.index = pd.Index([case_id(row) for _, row in timed.iterrows()])
+    return timed  # the timed cases, indexed by case id
 
 
 def _pooled(frames: list[pd.DataFrame], case: str) -> tuple[float, float] | None:
-    """Median and relative noise of one case over the re-timing runs of one side (None if never timed)."""
+    """Median and relative noise of one case over the re-timing runs of one side (`_retime`'s frames; None if
+    never timed)."""
     samples = []
     for frame in frames:
-        match = frame[(frame.apply(case_id, axis=1) == case) & (frame["status"] == "ok")]
-        samples += [json.loads(text) for text in match["rounds_s"]]
+        samples += [json.loads(text) for text in frame.loc[frame.index == case, "rounds_s"]]
     if not samples:
         return None
     figure = spread(samples)

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from bench.pytest_outcomes import failure_message, skip_reason
+
 _progress: Progress | None = None
 _task: Any = None
 _outcomes: str | None = None
@@ -53,19 +55,11 @@ def _record(item_id: str, outcome: str, detail: str) -> None:
             handle.write(json.dumps({"id": item_id, "outcome": outcome, "detail": detail}) + "\n")
 
 
-def failure_message(report: Any) -> str:
-    """The exception's own message (`Type: message`), not the traceback's last line (a file and line number)."""
-    crash = getattr(report.longrepr, "reprcrash", None)
-    message = crash.message if crash is not None else str(report.longrepr).strip().splitlines()[-1]
-    return " ".join(message.split())[:300]
-
-
 def pytest_runtest_logreport(report: Any) -> None:
     case_id = report.nodeid.split("[", 1)[-1].rstrip("]").rsplit("#", 1)[0]  # "<case id>#<pass>"
     if report.when == "call" or (report.when == "setup" and not report.passed):
         if report.skipped:
-            detail = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-            _record(case_id, "skipped", detail.removeprefix("Skipped: "))
+            _record(case_id, "skipped", skip_reason(report))
         elif report.failed:
             _record(case_id, "failed", failure_message(report))
         else:
