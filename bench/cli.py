@@ -42,20 +42,39 @@ def cmd_support_table(args: argparse.Namespace) -> int:
 
 
 def cmd_roundtrip(args: argparse.Namespace) -> int:
-    """Run the round-trip matrix now and print what each framework really preserves."""
+    """Run the round-trip matrix now: one line per cell a format holds, whether it is what the suite
+    expects, and one line per framework naming the cells its formats cannot hold. Exit 1 on a surprise."""
     from bench import workloads
+    from bench.conformance.expectations import expected, meets
     from bench.conformance.roundtrip import roundtrip
 
+    surprises = 0
     for name in args.frameworks:
         try:
             adapter = frameworks.get_adapter(name)
         except ImportError as error:
             print(f"{name:11} unavailable: {error}")
+            surprises += 1
             continue
+        not_held: dict[str, list[str]] = {}
         for fmt in adapter.formats:
             for workload in workloads.select(tuple(args.sizes)):
-                print(f"{name:11} {fmt:14} {workload.name:28} {roundtrip(adapter, fmt, workload.name).summary()}")
-    return 0
+                want = expected(name, fmt, workload)
+                outcome = roundtrip(adapter, fmt, workload.name)
+                if want.status == "unsupported" and outcome.status == "unsupported":
+                    not_held.setdefault(fmt, []).append(workload.name)
+                    continue
+                verdict = "as expected" if meets(outcome, want) else f"UNEXPECTED (expected {want.status})"
+                surprises += verdict != "as expected"
+                print(f"{name:11} {fmt:14} {workload.name:28} {outcome.summary()}  [{verdict}]")
+        if not_held:
+            listed = "; ".join(
+                f"{fmt}: {len(names)} ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''})"
+                for fmt, names in not_held.items()
+            )
+            print(f"{name:11} cannot hold, as expected: {listed}")
+    print(f"unexpected outcomes: {surprises}" if surprises else "every outcome is the one the suite expects")
+    return 1 if surprises else 0
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:
@@ -196,14 +215,13 @@ def _timed_run(command: str, config: object) -> Path | None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bench.reporting.report import write_report
-    from bench.timing.runner import summary
+    from bench.reporting.report import console_summary, load_run, write_report
 
     preset = "full" if args.full else "quick"
     out = _timed_run("run", _run_config(args, preset, _check_out(args, preset)))
     if out is None:
         return EXIT_INTERRUPTED
-    print(summary(out))
+    print(console_summary(load_run(out)[0]))
     print(f"results: {out}\nreport: {write_report(out)}")
     return 0
 

@@ -273,6 +273,15 @@ class Adapter(abc.ABC):
         """Where a loaded tensor lives, in the device axis's words ("cpu" or "cuda")."""
         return "cpu"
 
+    def reset_device_memory_peak(self, device: str) -> None:
+        """Start measuring the peak memory a load adds on `device` (see `device_memory_peak`)."""
+        return None
+
+    def device_memory_peak(self, device: str) -> int | None:
+        """Peak bytes allocated on `device` since `reset_device_memory_peak`, above what was allocated
+        then; None where the framework cannot say (and always for the host: its RSS is measured apart)."""
+        return None
+
     def host_to_device_seconds(self, nbytes: int, rounds: int, pinned: bool) -> tuple[list[float], str]:
         """Seconds for each of `rounds` copies of `nbytes` from host memory (page-locked if `pinned`) to
         the accelerator, waited for, and the device's name: the machine's host-to-device limit.

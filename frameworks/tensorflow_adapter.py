@@ -400,6 +400,16 @@ class TensorFlowAdapter(Adapter):
             return f"tensorflow {self.tf.__version__} is built without CUDA"
         return "tf.config.list_physical_devices('GPU') is empty"
 
+    def reset_device_memory_peak(self, device: str) -> None:
+        if device == "cuda":
+            self.tf.config.experimental.reset_memory_stats("GPU:0")
+            self._device_memory_base = self.tf.config.experimental.get_memory_info("GPU:0")["current"]
+
+    def device_memory_peak(self, device: str) -> int | None:
+        if device != "cuda":
+            return None
+        return self.tf.config.experimental.get_memory_info("GPU:0")["peak"] - getattr(self, "_device_memory_base", 0)
+
     def tf_device(self, device: str) -> Any:
         return self.tf.device("/GPU:0" if device == "cuda" else "/CPU:0")
 

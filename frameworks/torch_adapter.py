@@ -278,6 +278,18 @@ class TorchAdapter(Adapter):
     def device_of(self, tensor: Any) -> str:
         return tensor.device.type
 
+    def reset_device_memory_peak(self, device: str) -> None:
+        if device == "cuda":
+            self.torch.cuda.synchronize()
+            self.torch.cuda.reset_peak_memory_stats()
+            self._device_memory_base = self.torch.cuda.memory_allocated()
+
+    def device_memory_peak(self, device: str) -> int | None:
+        if device != "cuda":
+            return None
+        self.torch.cuda.synchronize()
+        return self.torch.cuda.max_memory_allocated() - getattr(self, "_device_memory_base", 0)
+
     def host_to_device_seconds(self, nbytes: int, rounds: int, pinned: bool) -> tuple[list[float], str]:
         self.check_device("cuda")
         torch = self.torch

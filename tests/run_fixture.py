@@ -154,10 +154,10 @@ def make_run(directory: Path, table: list[dict] | None = None) -> Path:
     return directory
 
 
-def raw_run(directory: Path, rounds: dict[tuple[str, str], list[float]]) -> Path:
+def raw_run(directory: Path, rounds: dict[tuple[str, str], list[float]], **extra_info: object) -> Path:
     """A run directory built the way `serbench run` leaves it: raw pytest-benchmark JSON (one warm
     64 MiB load per (framework, format), with the given rounds), plan, limits and env; results.csv
-    assembled from them by `bench.timing.results.assemble`."""
+    assembled from them by `bench.timing.results.assemble`. `extra_info` is added to every case's."""
     from bench.timing.plan import Case, write_plan
     from bench.timing.results import assemble
 
@@ -177,6 +177,7 @@ def raw_run(directory: Path, rounds: dict[tuple[str, str], list[float]]) -> Path
             "lazy": False,
             "resident_before_cold": None,
             "round_evidence": [{"seconds": value, "minflt": 16384, "waited": False} for value in data],
+            **extra_info,
         }
         benchmarks.append({"extra_info": info, "stats": {"data": data, "median": sorted(data)[len(data) // 2]}})
     (raw / "benchmark-torch-t1-p0.json").write_text(json.dumps({"benchmarks": benchmarks}))

@@ -190,3 +190,41 @@ def test_every_option_of_every_command_says_what_its_values_mean(command: str) -
         action.dest for action in parser._actions if not isinstance(action, argparse._HelpAction) and not action.help
     ]
     assert not silent, f"serbench {command}: {silent} have no help"
+
+
+@pytest.mark.parametrize("framework", frameworks.names())
+def test_roundtrip_prints_held_cells_against_their_expectation_and_one_line_for_the_rest(
+    framework: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A teacher's check: each outcome says whether it is the expected one; no block of "unsupported"."""
+    from tests.conftest import adapter_or_skip
+
+    adapter_or_skip(framework)
+    assert cli.main(["roundtrip", "--frameworks", framework]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1] == "every outcome is the one the suite expects"
+    cells = [line for line in lines[:-1] if "cannot hold" not in line]
+    assert cells
+    assert all(line.endswith("[as expected]") for line in cells), cells
+    assert not [line for line in cells if " unsupported: " in line]
+    assert len([line for line in lines if "cannot hold, as expected" in line]) <= 1
+
+
+def test_roundtrip_exits_1_on_an_unexpected_outcome(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bench.conformance import expectations
+    from frameworks.findings import Expectation
+
+    real = expectations.expected
+
+    def doctored(framework: str, fmt: str, workload: object) -> Expectation:
+        if fmt == "npz" and workload.name == "d2l-dict":
+            return Expectation("drift", "a finding that is no longer true", changes=("root: key order changed",))
+        return real(framework, fmt, workload)
+
+    monkeypatch.setattr(expectations, "expected", doctored)
+    assert cli.main(["roundtrip", "--frameworks", "numpy"]) == 1
+    out = capsys.readouterr().out
+    assert "npz            d2l-dict                     exact  [UNEXPECTED (expected drift)]" in out
+    assert out.splitlines()[-1] == "unexpected outcomes: 1"

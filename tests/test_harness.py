@@ -5,6 +5,8 @@ No timing decides a test here: the tests check rows, bytes, statuses and physica
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
@@ -153,13 +155,40 @@ def test_a_chunk_whose_cases_all_skip_leaves_valid_json(tmp_path: Path) -> None:
     assert {o["id"] for o in outcomes} == {case.id for case in cases}
 
 
+def small_config(out: Path) -> RunConfig:
+    return RunConfig(frameworks=("numpy", "torch"), sizes=("medium",), out=out, extra_load_processes=2)
+
+
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real, small run: NumPy and PyTorch on the medium workloads, CPU and CUDA rows, with the
     64 MiB loads re-timed in two more processes (off in the quick preset)."""
     adapter_or_skip("torch")
     out = tmp_path_factory.mktemp("run") / "r"
-    return run(RunConfig(frameworks=("numpy", "torch"), sizes=("medium",), out=out, extra_load_processes=2))
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        run(small_config(out))
+    (out.parent / "stderr.txt").write_text(stderr.getvalue())
+    return out
+
+
+def test_run_reports_progress_per_process_off_a_terminal(small_run: Path) -> None:
+    """Plain lines (stderr is no terminal here): one per pytest process, the share done rising to 100%."""
+    from bench.timing.runner import steps_of
+
+    lines = (small_run.parent / "stderr.txt").read_text().splitlines()
+    steps = [line for line in lines if " done" in line and "process" in line]
+    config = small_config(small_run)
+    planned = steps_of(config, plan.plan(config.preset, config.frameworks, sizes=config.sizes))
+    assert set(planned) == {"numpy", "torch", "null-adapter"}
+    for framework_steps in planned.values():
+        for step in framework_steps:
+            assert any(step.describe() in line for line in steps), (step.describe(), lines)
+    assert len(steps) == sum(map(len, planned.values()))
+    shares = [int(line.split("%")[0].rsplit(" ", 1)[-1]) for line in steps]
+    assert shares == sorted(shares)
+    assert shares[-1] == 100
+    assert lines[-1].startswith("serbench run: done in")
 
 
 def test_run_writes_tidy_results_with_environment(small_run: Path) -> None:
@@ -274,6 +303,15 @@ def test_cuda_loads_where_a_gpu_is_present_are_timed_and_equal_the_cpu_loads(sma
     pinned = json.loads((small_run / "limits.json").read_text())["h2d_pinned"]["gbps"]
     too_fast = cuda[cuda["gbps"] > pinned]
     assert too_fast.empty, f"cuda loads faster than a pinned host-to-device copy ({pinned:.1f} GB/s): {too_fast}"
+    torch_loads = cuda[cuda["format"].isin(["torch", "safetensors"])]
+    assert (torch_loads["peak_device_bytes"] >= 0.9 * torch_loads["payload_bytes"]).all(), (
+        "a load onto the GPU allocates its payload there (peak device memory per cuda load)"
+    )
+
+
+def test_cpu_rows_have_no_device_memory_figure(small_run: Path) -> None:
+    frame = pd.read_csv(small_run / "results.csv")
+    assert frame.loc[frame["device"] == "cpu", "peak_device_bytes"].isna().all()
 
 
 def test_unsupported_cells_are_rows_without_timings(small_run: Path) -> None:
@@ -315,5 +353,5 @@ def test_the_runner_passes_its_plan_as_options_of_the_serbench_plugin() -> None:
         timeout=120,
         check=True,
     )
-    for option in ("--serbench-plan", "--serbench-scratch", "--serbench-outcomes", "--serbench-label"):
+    for option in ("--serbench-plan", "--serbench-scratch", "--serbench-outcomes", "--serbench-events"):
         assert option in result.stdout

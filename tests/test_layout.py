@@ -25,6 +25,7 @@ LAYERS = {
     "bench.environment": 0,
     "bench.errors": 0,
     "bench.pytest_outcomes": 0,
+    "bench.live": 0,
     "bench.kinds": 1,
     "bench.checkpoints": 1,
     "bench.conformance": 2,

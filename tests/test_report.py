@@ -21,26 +21,61 @@ def test_workload_table_rows_and_values(run_dir: Path) -> None:
     table = report.workload_table(frame, "size-64MiB").set_index(["framework", "format"])
     torch_row = table.loc[("torch", "torch")]
     gbps = (64 << 20) / 1e9
-    assert torch_row["warm load"] == "40 ms [39.6–40.4 ms] n=6/3", "median [IQR] n=rounds/samples"
+    assert torch_row["warm load"] == "40.0 ms [39.6–40.4 ms] n=6/3", "median [IQR] n=rounds/samples"
     assert torch_row["warm load GB/s"] == f"{gbps / 0.04:.3g} [{gbps / 0.0404:.3g}–{gbps / 0.0396:.3g}]"
-    assert torch_row["warm % memcpy"].startswith(f"{gbps / 0.04 / 8.0 * 100:.3g}% [")
+    assert torch_row["warm % memcpy"].startswith(f"{report.number(gbps / 0.04 / 8.0 * 100)}% [")
     assert torch_row["peak RSS x payload"] == "2.00"
     assert torch_row["overhead"] == "1000 B"
     assert torch_row["round trip"] == "exact"
-    assert table.loc[("torch", "safetensors"), "lazy open"] == "1 ms [0.99–1.01 ms] n=6/3"
-    assert table.loc[("numpy", "npy"), "round trip"] == "unsupported"
+    assert table.loc[("torch", "safetensors"), "lazy open"] == "1.00 ms [0.990–1.01 ms] n=6/3"
     assert table.loc[("numpy", "npz"), "cold load GB/s"] == "n/a"
+    assert ("numpy", "npy") not in table.index, "a format that cannot hold the workload is no row of blanks"
+    assert report.not_held(frame, "size-64MiB") == "Cannot hold a dict, so not timed: npy (numpy)."
+    assert report.not_held(frame, "d2l-tensor") == ""
+
+
+@pytest.mark.parametrize("value", [3.2e-7, 1.5e-5, 0.00123, 0.0456, 0.5, 1.0, 9.99, 12.345, 456.7, 1349.6, 2.5e6])
+def test_numbers_have_three_significant_digits_and_no_exponent(value: float) -> None:
+    shown = report.number(value)
+    assert "e" not in shown.lower()
+    if value >= 0.001:
+        assert float(shown) == pytest.approx(value, rel=0.005 if value < 100 else 0.5 / value)
+    else:
+        assert shown == "<0.001"
+
+
+def test_a_tiny_workload_is_shown_in_times_not_gb_per_s(tmp_path: Path) -> None:
+    """A 32-byte tensor loads at 0.00005 GB/s: a rate that says nothing; its table holds times only."""
+    from tests.run_fixture import row
+
+    tiny = {"workload": "d2l-tensor", "payload_bytes": 32, "file_bytes": 160, "kind": "tensor"}
+    table_rows = [
+        row("numpy", "npy", "save", median=0.00067, **tiny),
+        row("numpy", "npy", "load", "warm", median=0.000276, **tiny),
+        row("numpy", "npy", "load", "cold", median=0.0013496, **tiny),
+    ]
+    run_dir = make_run(tmp_path / "tiny", table_rows)
+    frame, _, _ = report.load_run(run_dir)
+    table = report.workload_table(frame, "d2l-tensor")
+    assert not [column for column in table.columns if "GB/s" in column or "%" in column]
+    assert table.loc[0, "warm load"] == "276 µs [273–279 µs] n=6/3"
+    assert table.loc[0, "cold load"] == "1.35 ms [1.34–1.36 ms] n=6/3"
+    assert report.console_summary(frame).startswith("time for d2l-tensor (32 B):")
+    text = report.write_report(run_dir).read_text()
+    assert "Times only: below 1.0 MiB" in text
+    assert "e-0" not in text
+    assert "e+0" not in text
 
 
 def test_recommendations_come_from_the_numbers(run_dir: Path) -> None:
     frame, _, _ = report.load_run(run_dir)
     advice = report.recommendations(frame).set_index("framework")
-    assert advice.loc["torch", "fastest exact load"].startswith("torch "), "safetensors is faster but drifts"
     gbps = (64 << 20) / 1e9
-    assert advice.loc["torch", "fastest load, any round trip"] == (
-        f"safetensors ({gbps / 0.02:.3g} [{gbps / 0.0202:.3g}–{gbps / 0.0198:.3g}] GB/s; "
-        "drift: root: key order changed)"
-    )
+    assert advice.loc["torch", "fastest exact load"] == (
+        f"safetensors ({gbps / 0.02:.3g} [{gbps / 0.0202:.3g}–{gbps / 0.0198:.3g}] GB/s)"
+    ), "safetensors sorts a dict's keys: a state_dict loaded by name comes back exactly"
+    assert advice.loc["torch", "fastest load, any round trip"] == "the same"
+    assert advice.loc["torch", "fastest exact load safe for untrusted files"] == "the same"
     assert advice.loc["torch", "left out (unstable)"] == "none"
     assert advice.loc["torch", "smallest file"].startswith("safetensors ")
     assert advice.loc["torch", "lowest peak memory"].startswith("safetensors (1.00x")
@@ -66,10 +101,10 @@ def test_gpu_table_compares_timed_cuda_loads_with_cpu(tmp_path: Path) -> None:
     frame.loc[frame["device"] == "cuda", "limit_gbps"] = (64 << 20) / 0.02 / 1e9 / 0.25
     gpu = report.gpu_table(frame).set_index(["framework", "format"])
     torch_row = gpu.loc[("torch", "torch")]
-    assert torch_row["cuda warm"] == "20 ms [19.8–20.2 ms] n=6/3"
+    assert torch_row["cuda warm"] == "20.0 ms [19.8–20.2 ms] n=6/3"
     assert torch_row["cuda / cpu time"] == "0.50x [0.49–0.51x]", "cuda warm 20 ms against cpu warm 40 ms"
     assert torch_row["cuda cold GB/s"].startswith(f"{(64 << 20) / 0.08 / 1e9:.3g} [")
-    assert torch_row["cuda % h2d"].startswith("25% [")
+    assert torch_row["cuda % h2d"].startswith("25.0% [")
     assert torch_row["round trip"] == "exact"
     assert ("numpy", "npz") not in gpu.index, "no cuda row at all"
 
@@ -85,7 +120,7 @@ def test_write_report_produces_markdown_tables_and_plots(run_dir: Path) -> None:
         "## Plots",
     ):
         assert heading in text
-    assert "Harness overhead: 2 µs [1.98–2.02 µs] n=6/3 per call" in text
+    assert "Harness overhead: 2.00 µs [1.98–2.02 µs] n=6/3 per call" in text
     assert "Test CPU" in text
     assert "d2l-tensor" not in text.split("## Which format")[1], "null-adapter-only workloads get no section"
     for name in ("load_throughput", "file_overhead", "peak_memory"):
@@ -138,8 +173,115 @@ def test_a_figure_whose_rounds_span_5x_is_unstable_and_never_advice(tmp_path: Pa
     assert table.loc[("torch", "safetensors"), "warm load"] == "unstable 102–537 ms n=5/1"
     advice = report.recommendations(frame).set_index("framework")
     assert advice.loc["torch", "fastest exact load"].startswith("torch "), "the faster median is unstable"
-    assert advice.loc["torch", "fastest load, any round trip"].startswith("torch ")
+    assert advice.loc["torch", "fastest load, any round trip"] == "the same"
     assert advice.loc["torch", "left out (unstable)"].startswith("safetensors (unstable ")
     text = report.write_report(run_dir).read_text()
     assert "unstable 102–537 ms" in text
     assert "104 ms" not in text.replace("104 ms n=", ""), "the crisp median of an unstable figure is not printed"
+
+
+def test_advice_says_when_its_pick_is_a_loader_the_safety_matrix_calls_unsafe(tmp_path: Path) -> None:
+    """npy-pickle is the fastest exact NumPy load; the benchmark times it through serbench's trusted path,
+    which the reference safety matrix calls UNSAFE. The advice must say so, and name the fastest safe load."""
+    from bench.reporting.trust import verdicts
+    from tests.run_fixture import row
+
+    table_rows = [
+        row("numpy", "npy-pickle", "save", median=0.10),
+        row("numpy", "npy-pickle", "load", "warm", median=0.03),
+        row("numpy", "npz", "save", median=0.12),
+        row("numpy", "npz", "load", "warm", median=0.05),
+        row("torch", "torch", "save", median=0.10),
+        row("torch", "torch", "load", "warm", median=0.03),
+    ]
+    run_dir = make_run(tmp_path / "run", table_rows)
+    frame, _, _ = report.load_run(run_dir)
+    trust = verdicts(run_dir)
+    assert trust.source == "the reference safety matrix (results/reference-safety)"
+    advice = report.recommendations(frame, trust).set_index("framework")
+    assert advice.loc["numpy", "fastest exact load"].startswith("npy-pickle (")
+    assert "UNSAFE for untrusted files: runs code from the file" in advice.loc["numpy", "fastest exact load"]
+    assert advice.loc["numpy", "fastest exact load safe for untrusted files"].startswith("npz (")
+    assert "UNSAFE" not in advice.loc["numpy", "fastest exact load safe for untrusted files"]
+    assert advice.loc["torch", "fastest exact load"].endswith(
+        "; parses a pickle (restricted): only for files you trust"
+    )
+    assert advice.loc["torch", "fastest exact load safe for untrusted files"] == "none of the stable exact loads"
+    assert "the reference safety matrix" in report.write_report(run_dir).read_text()
+
+
+def test_the_run_s_own_safety_matrix_decides_over_the_reference(tmp_path: Path) -> None:
+    from bench.reporting.trust import verdicts
+    from tests.run_fixture import row
+
+    run_dir = make_run(tmp_path / "run", [row("numpy", "npz", "load", "warm", median=0.05)])
+    pd.DataFrame(
+        [
+            {
+                "framework": "numpy",
+                "format": "npz",
+                "mode": "serbench",
+                "input": "canary",
+                "group": "hostile",
+                "outcome": "code-executed",
+                "detail": "",
+            }
+        ]
+    ).to_csv(run_dir / "safety.csv", index=False)
+    trust = verdicts(run_dir)
+    assert trust.source == "this run's safety matrix"
+    assert trust.warning("numpy", "npz") == "UNSAFE for untrusted files: runs code from the file"
+
+
+def test_gpu_table_shows_peak_device_memory_per_cuda_load(tmp_path: Path) -> None:
+    from tests.run_fixture import row, rows
+
+    timed = [r for r in rows() if r["device"] != "cuda"]
+    timed.append(row("torch", "torch", "load", "warm", median=0.02, device="cuda", peak_device_bytes=96 << 20))
+    frame, _, _ = report.load_run(make_run(tmp_path / "gpu", timed))
+    frame["peak_device_multiple"] = frame["peak_device_bytes"] / frame["payload_bytes"]
+    gpu = report.gpu_table(frame).set_index(["framework", "format"])
+    assert gpu.loc[("torch", "torch"), "peak GPU memory x payload"] == "1.50"
+
+
+def _throughput_axes(frame: pd.DataFrame, limits: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from bench.reporting import plots
+
+    drawn = []
+    monkeypatch.setattr(plots.plt, "close", drawn.append)
+    plots.load_throughput(frame, limits, tmp_path / "plot.png")
+    return drawn[0].axes[0]
+
+
+def test_the_throughput_plot_of_a_gpu_run_has_one_named_colour_per_series(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from matplotlib.colors import to_rgba
+
+    from bench.reporting.plots import SERIES_COLOURS
+    from tests.run_fixture import row, rows
+
+    timed = [r for r in rows() if r["device"] != "cuda"]
+    timed += [
+        row("torch", "torch", "load", "warm", median=0.02, device="cuda"),
+        row("torch", "torch", "load", "cold", median=0.08, device="cuda", stability="unstable"),
+    ]
+    frame, _, _ = report.load_run(make_run(tmp_path / "gpu", timed))
+    axes = _throughput_axes(frame, {"memcpy": {"gbps": 8.0}, "h2d_pageable": {"gbps": 20.0}}, tmp_path, monkeypatch)
+    labels = [text.get_text() for text in axes.get_legend().get_texts()]
+    assert labels[:4] == ["cpu warm", "cpu cold", "cuda warm", "cuda cold"]
+    assert "unstable figure" in labels
+    assert "limit: h2d_pageable 20.00 GB/s" in labels
+    bars = [container for container in axes.containers if hasattr(container, "patches")]
+    for container, name in zip(bars, labels[:4], strict=True):
+        assert {patch.get_facecolor() for patch in container.patches} == {to_rgba(SERIES_COLOURS[name])}
+    handles = axes.get_legend().legend_handles
+    assert not any(handle.get_hatch() for handle in handles[:4]), "a series' legend entry is not hatched"
+
+
+def test_peak_device_memory_recorded_by_a_cuda_load_reaches_the_results(tmp_path: Path) -> None:
+    from tests.run_fixture import raw_run
+
+    run_dir = raw_run(tmp_path / "run", {("torch", "torch"): [0.05, 0.05, 0.05]}, peak_device_bytes=96 << 20)
+    frame, _, _ = report.load_run(run_dir)
+    assert frame["peak_device_multiple"].tolist() == [1.5]

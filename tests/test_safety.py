@@ -6,6 +6,8 @@ The matrix is measured once per session (about a minute) and every outcome is he
 
 from __future__ import annotations
 
+import contextlib
+import io
 from pathlib import Path
 
 import pandas as pd
@@ -26,12 +28,25 @@ def safety_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("safety")
     (out / "inputs").mkdir()
     (out / "inputs" / "mine.txt").write_text("a user's file where serbench once kept its inputs")
-    return run_safety(out)
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        run_safety(out)
+    (out / "stderr.txt").write_text(stderr.getvalue())
+    return out
 
 
 @pytest.fixture(scope="session")
 def matrix(safety_out: Path) -> pd.DataFrame:
     return pd.read_csv(safety_out / "safety.csv", keep_default_na=False)
+
+
+@pytest.mark.parametrize("framework", frameworks.names())
+def test_progress_counts_every_load_of_a_framework(safety_out: Path, matrix: pd.DataFrame, framework: str) -> None:
+    """Off a terminal, one line per framework names its loads; the count the bar planned is the count run."""
+    rows = rows_for(matrix, framework)
+    lines = (safety_out / "stderr.txt").read_text().splitlines()
+    assert any(f", {framework}: {len(rows)} loads done" in line for line in lines), lines
+    assert lines[-1].startswith("serbench safety: done in")
 
 
 def test_the_output_directory_keeps_what_was_there(safety_out: Path) -> None:

@@ -7,9 +7,14 @@ assert the exact outcome; the README's support table is generated from the same 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import frameworks
 from bench.workloads import Workload
 from frameworks.findings import EXACT, Expectation, Finding
+
+if TYPE_CHECKING:
+    from bench.conformance.roundtrip import Outcome
 
 
 def holds(framework: str, format: str) -> frozenset[str]:
@@ -31,3 +36,15 @@ def expected(framework: str, format: str, workload: Workload) -> Expectation:
     if workload.kind not in held:
         return Expectation("unsupported", f"{format} holds {', '.join(sorted(held))}, not a {workload.kind}")
     return EXACT
+
+
+def meets(outcome: Outcome, expectation: Expectation) -> bool:
+    """Whether a round trip's outcome is the one expected: same status, the same changes for a drift,
+    the same exception class for an error."""
+    if outcome.status != expectation.status:
+        return False
+    if expectation.status == "drift":
+        return outcome.changes == expectation.changes
+    if expectation.status == "error":
+        return outcome.detail.startswith(expectation.error + ":")
+    return True

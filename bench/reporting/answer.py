@@ -13,26 +13,14 @@ from __future__ import annotations
 
 import pandas as pd
 
-import frameworks
 from bench.conformance.roundtrip import exact_by_name
-from bench.reporting.report import _bytes, gbps_figure, time_figure
+from bench.reporting.report import SMALL_BYTES, _bytes, gbps_figure, time_figure
+from bench.reporting.trust import reads_untrusted
 from bench.timing.results import baseline_rows
-
-SMALL_BYTES = 1 << 20
-"""Below this payload a load's time is per-call overhead, so no GB/s is printed."""
 
 
 def _label(row: pd.Series) -> str:
     return _label_of(row["framework"], row["format"])
-
-
-def reads_untrusted(framework: str, format_name: str) -> bool | None:
-    """Whether the format's serbench reader neither runs code nor parses a pickle; None if unknown here."""
-    try:
-        spec = frameworks.adapter_class(framework).spec(format_name)
-    except ValueError:  # an unknown framework, or UnknownFormatError
-        return None
-    return not (spec.executes_code or spec.unpickles)
 
 
 def _fastest(rows: pd.DataFrame, what: str) -> str:

@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.container import BarContainer
+from matplotlib.patches import Patch
 
 from bench.timing.results import baseline_rows
 
@@ -18,38 +19,61 @@ def _real(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[~baseline_rows(frame) & (frame["status"] == "ok")]
 
 
+SERIES_COLOURS = {
+    "cpu warm": "tab:orange",
+    "cpu cold": "tab:blue",
+    "cuda warm": "tab:green",
+    "cuda cold": "tab:purple",
+}
+"""One colour per series of the throughput plot, named in its legend (GPU bars only where a cuda load was timed)."""
+
+
 def load_throughput(frame: pd.DataFrame, limits: dict, path: Path) -> None:
-    """Bars at the median GB/s with whiskers over the range of the rounds; unstable figures hatched."""
+    """Bars at the median GB/s per device and cache, whiskers over the range of the rounds; unstable
+    figures hatched; the limits each series is measured against drawn as lines."""
     loads = _real(frame)
-    loads = loads[(loads["op"] == "load") & (loads["device"] == "cpu")]
+    loads = loads[loads["op"] == "load"]
     if "threads" in loads and (loads["threads"].astype(str) == "1").any():
         loads = loads[loads["threads"].astype(str) == "1"]
-    largest = loads[loads["payload_bytes"] == loads["payload_bytes"].max()].copy()
+    cpu = loads[loads["device"] == "cpu"]
+    if cpu.empty:
+        return
+    largest = loads[loads["payload_bytes"] == cpu["payload_bytes"].max()].copy()
+    largest["series"] = largest["device"] + " " + largest["cache"]
     largest["low_gbps"] = largest["payload_bytes"] / largest["high_s"].fillna(largest["median_s"]) / 1e9
     largest["high_gbps"] = largest["payload_bytes"] / largest["low_s"].fillna(largest["median_s"]) / 1e9
     pivot = largest.pivot_table(
-        index=["framework", "format"], columns="cache", values=["gbps", "low_gbps", "high_gbps"]
+        index=["framework", "format"], columns="series", values=["gbps", "low_gbps", "high_gbps"]
     )
-    table = pivot["gbps"]
+    series = [name for name in SERIES_COLOURS if name in pivot["gbps"].columns]
+    table = pivot["gbps"][series]
     errors = [
-        [(table - pivot["low_gbps"])[cache].values, (pivot["high_gbps"] - table)[cache].values] for cache in table
+        [(table - pivot["low_gbps"][series])[name].values, (pivot["high_gbps"][series] - table)[name].values]
+        for name in series
     ]
-    figure, axes = plt.subplots(figsize=(10, 5))
-    table.plot.bar(ax=axes, color={"warm": "tab:orange", "cold": "tab:blue"}, yerr=errors, capsize=2)
-    unstable = largest.loc[largest["stability"] == "unstable", ["framework", "format", "cache"]]
+    figure, axes = plt.subplots(figsize=(11, 5))
+    table.plot.bar(ax=axes, color=[SERIES_COLOURS[name] for name in series], yerr=errors, capsize=2)
+    unstable = largest.loc[largest["stability"] == "unstable", ["framework", "format", "series"]]
     marked = set(unstable.itertuples(index=False, name=None))
     bars = [container for container in axes.containers if isinstance(container, BarContainer)]
-    for container, cache in zip(bars, table.columns, strict=True):
+    for container, name in zip(bars, series, strict=True):
         for patch, key in zip(container, table.index, strict=True):
-            if (*key, cache) in marked:
+            if (*key, name) in marked:
                 patch.set_hatch("//")
-    for name, style in (("memcpy", "--"), ("disk_read_cold", ":"), ("disk_read_warm", "-.")):
+    lines = [("memcpy", "--", "black"), ("disk_read_cold", ":", "black"), ("disk_read_warm", "-.", "black")]
+    if any(name.startswith("cuda") for name in series):
+        lines.append(("h2d_pageable", "--", SERIES_COLOURS["cuda warm"]))
+    for name, style, colour in lines:
         value = limits.get(name, {}).get("gbps")
         if value:
-            axes.axhline(value, linestyle=style, color="black", linewidth=1, label=f"{name} {value:.2f} GB/s")
+            axes.axhline(value, linestyle=style, color=colour, linewidth=1, label=f"limit: {name} {value:.2f} GB/s")
     axes.set_ylabel("GB/s (load incl. materialization)")
+    axes.set_xlabel("framework, format")
     axes.set_title(f"Load throughput, {largest['workload'].iloc[0]} (whiskers: range of the rounds; hatched: unstable)")
-    axes.legend(fontsize=8)
+    lines_drawn = [line for line in axes.get_lines() if not line.get_label().startswith("_")]
+    handles = [Patch(facecolor=SERIES_COLOURS[name], label=name) for name in series]
+    handles += [Patch(facecolor="white", edgecolor="black", hatch="//", label="unstable figure"), *lines_drawn]
+    axes.legend(handles=handles, fontsize=8, title="series (device, page cache)", title_fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
@@ -58,10 +82,22 @@ def load_throughput(frame: pd.DataFrame, limits: dict, path: Path) -> None:
 def file_overhead(frame: pd.DataFrame, path: Path) -> None:
     saves = _real(frame)
     saves = saves[(saves["op"] == "save")].copy()
+    if saves.empty:
+        return
     saves["overhead"] = (saves["file_bytes"] - saves["payload_bytes"]).clip(lower=1)
     figure, axes = plt.subplots(figsize=(9, 6))
-    for (framework, fmt), group in saves.groupby(["framework", "format"]):
-        axes.plot(group["payload_bytes"], group["overhead"], marker="o", linestyle="", label=f"{framework}/{fmt}")
+    groups = list(saves.groupby(["framework", "format"]))
+    colours = plt.get_cmap("tab20" if len(groups) > 10 else "tab10")
+    markers = dict(zip(saves["framework"].unique(), "osD^v<>phX", strict=False))
+    for index, ((framework, fmt), group) in enumerate(groups):
+        axes.plot(
+            group["payload_bytes"],
+            group["overhead"],
+            marker=markers.get(framework, "o"),
+            linestyle="",
+            color=colours(index % colours.N),
+            label=f"{framework}/{fmt}",
+        )
     axes.set_xscale("log")
     axes.set_yscale("log")
     axes.set_xlabel("payload bytes")

@@ -10,6 +10,7 @@ printed as `unstable low-high`, its range, and no advice is built on it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,11 +18,15 @@ import numpy as np
 import pandas as pd
 
 import frameworks
+from bench.reporting.trust import Verdicts, verdicts
 from bench.timing.results import baseline_rows
 from bench.timing.rundir import RunDir
 from frameworks.files import write_bytes_atomic
 
 NA = "n/a"
+SMALL_BYTES = 1 << 20
+"""Below this payload a load's or save's time is per-call overhead: its figures are times, with no GB/s
+and no share of a limit (a 32-byte tensor at 0.00005 GB/s says nothing a reader can use)."""
 
 
 def load_run(run_dir: Path) -> tuple[pd.DataFrame, dict, dict]:
@@ -36,12 +41,23 @@ def load_run(run_dir: Path) -> tuple[pd.DataFrame, dict, dict]:
     return frame, env, limits
 
 
+def number(value: float) -> str:
+    """Three significant digits and never scientific notation: 1350, 13.5, 1.35, 0.135; '<0.001' below that."""
+    if value == 0:
+        return "0"
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    if abs(value) < 0.001:
+        return "<0.001"
+    return f"{value:.{2 - math.floor(math.log10(abs(value)))}f}"
+
+
 def _gbps(value: float) -> str:
-    return NA if pd.isna(value) else f"{value:.3g}"
+    return NA if pd.isna(value) else number(value)
 
 
 def _frac(value: float) -> str:
-    return NA if pd.isna(value) else f"{value * 100:.3g}%"
+    return NA if pd.isna(value) else f"{number(value * 100)}%"
 
 
 def _bytes(value: float) -> str:
@@ -61,7 +77,7 @@ def _seconds(value: float) -> str:
     if pd.isna(value):
         return NA
     scale, unit = _time_unit(value)
-    return f"{value * scale:.3g} {unit}"
+    return f"{number(value * scale)} {unit}"
 
 
 def _unstable(row: pd.Series) -> bool:
@@ -71,7 +87,7 @@ def _unstable(row: pd.Series) -> bool:
 def _time_range(row: pd.Series, low: str, high: str) -> str:
     """`a-b unit` (an en dash in the output), in the unit of the median (so both ends read alike)."""
     scale, unit = _time_unit(row["median_s"])
-    return f"{row[low] * scale:.3g}–{row[high] * scale:.3g} {unit}"
+    return f"{number(row[low] * scale)}–{number(row[high] * scale)} {unit}"
 
 
 def time_figure(row: pd.Series) -> str:
@@ -118,46 +134,52 @@ def _cell(row: pd.Series | None, figure: Callable[[pd.Series], str] = gbps_figur
 
 
 def workload_table(frame: pd.DataFrame, workload: str) -> pd.DataFrame:
-    """framework x format for one workload: speeds, fractions of limits, size, memory, round trip."""
+    """framework x format for one workload: times (and, from SMALL_BYTES, GB/s and fractions of the
+    limits), size, memory, round trip. Formats that cannot hold the workload are left out (`not_held`)."""
     rows = []
     subset = frame[frame["workload"] == workload]
+    small = subset["payload_bytes"].max() < SMALL_BYTES
     for (framework, fmt, threads), group in subset.groupby(
         ["framework", "format", "threads"], sort=False, dropna=False
     ):
+        if (group["status"] == "unsupported").all():
+            continue
         save, warm, cold = _pick(group, "save"), _pick(group, "load", "warm"), _pick(group, "load", "cold")
         open_warm = _pick(group, "open", "warm")
-        if save is not None and save["status"] == "unsupported":
-            rows.append({"framework": framework, "format": fmt, "threads": threads, "round trip": "unsupported"})
-            continue
         sized = save if save is not None else warm
         payload = sized["payload_bytes"] if sized is not None else np.nan
         file_bytes = sized["file_bytes"] if sized is not None else np.nan
-        rows.append(
-            {
-                "framework": framework,
-                "format": fmt,
-                "threads": threads,
-                "save": _cell(save, time_figure),
-                "save GB/s": _cell(save),
-                "save % disk": _cell(save, fraction_figure),
-                "warm load": _cell(warm, time_figure),
-                "warm load GB/s": _cell(warm),
-                "warm % memcpy": _cell(warm, fraction_figure),
-                "cold load": _cell(cold, time_figure),
-                "cold load GB/s": _cell(cold),
-                "cold % disk": _cell(cold, fraction_figure),
-                "lazy open": _cell(open_warm, time_figure) if open_warm is not None else "-",
-                "file": _bytes(file_bytes),
-                "overhead": NA
-                if pd.isna(file_bytes) or frameworks.is_baseline(framework)
-                else _bytes(file_bytes - payload),
-                "peak RSS x payload": NA
-                if warm is None or pd.isna(warm["peak_rss_multiple"])
-                else f"{warm['peak_rss_multiple']:.2f}",
-                "round trip": str(warm["roundtrip"]) if warm is not None and warm["status"] == "ok" else NA,
-            }
-        )
+        row = {"framework": framework, "format": fmt, "threads": threads}
+        for name, picked, limit in (("save", save, "disk"), ("warm load", warm, "memcpy"), ("cold load", cold, "disk")):
+            row[name] = _cell(picked, time_figure)
+            if not small:
+                row[f"{name} GB/s"] = _cell(picked)
+                row[f"{name.split()[0]} % {limit}"] = _cell(picked, fraction_figure)
+        row |= {
+            "lazy open": _cell(open_warm, time_figure) if open_warm is not None else "-",
+            "file": _bytes(file_bytes),
+            "overhead": NA
+            if pd.isna(file_bytes) or frameworks.is_baseline(framework)
+            else _bytes(file_bytes - payload),
+            "peak RSS x payload": NA
+            if warm is None or pd.isna(warm["peak_rss_multiple"])
+            else f"{warm['peak_rss_multiple']:.2f}",
+            "round trip": str(warm["roundtrip"]) if warm is not None and warm["status"] == "ok" else NA,
+        }
+        rows.append(row)
     return pd.DataFrame(rows).fillna("")
+
+
+def not_held(frame: pd.DataFrame, workload: str) -> str:
+    """One line naming the formats that cannot hold the workload (every case of theirs `unsupported`)."""
+    subset = frame[frame["workload"] == workload]
+    names = [
+        f"{fmt} ({framework})"
+        for (framework, fmt), group in subset.groupby(["framework", "format"], sort=False)
+        if (group["status"] == "unsupported").all()
+    ]
+    kind = subset["kind"].iloc[0] if not subset.empty else "workload"
+    return f"Cannot hold a {kind}, so not timed: {', '.join(dict.fromkeys(names))}." if names else ""
 
 
 def _unavailable(row: pd.Series) -> str:
@@ -199,6 +221,9 @@ def gpu_table(frame: pd.DataFrame) -> pd.DataFrame:
                     "cuda cold GB/s": _cell(gpu_cold),
                     "cuda / cpu time": _ratio_figure(gpu, cpu) if comparable else NA,
                     "cuda % h2d": fraction_figure(gpu),
+                    "peak GPU memory x payload": NA
+                    if pd.isna(gpu.get("peak_device_multiple"))
+                    else f"{gpu['peak_device_multiple']:.2f}",
                     "round trip": str(gpu["roundtrip"]),
                 }
             )
@@ -244,39 +269,63 @@ def _advice_threads(frame: pd.DataFrame) -> str | None:
     return "1" if "1" in settings else (sorted(settings)[0] if settings else None)
 
 
-def recommendations(frame: pd.DataFrame) -> pd.DataFrame:
+def recommendations(frame: pd.DataFrame, trust: Verdicts | None = None) -> pd.DataFrame:
     """Per framework, from the numbers: fastest exact warm load, smallest file, lowest peak memory.
-    Speed advice uses stable figures only; the unstable ones it had to leave out are named."""
+    Speed advice uses stable figures only; the unstable ones it had to leave out are named. "Exact"
+    is by name (`exact_by_name`): a format that only sorted a dict's keys gives a state_dict back
+    exactly. A pick whose loader the safety matrix calls unsafe says so (`bench.reporting.trust`),
+    and the fastest exact load safe for untrusted files is named beside it."""
+    from bench.conformance.roundtrip import exact_by_name
+
+    trust = trust or Verdicts()
     rows = []
     real = frame[~baseline_rows(frame) & (frame["status"] == "ok")]
     setting = _advice_threads(real)
     if setting is not None:
         real = real[real["threads"].astype(str) == setting]
+
+    def pick(row: pd.Series | None, figure: str) -> str:
+        if row is None:
+            return NA
+        warning = trust.warning(row["framework"], row["format"])
+        return f"{row['format']} ({figure})" + (f"; {warning}" if warning else "")
+
     for framework, group in real.groupby("framework", sort=False):
         largest = group["payload_bytes"].max()
         big = group[group["payload_bytes"] == largest]
         loads = big[(big["op"] == "load") & (big["cache"] == "warm") & (big["device"] == "cpu")]
         unstable = loads[loads["stability"] == "unstable"]
         warm = loads[loads["stability"] != "unstable"]
-        exact = warm[warm["roundtrip"] == "exact"]
+        exact = warm[warm["roundtrip"].astype(str).map(exact_by_name).astype(bool)]
+        safe = exact[[not trust.warning(framework, fmt) for fmt in exact["format"]]]
         saves = big[big["op"] == "save"]
         memory = warm.dropna(subset=["peak_rss_multiple"])
         fastest = exact.loc[exact["gbps"].idxmax()] if not exact.empty else None
+        fastest_safe = safe.loc[safe["gbps"].idxmax()] if not safe.empty else None
         fastest_any = warm.loc[warm["gbps"].idxmax()] if not warm.empty else None
         smallest = saves.loc[saves["file_bytes"].idxmin()] if not saves.empty else None
         leanest = memory.loc[memory["peak_rss_multiple"].idxmin()] if not memory.empty else None
+        if fastest_safe is None:
+            safe_text = "none of the stable exact loads"
+        elif fastest is not None and fastest_safe["format"] == fastest["format"]:
+            safe_text = "the same"
+        else:
+            safe_text = pick(fastest_safe, f"{gbps_figure(fastest_safe)} GB/s")
         rows.append(
             {
                 "framework": framework,
                 "measured on": f"{big['workload'].iloc[0]} ({_bytes(largest)})",
-                "fastest exact load": NA if fastest is None else f"{fastest['format']} ({gbps_figure(fastest)} GB/s)",
+                "fastest exact load": pick(fastest, f"{gbps_figure(fastest)} GB/s" if fastest is not None else ""),
+                "fastest exact load safe for untrusted files": safe_text,
                 "fastest load, any round trip": NA
                 if fastest_any is None
-                else f"{fastest_any['format']} ({gbps_figure(fastest_any)} GB/s; {fastest_any['roundtrip']})",
-                "smallest file": NA if smallest is None else f"{smallest['format']} ({_bytes(smallest['file_bytes'])})",
-                "lowest peak memory": NA
-                if leanest is None
-                else f"{leanest['format']} ({leanest['peak_rss_multiple']:.2f}x payload)",
+                else "the same"
+                if fastest is not None and fastest_any["format"] == fastest["format"]
+                else pick(fastest_any, f"{gbps_figure(fastest_any)} GB/s; {fastest_any['roundtrip']}"),
+                "smallest file": pick(smallest, _bytes(smallest["file_bytes"]) if smallest is not None else ""),
+                "lowest peak memory": pick(
+                    leanest, f"{leanest['peak_rss_multiple']:.2f}x payload" if leanest is not None else ""
+                ),
                 "left out (unstable)": ", ".join(
                     f"{row['format']} ({gbps_figure(row)} GB/s)" for _, row in unstable.iterrows()
                 )
@@ -284,6 +333,23 @@ def recommendations(frame: pd.DataFrame) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def console_summary(frame: pd.DataFrame) -> str:
+    """A short view for the terminal: save and load of the largest workload per format, CPU, with spread
+    (GB/s from SMALL_BYTES, times below)."""
+    timed = frame[(frame["status"] == "ok") & (frame["device"] == "cpu")]
+    if timed.empty:
+        return "no timed rows"
+    largest = timed.loc[timed["payload_bytes"] == timed["payload_bytes"].max()].copy()
+    payload = largest["payload_bytes"].iloc[0]
+    rate = payload >= SMALL_BYTES
+    column = "GB/s [IQR]" if rate else "time [IQR]"
+    largest[column] = [
+        gbps_figure(row) if rate and row["op"] != "open" else time_figure(row) for _, row in largest.iterrows()
+    ]
+    view = largest.set_index(["framework", "format", "threads", "op", "cache"])[[column]]
+    return f"{column.split()[0]} for {largest['workload'].iloc[0]} ({_bytes(payload)}):\n" + view.to_string()
 
 
 def harness_overhead(frame: pd.DataFrame) -> str:
@@ -424,6 +490,8 @@ def write_report(run_dir: Path) -> Path:
 
         entries = RunDir(run_dir).read_json_object(RunDir(run_dir).checkpoints).get("checkpoints", [])
         sections += answer_section(frame, entries)
+    trust = verdicts(run_dir)
+    advice = recommendations(frame, trust)
     sections += [
         "## Environment",
         "",
@@ -438,12 +506,14 @@ def write_report(run_dir: Path) -> Path:
         "## Which format should I use?",
         "",
         "Derived from the stable figures below (largest workload of the run, CPU, one thread where timed); "
-        "an unstable figure is never advice, and the ones left out are named.",
+        "an unstable figure is never advice, and the ones left out are named. Exact means every tensor back "
+        "bit for bit by name (a format that sorts a dict's keys still gives a state_dict back). "
+        f"Trust: each pick's loader as {trust.source} judges it (`serbench safety`).",
         "",
-        _markdown(recommendations(frame)),
+        _markdown(advice),
         "",
     ]
-    recommendations(frame).to_csv(tables_dir / "recommendations.csv", index=False)
+    advice.to_csv(tables_dir / "recommendations.csv", index=False)
     real = frame[~baseline_rows(frame)]
     workloads_in_run = real.sort_values("payload_bytes", kind="stable")["workload"].unique()
     for workload in workloads_in_run:
@@ -451,7 +521,12 @@ def write_report(run_dir: Path) -> Path:
         kind = frame.loc[frame["workload"] == workload, "kind"].iloc[0]
         payload = frame.loc[frame["workload"] == workload, "payload_bytes"].max()
         table.to_csv(tables_dir / f"{workload.replace('/', '_')}.csv", index=False)
-        sections += [f"## {kind}: {workload} ({_bytes(payload)})", "", _markdown(table), ""]
+        sections += [f"## {kind}: {workload} ({_bytes(payload)})", ""]
+        if payload < SMALL_BYTES:
+            sections += [f"Times only: below {_bytes(SMALL_BYTES)} a figure is per-call overhead, not throughput.", ""]
+        sections += [_markdown(table), ""]
+        held = not_held(frame, workload)
+        sections += [held, ""] if held else []
     gpu = gpu_table(frame)
     untimed = untimed_on_gpu(frame)
     sections += [

@@ -10,14 +10,17 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
+from rich.console import Console
 
 import frameworks
 from bench.environment import environment
+from bench.live import Progress
 from bench.safety.inputs import safety_formats
 from frameworks.files import write_bytes_atomic
 
 COLUMNS = ["framework", "format", "mode", "input", "group", "outcome", "detail"]
 HOST_TIMEOUT_S = 3600
+console = Console(stderr=True)
 SHORT = {
     "loaded-exact": "ok",
     "clear-error": "error",
@@ -29,46 +32,83 @@ SHORT = {
 }
 
 
+def _host(framework: str, workdir: Path, jsonl: Path, stage: str, timeout_s: float) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "bench.safety.host",
+        framework,
+        str(workdir),
+        str(jsonl),
+        "--timeout",
+        str(timeout_s),
+        "--stage",
+        stage,
+    ]
+
+
+def _last_line(stderr: str) -> str:
+    return (stderr.strip().splitlines() or ["?"])[-1][:300]
+
+
+def _unavailable(framework: str, reason: str) -> list[dict[str, str]]:
+    return [
+        {
+            "framework": framework,
+            "format": fmt,
+            "mode": "-",
+            "input": "-",
+            "group": "-",
+            "outcome": "unavailable",
+            "detail": reason,
+        }
+        for fmt in safety_formats(framework)
+    ]
+
+
 def run_safety(out: Path, framework_names: tuple[str, ...] | None = None, timeout_s: float = 60.0) -> Path:
+    """Generate every framework's inputs first (so the progress bar knows every load), then load them."""
+    from bench.safety.host import planned_loads
+
     out.mkdir(parents=True, exist_ok=True)
     (out / "raw").mkdir(exist_ok=True)
     write_bytes_atomic(out / "env.json", json.dumps(environment(out), indent=1, default=str).encode())
-    records = []
+    records: list[dict[str, str]] = []
     inputs = Path(tempfile.mkdtemp(prefix=".safety-inputs-", dir=out))  # ours alone: nothing of the user's is touched
-    for framework in framework_names or frameworks.names():
-        workdir = inputs / framework
-        workdir.mkdir()
-        jsonl = out / "raw" / f"safety-{framework}.jsonl"
-        jsonl.unlink(missing_ok=True)
-        command = [
-            sys.executable,
-            "-m",
-            "bench.safety.host",
-            framework,
-            str(workdir),
-            str(jsonl),
-            "--timeout",
-            str(timeout_s),
-        ]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=HOST_TIMEOUT_S, check=False)
-        if result.returncode != 0:
-            reason = (result.stderr.strip().splitlines() or ["?"])[-1][:300]
-            for fmt in safety_formats(framework):
-                records.append(
-                    {
-                        "framework": framework,
-                        "format": fmt,
-                        "mode": "-",
-                        "input": "-",
-                        "group": "-",
-                        "outcome": "unavailable",
-                        "detail": reason,
-                    }
-                )
-        if jsonl.exists():
-            records += [json.loads(line) for line in jsonl.read_text().splitlines()]
-        shutil.rmtree(workdir, ignore_errors=True)
-    shutil.rmtree(inputs, ignore_errors=True)
+    try:
+        loads: dict[str, int] = {}
+        for framework in framework_names or frameworks.names():
+            workdir = inputs / framework
+            workdir.mkdir()
+            console.print(f"serbench safety: generating {framework}'s inputs ...", highlight=False)
+            command = _host(framework, workdir, out / "raw" / f"safety-{framework}.jsonl", "generate", timeout_s)
+            result = subprocess.run(command, capture_output=True, text=True, timeout=HOST_TIMEOUT_S, check=False)
+            if result.returncode != 0:
+                records += _unavailable(framework, _last_line(result.stderr))
+            else:
+                loads[framework] = len(planned_loads(framework, workdir))
+        with Progress("safety", sum(loads.values()), console) as progress:
+            for framework in loads:
+                jsonl = out / "raw" / f"safety-{framework}.jsonl"
+                jsonl.unlink(missing_ok=True)
+                events = out / "raw" / f"events-{framework}.jsonl"
+                events.unlink(missing_ok=True)
+                command = [*_host(framework, inputs / framework, jsonl, "load", timeout_s), "--events", str(events)]
+                before = progress.done
+                with tempfile.TemporaryFile("w+") as stderr:
+                    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, text=True)
+                    code = progress.follow(child, events, lambda _: 1.0, HOST_TIMEOUT_S)
+                    stderr.seek(0)
+                    reason = _last_line(stderr.read())
+                events.unlink(missing_ok=True)
+                progress.done = before + loads[framework]
+                progress.step_done(f"{framework}: {loads[framework]} loads done")
+                if code != 0:
+                    records += _unavailable(framework, reason)
+                if jsonl.exists():
+                    records += [json.loads(line) for line in jsonl.read_text().splitlines()]
+    finally:
+        shutil.rmtree(inputs, ignore_errors=True)
     frame = pd.DataFrame(records).reindex(columns=COLUMNS)
     write_bytes_atomic(out / "safety.csv", frame.to_csv(index=False).encode())
     write_bytes_atomic(out / "safety.md", safety_markdown(frame).encode())

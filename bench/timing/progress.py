@@ -1,9 +1,11 @@
-"""pytest plugin for `serbench run`: its options, a rich progress bar, each case's outcome as JSON lines.
+"""pytest plugin for `serbench run`: its options, and each case's start, end and outcome as JSON lines.
 
 The runner passes the plan as options (see `pytest --help`, group "serbench"), not as environment
-variables: --serbench-plan, --serbench-scratch, --serbench-outcomes, --serbench-label. Outcomes
+variables: --serbench-plan, --serbench-scratch, --serbench-outcomes, --serbench-events. Outcomes
 (passed, skipped with its reason, failed with its message) go to the outcomes file so that skipped
-cases (a missing framework, no GPU) become `unavailable` rows with their reason.
+cases (a missing framework, no GPU) become `unavailable` rows with their reason. Events (a case
+started, a case ended) go to the events file, from which the runner draws its progress bar
+(`bench.live`).
 """
 
 from __future__ import annotations
@@ -12,13 +14,12 @@ import json
 from typing import Any
 
 import pytest
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from bench.live import append_event
 from bench.pytest_outcomes import failure_message, skip_reason
 
-_progress: Progress | None = None
-_task: Any = None
 _outcomes: str | None = None
+_events: str | None = None
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -26,27 +27,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--serbench-plan", metavar="PATH", help="plan file of the cases to time (bench.timing.plan)")
     group.addoption("--serbench-scratch", metavar="DIR", help="directory for the saved files")
     group.addoption("--serbench-outcomes", metavar="PATH", help="JSON-lines file to append each case's outcome to")
-    group.addoption("--serbench-label", default="benchmark", help="the progress bar's label")
+    group.addoption(
+        "--serbench-events", metavar="PATH", help="JSON-lines file to append each case's start and end to (progress)"
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    global _outcomes
+    global _outcomes, _events
     _outcomes = config.getoption("serbench_outcomes")
+    _events = config.getoption("serbench_events")
 
 
-def pytest_collection_finish(session: Any) -> None:
-    global _progress, _task
-    _progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[case]}"),
-        transient=False,
-    )
-    _progress.start()
-    label = session.config.getoption("serbench_label")
-    _task = _progress.add_task(label, total=len(session.items), case="")
+def case_of(nodeid: str) -> str:
+    """The case id of a test id: `test_io.py::test_io[<case id>#<pass>]` -> `<case id>`."""
+    return nodeid.split("[", 1)[-1].rstrip("]").rsplit("#", 1)[0]
 
 
 def _record(item_id: str, outcome: str, detail: str) -> None:
@@ -55,8 +49,12 @@ def _record(item_id: str, outcome: str, detail: str) -> None:
             handle.write(json.dumps({"id": item_id, "outcome": outcome, "detail": detail}) + "\n")
 
 
+def pytest_runtest_logstart(nodeid: str, location: Any) -> None:
+    append_event(_events, start=case_of(nodeid))
+
+
 def pytest_runtest_logreport(report: Any) -> None:
-    case_id = report.nodeid.split("[", 1)[-1].rstrip("]").rsplit("#", 1)[0]  # "<case id>#<pass>"
+    case_id = case_of(report.nodeid)
     if report.when == "call" or (report.when == "setup" and not report.passed):
         if report.skipped:
             _record(case_id, "skipped", skip_reason(report))
@@ -64,10 +62,4 @@ def pytest_runtest_logreport(report: Any) -> None:
             _record(case_id, "failed", failure_message(report))
         else:
             _record(case_id, "passed", "")
-        if _progress is not None:
-            _progress.update(_task, advance=1, case=case_id)
-
-
-def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
-    if _progress is not None:
-        _progress.stop()
+        append_event(_events, done=case_id)

@@ -61,6 +61,8 @@ COLUMNS = [
     "roundtrip",
     "peak_rss_bytes",
     "peak_rss_multiple",
+    "peak_device_bytes",
+    "peak_device_multiple",
     "resident_before_cold",
     "lazy",
 ]
@@ -140,6 +142,7 @@ def _timed_row(info: dict, samples: list[list[float]], evidence: list[dict], pro
     faults = [record["minflt"] for record in evidence if "minflt" in record]
     return {
         **{k: info[k] for k in INFO_FIELDS},
+        "peak_device_bytes": info.get("peak_device_bytes"),
         "threads": info.get("threads", "default"),
         "status": "ok",
         "note": "",
@@ -253,4 +256,6 @@ def _add_derived(frame: pd.DataFrame, run: RunDir) -> pd.DataFrame:
     ]
     frame["peak_rss_bytes"] = pd.to_numeric(frame["peak_rss_bytes"], errors="coerce")
     frame["peak_rss_multiple"] = frame["peak_rss_bytes"] / frame["payload_bytes"]
+    frame["peak_device_bytes"] = pd.to_numeric(frame["peak_device_bytes"], errors="coerce")
+    frame["peak_device_multiple"] = frame["peak_device_bytes"] / frame["payload_bytes"]
     return frame

@@ -100,6 +100,10 @@ class RunDir:
     def log(self, chunk: str, process: int) -> Path:
         return self.raw / f"pytest-{chunk}-p{process}.log"
 
+    def events(self, chunk: str, process: int) -> Path:
+        """Each case's start and end, for the progress bar (`bench.live`)."""
+        return self.raw / f"events-{chunk}-p{process}.jsonl"
+
     def peaks(self, framework: str) -> Path:
         return self.raw / f"peak-{framework}.json"
 

@@ -29,6 +29,7 @@ from rich.console import Console
 import frameworks
 from bench import environment, kinds, workloads
 from bench.errors import UsageError
+from bench.live import Progress
 from bench.timing import limits, machine
 from bench.timing.plan import PRESETS, Case, headline_loads, plan, write_plan
 from bench.timing.results import assemble
@@ -40,6 +41,12 @@ CHUNK_TIMEOUT_S = 3600
 PEAK_TIMEOUT_S = 600
 PEAK_MIN_BYTES = 16 << 20
 """Below this payload the RSS a load adds is allocator noise (0.8x to 6.7x for 1 MiB here)."""
+PROCESS_S = 4.0
+ROUND_S = 0.03
+ROUND_BYTES_PER_S = 0.4e9
+"""The progress bar's estimate of the work (`Step.units`): a process's start and its framework's import,
+and per timed round a fixed cost plus its bytes (the round and its setup: a save, an eviction,
+materialization). Only the proportions matter: the time left is scaled by the time taken so far."""
 console = Console(stderr=True)
 
 
@@ -86,6 +93,30 @@ def thread_environment(framework: str, threads: str) -> dict[str, str]:
     return env
 
 
+def round_units(case: Case) -> float:
+    """One pass of a case in the progress bar's units (see PROCESS_S)."""
+    return case.rounds * (ROUND_S + workloads.payload_of(case.workload) / ROUND_BYTES_PER_S) if case.held else 0.0
+
+
+@dataclass(frozen=True)
+class Step:
+    """One pytest process of a run: one framework's cases of one thread setting."""
+
+    framework: str
+    cases: list[Case]
+    process: int
+    processes: int
+    plan_name: str = "plan"
+
+    def units(self, passes: int) -> float:
+        return PROCESS_S + passes * sum(round_units(case) for case in self.cases)
+
+    def describe(self) -> str:
+        threads = self.cases[0].threads if self.cases else "1"
+        what = "the headline loads again" if self.plan_name == "loads-plan" else f"{len(self.cases)} cases"
+        return f"{self.framework}, threads {threads}: process {self.process + 1} of {self.processes} ({what}) done"
+
+
 def _run_chunk(
     framework: str,
     cases: list[Case],
@@ -94,6 +125,7 @@ def _run_chunk(
     process: int = 0,
     plan_name: str = "plan",
     passes: int = 1,
+    progress: Progress | None = None,
 ) -> None:
     """Time one framework's cases of one thread setting in a fresh pytest process; raw files appear
     only when complete."""
@@ -104,9 +136,11 @@ def _run_chunk(
     final = run_dir.benchmark(chunk, process)
     partial = run_dir.partial_benchmark(chunk, process)
     log_path = run_dir.log(chunk, process)
+    events = run_dir.events(chunk, process)
     write_plan(cases, plan_path, passes)
     if process == 0:
         outcomes.unlink(missing_ok=True)
+    events.unlink(missing_ok=True)
     if not any(case.held for case in cases):
         write_json(final, {"benchmarks": [], "note": "no case of this selection is held by these formats"})
         return
@@ -124,8 +158,8 @@ def _run_chunk(
         str(scratch),
         "--serbench-outcomes",
         str(outcomes),
-        "--serbench-label",
-        f"{framework} (threads {threads}, process {process})",
+        "--serbench-events",
+        str(events),
         "-p",
         "no:cacheprovider",
         "-o",
@@ -139,45 +173,70 @@ def _run_chunk(
         "-W",
         "ignore::DeprecationWarning",
     ]
+    per_case = {case.id: round_units(case) for case in cases}
     with open(log_path, "w") as log:
-        result = subprocess.run(command, env=env, stdout=log, stderr=None, timeout=CHUNK_TIMEOUT_S, check=False)
-    if result.returncode not in (0, 1):
-        raise RuntimeError(f"benchmark chunk for {framework} failed (exit {result.returncode}); see {log_path}")
-    if result.returncode == 1:
-        console.print(f"[yellow]{framework}: some cases failed; they are reported as errors (details in {log_path})")
+        child = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        if progress is None:
+            returncode = child.wait(CHUNK_TIMEOUT_S)
+        else:
+            returncode = progress.follow(child, events, lambda case: per_case.get(case, 0.0), CHUNK_TIMEOUT_S)
+    if returncode not in (0, 1):
+        raise RuntimeError(f"benchmark chunk for {framework} failed (exit {returncode}); see {log_path}")
+    if returncode == 1:
+        message = f"{framework}: some cases failed; they are reported as errors (details in {log_path})"
+        if progress is None:
+            console.print(f"[yellow]{message}")
+        else:
+            progress.note(message)
     if not partial.exists() or partial.stat().st_size == 0:
         # pytest-benchmark writes no file (or an empty one, by version) when no case was timed
         write_json(partial, {"benchmarks": [], "note": "no case was timed: each one's outcome is in outcomes"})
     os.replace(partial, final)
+    events.unlink(missing_ok=True)
 
 
-def _measure_peaks(framework: str, cases: list[Case], scratch: Path) -> list[dict[str, object]]:
+def peak_cases(framework: str, cases: list[Case]) -> list[Case]:
+    """The loads whose peak RSS is measured: one warm CPU load per (format, workload) of PEAK_MIN_BYTES or more."""
+    if frameworks.is_baseline(framework):  # no file, so no load to measure
+        return []
+    chosen: dict[tuple[str, str], Case] = {}
+    for case in cases:
+        if case.held and case.op == "load" and workloads.payload_of(case.workload) >= PEAK_MIN_BYTES:
+            chosen.setdefault((case.format, case.workload), case)
+    return list(chosen.values())
+
+
+def peak_units(case: Case) -> float:
+    return PROCESS_S + workloads.payload_of(case.workload) / ROUND_BYTES_PER_S
+
+
+def _measure_peaks(
+    framework: str, cases: list[Case], scratch: Path, progress: Progress | None = None
+) -> list[dict[str, object]]:
     """Peak RSS of one warm CPU load per (format, workload) of PEAK_MIN_BYTES or more, each in a fresh process."""
     records: list[dict[str, object]] = []
-    if frameworks.is_baseline(framework):  # no file, so no load to measure
-        return records
-    seen = set()
-    for case in cases:
-        key = (case.format, case.workload)
-        if not case.held or case.op != "load" or workloads.payload_of(case.workload) < PEAK_MIN_BYTES or key in seen:
-            continue
-        seen.add(key)
+    for case in peak_cases(framework, cases):
+        if progress is not None:
+            progress.start(f"peak memory: {framework} {case.format} {case.workload}")
         path = kinds.saved_path(frameworks.adapter_class(framework), case.format, case.workload, scratch)
         record: dict[str, object] = {"framework": framework, "format": case.format, "workload": case.workload}
-        if not path.exists():
-            records.append({**record, "error": "no saved file (the save case did not run)"})
-            continue
-        command = [sys.executable, "-m", "bench.timing.peak_memory", framework, case.format, case.workload, str(path)]
-        try:
-            result = subprocess.run(command, capture_output=True, text=True, timeout=PEAK_TIMEOUT_S, check=False)
-        except subprocess.TimeoutExpired:
-            records.append({**record, "error": f"timed out after {PEAK_TIMEOUT_S}s"})
-            continue
-        if result.returncode != 0:
-            records.append({**record, "error": (result.stderr.strip().splitlines() or ["?"])[-1][:300]})
-            continue
-        records.append({**record, **json.loads(result.stdout.strip().splitlines()[-1])})
+        records.append({**record, **_peak_of(framework, case, path)})
+        if progress is not None:
+            progress.advance(peak_units(case))
     return records
+
+
+def _peak_of(framework: str, case: Case, path: Path) -> dict[str, object]:
+    if not path.exists():
+        return {"error": "no saved file (the save case did not run)"}
+    command = [sys.executable, "-m", "bench.timing.peak_memory", framework, case.format, case.workload, str(path)]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=PEAK_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {PEAK_TIMEOUT_S}s"}
+    if result.returncode != 0:
+        return {"error": (result.stderr.strip().splitlines() or ["?"])[-1][:300]}
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def _stop_on_sigterm(signum: int, frame: object) -> None:
@@ -244,6 +303,28 @@ def thread_record(run_dir: RunDir) -> dict[str, dict[str, object]]:
     return record
 
 
+def steps_of(config: RunConfig, cases: list[Case]) -> dict[str, list[Step]]:
+    """Per framework, its pytest processes in order: each thread setting's base processes, then the
+    extra processes that re-time its headline loads."""
+    by_chunk: dict[tuple[str, str], list[Case]] = {}
+    for case in cases:
+        by_chunk.setdefault((case.framework, case.threads), []).append(case)
+    preset = PRESETS[config.preset]
+    base = config.processes or preset.processes
+    extra = preset.extra_load_processes if config.extra_load_processes is None else config.extra_load_processes
+    steps: dict[str, list[Step]] = {}
+    for (framework, _), chunk in by_chunk.items():
+        headline = headline_loads(chunk)
+        processes = base + (extra if headline else 0)
+        steps.setdefault(framework, []).extend(
+            Step(framework, chunk, process, processes)
+            if process < base
+            else Step(framework, headline, process, processes, "loads-plan")
+            for process in range(processes)
+        )
+    return steps
+
+
 def _time_everything(config: RunConfig, cases: list[Case], run_dir: RunDir) -> None:
     if not (config.resume and run_dir.limits.exists()):
         largest = max(workloads.payload_of(name) for name in {c.workload for c in cases})
@@ -253,62 +334,44 @@ def _time_everything(config: RunConfig, cases: list[Case], run_dir: RunDir) -> N
         write_json(run_dir.limits, measured)
     shutil.copyfile(run_dir.limits, run_dir.raw_limits)
 
-    by_chunk: dict[tuple[str, str], list[Case]] = {}
-    for case in cases:
-        by_chunk.setdefault((case.framework, case.threads), []).append(case)
-    preset = PRESETS[config.preset]
-    base_processes = config.processes or preset.processes
-    extra = preset.extra_load_processes if config.extra_load_processes is None else config.extra_load_processes
-    for framework in dict.fromkeys(framework for framework, _ in by_chunk):
-        chunks = {threads: chunk for (name, threads), chunk in by_chunk.items() if name == framework}
-        processes = {
-            threads: base_processes + (extra if headline_loads(chunk) else 0) for threads, chunk in chunks.items()
-        }
+    passes = PRESETS[config.preset].passes
+    todo: dict[str, list[Step]] = {}
+    for framework, steps in steps_of(config, cases).items():
         done = all(
-            run_dir.benchmark(RunDir.chunk(framework, threads), process).exists()
-            for threads in chunks
-            for process in range(processes[threads])
+            run_dir.benchmark(RunDir.chunk(framework, step.cases[0].threads), step.process).exists() for step in steps
         )
-        peaks_path = run_dir.peaks(framework)
-        if config.resume and done and (peaks_path.exists() or not config.peak_memory):
+        if config.resume and done and (run_dir.peaks(framework).exists() or not config.peak_memory):
             console.print(f"{framework}: already done, skipped (--resume)")
-            continue
-        framework_scratch = run_dir.scratch / framework
-        try:
-            for threads, chunk in chunks.items():
-                for process in range(processes[threads]):
-                    if process < base_processes:
-                        _run_chunk(framework, chunk, run_dir, framework_scratch, process, passes=preset.passes)
-                    else:
-                        headline = headline_loads(chunk)
-                        _run_chunk(
-                            framework, headline, run_dir, framework_scratch, process, "loads-plan", passes=preset.passes
-                        )
-            if config.peak_memory:
-                first = next(iter(chunks.values()))
-                write_json(peaks_path, _measure_peaks(framework, first, framework_scratch))
-        finally:
-            shutil.rmtree(framework_scratch, ignore_errors=True)
+        else:
+            todo[framework] = steps
+    peaks = {
+        framework: peak_cases(framework, steps[0].cases) if config.peak_memory else []
+        for framework, steps in todo.items()
+    }
+    total = sum(step.units(passes) for steps in todo.values() for step in steps)
+    total += sum(peak_units(case) for chosen in peaks.values() for case in chosen)
+    with Progress("run", total, console) as progress:
+        for framework, steps in todo.items():
+            framework_scratch = run_dir.scratch / framework
+            try:
+                for step in steps:
+                    before = progress.done
+                    _run_chunk(
+                        framework,
+                        step.cases,
+                        run_dir,
+                        framework_scratch,
+                        step.process,
+                        step.plan_name,
+                        passes,
+                        progress,
+                    )
+                    progress.done = before + step.units(passes)  # whatever the events said (a crash, a skip)
+                    progress.step_done(step.describe())
+                if config.peak_memory:
+                    write_json(
+                        run_dir.peaks(framework), _measure_peaks(framework, steps[0].cases, framework_scratch, progress)
+                    )
+            finally:
+                shutil.rmtree(framework_scratch, ignore_errors=True)
     shutil.rmtree(run_dir.scratch, ignore_errors=True)
-
-
-def summary(out: Path) -> str:
-    """A short console view: load and save throughput of the largest workload per format."""
-    import pandas as pd
-
-    frame = pd.read_csv(RunDir(out).results_csv)
-    timed = frame[(frame["status"] == "ok") & (frame["device"] == "cpu")].copy()
-    if timed.empty:
-        return "no timed rows"
-    largest = timed.loc[timed["payload_bytes"] == timed["payload_bytes"].max()].copy()
-    payload = largest["payload_bytes"] / 1e9
-    largest["GB/s [IQR]"] = [
-        f"{p / m:.2f} [{p / q3:.2f}-{p / q1:.2f}]" + (" unstable" if s == "unstable" else "")
-        for p, m, q1, q3, s in zip(
-            payload, largest["median_s"], largest["q1_s"], largest["q3_s"], largest["stability"], strict=True
-        )
-    ]
-    view = largest.set_index(["framework", "format", "threads", "op", "cache"])[["GB/s [IQR]"]]
-    return f"GB/s for {largest['workload'].iloc[0]} ({largest['payload_bytes'].iloc[0] / 2**20:.0f} MiB):\n" + (
-        view.to_string()
-    )

@@ -106,6 +106,8 @@ def time_case(case: Case, pass_index: int, benchmark: Any, scratch: Path) -> Non
     residency: list[float] = []
     before: list[evidence.Counters] = []
     after: list[evidence.Counters] = []
+    device_peaks: list[int | None] = []
+    on_device = case.device != "cpu" and case.op == "load"
 
     def prepare() -> tuple[tuple[Any, ...], dict[str, Any]]:
         if not baseline:
@@ -115,11 +117,15 @@ def time_case(case: Case, pass_index: int, benchmark: Any, scratch: Path) -> Non
             else:
                 pagecache.warm(path)
         release_free_memory()
+        if on_device:
+            adapter.reset_device_memory_peak(case.device)
         before.append(evidence.sample())
         return (), {}
 
     def after_round(*_: Any) -> None:
         after.append(evidence.sample())
+        if on_device:
+            device_peaks.append(adapter.device_memory_peak(case.device))
 
     def load() -> Any:
         loaded = kind.load(adapter, subject, path, case.format, case.device)
@@ -156,5 +162,7 @@ def time_case(case: Case, pass_index: int, benchmark: Any, scratch: Path) -> Non
     info["file_bytes"] = 0 if baseline else pagecache.size_on_disk(path)
     info["lazy"] = spec.lazy
     info["resident_before_cold"] = max(residency) if residency else None
+    measured = [peak for peak in device_peaks if peak is not None]
+    info["peak_device_bytes"] = max(measured) if measured else None
     back = kind.state(adapter, subject, load())
     info["roundtrip"] = outcome_of(subject.reference, back).summary()
