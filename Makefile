@@ -1,37 +1,38 @@
-# The README's two commands: `make bench` and `make test`. Both create .venv if it is missing.
+# The README's two commands: `make bench` and `make test`. Both build the environments if they are
+# missing or out of date: .venv (core: numpy 2, torch, TensorFlow) and .venv-mxnet (MXNet 1.9.1 on
+# numpy 1.26); frameworks/environments.py says what each holds and why.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+ENVIRONMENTS := $(PYTHON) frameworks/environments.py
+STAMPS := $(VENV)/.installed $(VENV)-mxnet/.installed
 RESULTS ?= results
 
 .PHONY: setup test bench lint support-table lock clean
 
-setup: $(STAMP)
+setup: $(STAMPS)
 
-$(STAMP): pyproject.toml requirements/lock.txt
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c requirements/lock.txt -e '.[all,dev]'
-	touch $@
+$(STAMPS): pyproject.toml requirements/core.lock.txt requirements/mxnet.lock.txt frameworks/environments.py
+	$(ENVIRONMENTS) setup
 
-# Every framework must be exercised: a run where one was skipped entirely fails.
-test: $(STAMP)
-	SERBENCH_REQUIRE_FRAMEWORKS=numpy,torch,tensorflow,mxnet $(PY) -m pytest $(PYTEST_ARGS)
+# pytest in each environment on its frameworks; every framework must be exercised: a run where one
+# was skipped entirely fails.
+test: $(STAMPS)
+	SERBENCH_REQUIRE_FRAMEWORKS=all $(ENVIRONMENTS) test $(PYTEST_ARGS)
 
 # --pause-page-reporting: on a VM whose balloon hands freed memory back to the host (re-touching
 # it then runs 20x slower), pause that for the run, as root; a no-op elsewhere (see bench/timing/machine.py).
-bench: $(STAMP)
+bench: $(STAMPS)
 	$(VENV)/bin/serbench run --quick --pause-page-reporting $(BENCH_ARGS)
 
-lint: $(STAMP)
+lint: $(STAMPS)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
-support-table: $(STAMP)
+support-table: $(STAMPS)
 	$(VENV)/bin/serbench support-table
 
-lock: $(STAMP)
-	$(PY) -m pip freeze --exclude-editable | sed 's/+cpu//' > requirements/lock.txt.new && mv requirements/lock.txt.new requirements/lock.txt
+lock: $(STAMPS)
+	$(ENVIRONMENTS) lock
 
 clean:
-	rm -rf $(VENV) .pytest_cache .benchmarks
+	rm -rf $(VENV) $(VENV)-mxnet .pytest_cache .benchmarks

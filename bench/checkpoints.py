@@ -178,6 +178,19 @@ def import_checkpoint(source: Path, store: Path, name: str, trusted: bool) -> di
     }
 
 
+def _first_reader(path: Path) -> str | None:
+    """The framework of the first reader of `path` (of a shard directory: of its first file), so that
+    the child runs in that framework's environment (`frameworks.environments`)."""
+    if path.is_dir():
+        files = sorted(child for child in path.iterdir() if child.is_file() and not child.name.endswith(INDEX_SUFFIX))
+        candidates = frameworks.readers_of(path) or next(
+            (frameworks.readers_of(f) for f in files if frameworks.readers_of(f)), []
+        )
+    else:
+        candidates = frameworks.readers_of(path)
+    return candidates[0][0] if candidates else None
+
+
 def prepare(paths: list[Path], directory: Path, trusted: bool, timeout_s: float = READ_TIMEOUT_S) -> list[dict]:
     """Read each checkpoint in a child process (see the module docstring); UsageError says why one could not be."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -186,10 +199,13 @@ def prepare(paths: list[Path], directory: Path, trusted: bool, timeout_s: float 
         if not path.exists():
             raise UsageError(f"{path}: no such file or directory")
         name = workload_name(path, {entry["name"] for entry in entries})
-        command = [sys.executable, "-m", "bench.checkpoints", str(path), str(directory / f"{name}.npz"), name]
+        reader = _first_reader(path)
+        python = frameworks.python_for(reader) if reader else sys.executable
+        command = [python, "-m", "bench.checkpoints", str(path), str(directory / f"{name}.npz"), name]
         command += ["--trusted"] if trusted else []
+        env = frameworks.child_environment(reader) if reader else None
         try:
-            result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)
+            result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
         except subprocess.TimeoutExpired:
             raise UsageError(f"{path}: reading it took over {timeout_s:.0f} s; it was stopped") from None
         lines = result.stdout.strip().splitlines()

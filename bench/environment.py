@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.metadata
+import json
 import os
 import platform
 import subprocess
@@ -16,24 +17,76 @@ from pathlib import Path
 import psutil
 
 import frameworks
+from frameworks import environments
 
 HARNESS_PACKAGES = ("numpy", "pandas", "pytest-benchmark", "matplotlib")
 
 
-def packages() -> tuple[str, ...]:
-    """The harness's packages, then those each registered adapter says its framework is made of."""
-    declared = [package for name in frameworks.REGISTRY for package in frameworks.adapter_class(name).packages]
+def packages(environment: str | None = None) -> tuple[str, ...]:
+    """The harness's packages, then those each registered adapter (of `environment`, or all) says its
+    framework is made of."""
+    declared = [
+        package
+        for name in frameworks.REGISTRY
+        if environment is None or frameworks.adapter_class(name).environment == environment
+        for package in frameworks.adapter_class(name).packages
+    ]
     return tuple(dict.fromkeys([*HARNESS_PACKAGES, *declared]))
 
 
-def package_versions() -> dict[str, str]:
+def versions_here(names: tuple[str, ...] | list[str]) -> dict[str, str]:
     versions = {}
-    for name in packages():
+    for name in names:
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             versions[name] = "not installed"
     return versions
+
+
+def _versions_in(environment: str, names: tuple[str, ...]) -> dict[str, str]:
+    """The versions `environment`'s interpreter has (package metadata only: nothing is imported)."""
+    code = "import json, sys; from bench.environment import versions_here as v; print(json.dumps(v(sys.argv[1:])))"
+    try:
+        result = subprocess.run(
+            [environments.python_for(environment), "-c", code, *names],
+            env=environments.child_environment(environment),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return json.loads(result.stdout)
+    except (OSError, subprocess.SubprocessError, ValueError) as error:
+        return {name: f"unknown ({type(error).__name__})" for name in names}
+
+
+def package_versions() -> dict[str, str]:
+    """Every package a result depends on, as the environment that runs it has it: this interpreter's
+    for the harness and its frameworks; another environment's (`frameworks.environments`) under
+    `package [environment]`, e.g. `numpy [mxnet]`."""
+    here = environments.current()
+    if here is None:  # one interpreter for everything (a machine without the environments)
+        return versions_here(packages())
+    used = {frameworks.adapter_class(name).environment for name in frameworks.REGISTRY}
+    versions = versions_here(packages(here))
+    for environment in sorted(used - {here}):
+        found = _versions_in(environment, packages(environment))
+        versions.update({f"{name} [{environment}]": version for name, version in found.items()})
+    return versions
+
+
+def environments_record() -> dict[str, dict[str, str]]:
+    """Each environment's interpreter and the frameworks that run in it."""
+    record = {}
+    for environment in environments.ENVIRONMENTS.values():
+        names = [n for n in frameworks.REGISTRY if frameworks.adapter_class(n).environment == environment.name]
+        record[environment.name] = {
+            "interpreter": environments.python_for(environment.name),
+            "frameworks": ", ".join(names),
+            "lock": environment.lock,
+        }
+    return record
 
 
 def cpu_model() -> str:
@@ -130,4 +183,5 @@ def environment(out_dir: Path) -> dict[str, object]:
         "transparent_huge_pages": transparent_huge_pages(),
         "git_commit": git_commit(Path(__file__).resolve().parent.parent),
         "versions": package_versions(),
+        "environments": environments_record(),
     }

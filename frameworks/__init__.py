@@ -88,11 +88,14 @@ __all__ = [
     "adapter_class",
     "available",
     "baselines",
+    "child_environment",
     "get_adapter",
     "is_baseline",
     "names",
+    "python_for",
     "readers_of",
     "register",
+    "runs_here",
     "unregister",
 ]
 
@@ -131,6 +134,27 @@ def get_adapter(name: str) -> Adapter:
         raise ImportError(
             f"framework {name!r} is not usable here ({error}); install it with: {REGISTRY[name][1]}"
         ) from error
+
+
+def python_for(name: str) -> str:
+    """The interpreter that runs `name`'s work: its environment's (`frameworks.environments`)."""
+    from frameworks import environments
+
+    return environments.python_for(adapter_class(name).environment)
+
+
+def child_environment(name: str) -> dict[str, str]:
+    """os.environ for a child process that runs `name`'s work (it knows its environment)."""
+    from frameworks import environments
+
+    return environments.child_environment(adapter_class(name).environment)
+
+
+def runs_here(name: str) -> bool:
+    """Whether `name`'s environment is this interpreter's (its adapter can be used in this process)."""
+    from frameworks import environments
+
+    return environments.runs_here(adapter_class(name).environment)
 
 
 def readers_of(path: str | os.PathLike[str]) -> list[tuple[str, str]]:

@@ -197,6 +197,9 @@ class Adapter(abc.ABC):
     `frameworks.findings`): the conformance suite asserts them and the support table shows them."""
     packages: ClassVar[tuple[str, ...]] = ()
     """The distributions (as pip names them) whose versions a result depends on: recorded in env.json."""
+    environment: ClassVar[str] = "core"
+    """The Python environment the framework runs in (`frameworks.environments`): its benchmark
+    processes, safety loads, checkpoint reads and tests run with that environment's interpreter."""
     training_recipe: ClassVar[str] = ""
     """"module:Class" of the framework's training recipe (see `frameworks.training`), if it has one."""
     whole_model_formats: ClassVar[tuple[str, ...]] = ()

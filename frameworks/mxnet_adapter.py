@@ -345,7 +345,8 @@ class MXNetAdapter(Adapter):
     name = "mxnet"
     specs = (MX_NDARRAY, GLUON_PARAMS, SAFETENSORS)
     native_mlp_format = "gluon-params"
-    packages = ("mxnet", "safetensors", "ml-dtypes")
+    packages = ("mxnet", "numpy", "safetensors", "ml-dtypes")
+    environment = "mxnet"  # MXNet 1.9.1 needs numpy<2: its own environment (frameworks/environments.py)
     findings = FINDINGS
     training_recipe = "frameworks.mxnet_training:GluonTraining"
     # the engine's CPU workers and its OpenMP pool; MXNet has no getter, so the variables are the record

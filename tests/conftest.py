@@ -1,5 +1,12 @@
-"""Shared fixtures: adapters by name (skipped with the reason when a framework is missing), and
-a session check that every framework named in SERBENCH_REQUIRE_FRAMEWORKS really ran tests."""
+"""Shared fixtures: adapters by name (skipped with the reason when a framework is missing), each
+test run in its framework's environment, and a session check that every framework named in
+SERBENCH_REQUIRE_FRAMEWORKS really ran tests.
+
+Environments (`frameworks.environments`): `make test` runs pytest once per environment. A session
+keeps the tests whose frameworks run in its environment; tests of no framework, and tests marked
+`crosses_environments` (their other side runs in its own environment through `frameworks.remote`),
+run in the home one. On a machine without serbench's environments everything runs in one session.
+SERBENCH_REQUIRE_FRAMEWORKS=all names every framework of the session's environment."""
 
 from __future__ import annotations
 
@@ -9,6 +16,7 @@ import os
 import pytest
 
 import frameworks
+from frameworks import environments
 
 _passed_by_framework: collections.Counter[str] = collections.Counter()
 
@@ -25,15 +33,57 @@ def adapter(request: pytest.FixtureRequest) -> frameworks.Adapter:
     return adapter_or_skip(request.param)
 
 
-def framework_of(item: pytest.Item) -> str | None:
+FRAMEWORK_PARAMETERS = ("framework", "adapter", "writer", "reader")
+
+
+def frameworks_of(item: pytest.Item) -> list[str]:
+    """The frameworks a test is parametrized with, or names with `@pytest.mark.framework(name)` (first:
+    the one its pass is counted for)."""
+    marked = [marker.args[0] for marker in item.iter_markers("framework")]
     callspec = getattr(item, "callspec", None)
-    if callspec is None:
-        return None
-    for key in ("framework", "adapter", "writer", "reader"):
-        value = callspec.params.get(key)
-        if isinstance(value, str) and value in frameworks.REGISTRY:
-            return value
-    return None
+    found = [callspec.params.get(key) for key in FRAMEWORK_PARAMETERS] if callspec is not None else []
+    return [value for value in [*marked, *found] if isinstance(value, str) and value in frameworks.REGISTRY]
+
+
+def framework_of(item: pytest.Item) -> str | None:
+    found = frameworks_of(item)
+    return found[0] if found else None
+
+
+def home_of(item: pytest.Item) -> str:
+    """The environment a test runs in (see the module docstring)."""
+    names = frameworks_of(item)
+    if item.get_closest_marker("crosses_environments") or not names:
+        return environments.HOME
+    used = {frameworks.adapter_class(name).environment for name in names}
+    return used.pop() if len(used) == 1 else environments.HOME
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "crosses_environments: runs in the home environment; its other side through frameworks.remote"
+    )
+    config.addinivalue_line("markers", "framework(name): a test of one framework that is not parametrized by it")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    here = environments.current()
+    if here is None:
+        return
+    kept = [item for item in items if home_of(item) == here]
+    dropped = [item for item in items if home_of(item) != here]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
+def required_frameworks() -> list[str]:
+    """SERBENCH_REQUIRE_FRAMEWORKS as names; `all`: every framework of this session's environment."""
+    value = os.environ.get("SERBENCH_REQUIRE_FRAMEWORKS", "")
+    if value == "all":
+        here = environments.current()
+        return [n for n in frameworks.names() if here is None or frameworks.adapter_class(n).environment == here]
+    return [n for n in value.split(",") if n]
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -45,7 +95,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    required = [n for n in os.environ.get("SERBENCH_REQUIRE_FRAMEWORKS", "").split(",") if n]
+    required = required_frameworks()
     missing = [name for name in required if _passed_by_framework[name] == 0]
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None and required:

@@ -196,6 +196,7 @@ def test_mlp_weights_of_another_dtype_fail_loudly(framework: str, fmt: str, wron
         adapter.load_mlp(path, fmt, clone, trusted=True)
 
 
+@pytest.mark.framework("mxnet")
 def test_gluon_params_of_another_dtype_fail_loudly(tmp_path: Path) -> None:
     forged = {key: value.astype(np.float64) for key, value in workloads.mlp_parameters(0).items()}
     path = write(tmp_path / "mlp.params", ndarray_list(forged))
@@ -242,6 +243,7 @@ def test_a_checkpoint_state_file_beside_a_tf_checkpoint_is_refused(tmp_path: Pat
         adapter.load(path, "tf-checkpoint")
 
 
+@pytest.mark.framework("mxnet")
 def test_a_gluon_progress_record_that_is_not_one_fails_loudly(tmp_path: Path) -> None:
     from frameworks import training
 

@@ -16,7 +16,7 @@ from bench import workloads
 from tests import torch_recipes as recipes
 from tests.conftest import adapter_or_skip
 
-torch = pytest.importorskip("torch", reason="the PyTorch recipes need torch")
+torch = pytest.importorskip("torch", reason="the PyTorch recipes need torch (they run in the core environment)")
 
 
 WHOLE_MODEL_SAVER = textwrap.dedent("""

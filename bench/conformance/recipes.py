@@ -14,15 +14,14 @@ framework, and writes each outcome as a JSON line.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import frameworks
 from bench.pytest_outcomes import failure_message, skip_reason
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -137,8 +136,23 @@ def run_recipes(framework_names: tuple[str, ...] | None, out: Path) -> tuple[lis
     if missing:
         raise FileNotFoundError(f"the recipes are checked by serbench's tests, not found here: {missing[0]}")
     out.unlink(missing_ok=True)
+    chosen = framework_names or frameworks.names()
+    returncode, tails = 0, []
+    for environment in dict.fromkeys(frameworks.adapter_class(name).environment for name in chosen):
+        names = tuple(name for name in chosen if frameworks.adapter_class(name).environment == environment)
+        code, tail = _run_in(environment, names, tests, out)
+        returncode, tails = max(returncode, code), [*tails, tail]
+    if not out.exists():
+        return [], returncode, " ".join(tails)[-500:]
+    return [RecipeOutcome(**json.loads(line)) for line in out.read_text().splitlines()], returncode, " ".join(tails)
+
+
+def _run_in(environment: str, framework_names: tuple[str, ...], tests: list[Path], out: Path) -> tuple[int, str]:
+    """One pytest session in `environment` for its frameworks' recipes; its exit status and last lines."""
+    from frameworks import environments
+
     command = [
-        sys.executable,
+        environments.python_for(environment),
         "-m",
         "pytest",
         *dict.fromkeys(str(path) for path in tests),
@@ -155,9 +169,7 @@ def run_recipes(framework_names: tuple[str, ...] | None, out: Path) -> tuple[lis
         "-o",
         "addopts=",
     ]
-    env = {key: value for key, value in os.environ.items() if key != "SERBENCH_REQUIRE_FRAMEWORKS"}  # a selection
+    env = environments.child_environment(environment)
+    env.pop("SERBENCH_REQUIRE_FRAMEWORKS", None)  # a selection
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
-    tail = " ".join((result.stdout + result.stderr).strip().splitlines()[-3:])[-500:]
-    if not out.exists():
-        return [], result.returncode, tail
-    return [RecipeOutcome(**json.loads(line)) for line in out.read_text().splitlines()], result.returncode, tail
+    return result.returncode, " ".join((result.stdout + result.stderr).strip().splitlines()[-3:])[-500:]

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from bench import environment, workloads
 from bench.timing.plan import PRESETS, case_id
 from bench.timing.rundir import RunDir
 from bench.timing.stats import relative_noise, spread
+from frameworks import environments
 
 REPO = Path(__file__).resolve().parents[2]
 ALTERNATIONS = 2
@@ -130,7 +130,8 @@ def selection(flagged: pd.DataFrame) -> list[str]:
 def _retime(tree: Path, options: list[str], out: Path, pause_page_reporting: bool) -> pd.DataFrame:
     command = [sys.executable, "-m", "bench.cli", "run", *options, "--out", str(out)]
     command += ["--pause-page-reporting"] if pause_page_reporting else []
-    env = {**os.environ, "PYTHONPATH": str(tree)}
+    # the tree's code, this checkout's environments (a worktree has none)
+    env = {**environments.child_environment(environments.HOME), "PYTHONPATH": str(tree)}
     result = subprocess.run(
         command, cwd=tree, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False
     )

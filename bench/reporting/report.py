@@ -388,6 +388,7 @@ def environment_block(env: dict, limits: dict) -> str:
         if thp
         else "- transparent huge pages: not recorded (the run predates that field)",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items()),
+        _environments_line(env),
         _threads_line(env),
         _page_reporting_line(env),
         _machine_line(env),
@@ -407,6 +408,14 @@ def environment_block(env: dict, limits: dict) -> str:
         ).to_markdown(index=False, disable_numparse=True),
     ]
     return "\n".join(lines)
+
+
+def _environments_line(env: dict) -> str:
+    record = env.get("environments")
+    if not isinstance(record, dict) or not record:
+        return "- environments: one interpreter for every framework (the run predates per-framework environments)"
+    parts = [f"{name}: {item.get('frameworks')} ({item.get('lock')})" for name, item in record.items()]
+    return "- environments (versions of another one are marked `[name]`): " + "; ".join(parts)
 
 
 def _threads_line(env: dict) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -34,7 +33,7 @@ SHORT = {
 
 def _host(framework: str, workdir: Path, jsonl: Path, stage: str, timeout_s: float) -> list[str]:
     return [
-        sys.executable,
+        frameworks.python_for(framework),
         "-m",
         "bench.safety.host",
         framework,
@@ -82,7 +81,14 @@ def run_safety(out: Path, framework_names: tuple[str, ...] | None = None, timeou
             workdir.mkdir()
             console.print(f"serbench safety: generating {framework}'s inputs ...", highlight=False)
             command = _host(framework, workdir, out / "raw" / f"safety-{framework}.jsonl", "generate", timeout_s)
-            result = subprocess.run(command, capture_output=True, text=True, timeout=HOST_TIMEOUT_S, check=False)
+            result = subprocess.run(
+                command,
+                env=frameworks.child_environment(framework),
+                capture_output=True,
+                text=True,
+                timeout=HOST_TIMEOUT_S,
+                check=False,
+            )
             if result.returncode != 0:
                 records += _unavailable(framework, _last_line(result.stderr))
             else:
@@ -96,7 +102,13 @@ def run_safety(out: Path, framework_names: tuple[str, ...] | None = None, timeou
                 command = [*_host(framework, inputs / framework, jsonl, "load", timeout_s), "--events", str(events)]
                 before = progress.done
                 with tempfile.TemporaryFile("w+") as stderr:
-                    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, text=True)
+                    child = subprocess.Popen(
+                        command,
+                        env=frameworks.child_environment(framework),
+                        stdout=subprocess.DEVNULL,
+                        stderr=stderr,
+                        text=True,
+                    )
                     code = progress.follow(child, events, lambda _: 1.0, HOST_TIMEOUT_S)
                     stderr.seek(0)
                     reason = _last_line(stderr.read())

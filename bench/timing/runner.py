@@ -20,7 +20,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,8 +82,9 @@ def default_out(preset: str) -> Path:
 
 
 def thread_environment(framework: str, threads: str) -> dict[str, str]:
-    """This process's environment with the framework's thread variables set for `threads`."""
-    env = dict(os.environ)
+    """The environment of the framework's child processes (`frameworks.child_environment`) with its
+    thread variables set for `threads`."""
+    env = frameworks.child_environment(framework)
     for name, value in frameworks.adapter_class(framework).thread_env(threads).items():
         if value is None:
             env.pop(name, None)
@@ -146,7 +146,7 @@ def _run_chunk(
         return
     env = thread_environment(framework, threads)  # read by the framework when it is imported
     command = [
-        sys.executable,
+        frameworks.python_for(framework),
         "-m",
         "pytest",
         str(BENCH_MODULE),
@@ -229,9 +229,19 @@ def _measure_peaks(
 def _peak_of(framework: str, case: Case, path: Path) -> dict[str, object]:
     if not path.exists():
         return {"error": "no saved file (the save case did not run)"}
-    command = [sys.executable, "-m", "bench.timing.peak_memory", framework, case.format, case.workload, str(path)]
+    command = [
+        frameworks.python_for(framework),
+        *("-m", "bench.timing.peak_memory", framework, case.format, case.workload, str(path)),
+    ]
     try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=PEAK_TIMEOUT_S, check=False)
+        result = subprocess.run(
+            command,
+            env=frameworks.child_environment(framework),
+            capture_output=True,
+            text=True,
+            timeout=PEAK_TIMEOUT_S,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {PEAK_TIMEOUT_S}s"}
     if result.returncode != 0:
