@@ -26,6 +26,7 @@ import numpy as np
 import frameworks
 from bench import workloads
 from bench.errors import UsageError
+from frameworks import environments
 from frameworks.errors import SerbenchError
 
 INDEX_SUFFIX = ".index.json"
@@ -181,13 +182,10 @@ def import_checkpoint(source: Path, store: Path, name: str, trusted: bool) -> di
 def _first_reader(path: Path) -> str | None:
     """The framework of the first reader of `path` (of a shard directory: of its first file), so that
     the child runs in that framework's environment (`frameworks.environments`)."""
-    if path.is_dir():
+    candidates = frameworks.readers_of(path)
+    if path.is_dir() and not candidates:
         files = sorted(child for child in path.iterdir() if child.is_file() and not child.name.endswith(INDEX_SUFFIX))
-        candidates = frameworks.readers_of(path) or next(
-            (frameworks.readers_of(f) for f in files if frameworks.readers_of(f)), []
-        )
-    else:
-        candidates = frameworks.readers_of(path)
+        candidates = next(filter(None, map(frameworks.readers_of, files)), [])
     return candidates[0][0] if candidates else None
 
 
@@ -200,12 +198,11 @@ def prepare(paths: list[Path], directory: Path, trusted: bool, timeout_s: float 
             raise UsageError(f"{path}: no such file or directory")
         name = workload_name(path, {entry["name"] for entry in entries})
         reader = _first_reader(path)
-        python = frameworks.python_for(reader) if reader else sys.executable
-        command = [python, "-m", "bench.checkpoints", str(path), str(directory / f"{name}.npz"), name]
-        command += ["--trusted"] if trusted else []
-        env = frameworks.child_environment(reader) if reader else None
+        environment = frameworks.adapter_class(reader).environment if reader else environments.HOME
+        arguments = ["-m", "bench.checkpoints", str(path), str(directory / f"{name}.npz"), name]
+        arguments += ["--trusted"] if trusted else []
         try:
-            result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
+            result = environments.run(environment, arguments, timeout_s)
         except subprocess.TimeoutExpired:
             raise UsageError(f"{path}: reading it took over {timeout_s:.0f} s; it was stopped") from None
         lines = result.stdout.strip().splitlines()

@@ -48,15 +48,7 @@ def _versions_in(environment: str, names: tuple[str, ...]) -> dict[str, str]:
     """The versions `environment`'s interpreter has (package metadata only: nothing is imported)."""
     code = "import json, sys; from bench.environment import versions_here as v; print(json.dumps(v(sys.argv[1:])))"
     try:
-        result = subprocess.run(
-            [environments.python_for(environment), "-c", code, *names],
-            env=environments.child_environment(environment),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        return json.loads(result.stdout)
+        return json.loads(environments.run(environment, ["-c", code, *names], 60, check=True).stdout)
     except (OSError, subprocess.SubprocessError, ValueError) as error:
         return {name: f"unknown ({type(error).__name__})" for name in names}
 
@@ -64,7 +56,7 @@ def _versions_in(environment: str, names: tuple[str, ...]) -> dict[str, str]:
 def package_versions() -> dict[str, str]:
     """Every package a result depends on, as the environment that runs it has it: this interpreter's
     for the harness and its frameworks; another environment's (`frameworks.environments`) under
-    `package [environment]`, e.g. `numpy [mxnet]`."""
+    `package [environment]`."""
     here = environments.current()
     if here is None:  # one interpreter for everything (a machine without the environments)
         return versions_here(packages())

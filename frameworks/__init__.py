@@ -18,6 +18,7 @@ import functools
 import importlib
 import json
 import os
+import subprocess
 
 from frameworks.base import Adapter, FormatSpec
 from frameworks.errors import (
@@ -95,6 +96,7 @@ __all__ = [
     "python_for",
     "readers_of",
     "register",
+    "run_child",
     "runs_here",
     "unregister",
 ]
@@ -148,6 +150,13 @@ def child_environment(name: str) -> dict[str, str]:
     from frameworks import environments
 
     return environments.child_environment(adapter_class(name).environment)
+
+
+def run_child(name: str, arguments: list[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
+    """`python ARGUMENTS` in `name`'s environment (`frameworks.environments.run`)."""
+    from frameworks import environments
+
+    return environments.run(adapter_class(name).environment, arguments, timeout_s)
 
 
 def runs_here(name: str) -> bool:

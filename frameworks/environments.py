@@ -101,6 +101,20 @@ def child_environment(environment: str) -> dict[str, str]:
     return {**os.environ, VARIABLE: environment, AT_VARIABLE: str(root())}
 
 
+def run(
+    environment: str, arguments: list[str], timeout_s: float, *, check: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """`python ARGUMENTS` with `environment`'s interpreter and variables; its output captured as text."""
+    return subprocess.run(
+        [python_for(environment), *arguments],
+        env=child_environment(environment),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=check,
+    )
+
+
 def runs_here(environment: str) -> bool:
     """Whether `environment`'s frameworks run in this interpreter."""
     here = current()

@@ -18,7 +18,6 @@ Operations (`OPERATIONS`):
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
@@ -91,14 +90,7 @@ class Side:
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
             json.dump(request, handle)
         try:
-            result = subprocess.run(
-                [frameworks.python_for(self.framework), "-m", "frameworks.remote", handle.name],
-                env=frameworks.child_environment(self.framework),
-                capture_output=True,
-                text=True,
-                timeout=TIMEOUT_S,
-                check=False,
-            )
+            result = frameworks.run_child(self.framework, ["-m", "frameworks.remote", handle.name], TIMEOUT_S)
         finally:
             Path(handle.name).unlink(missing_ok=True)
         lines = result.stdout.strip().splitlines()

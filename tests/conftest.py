@@ -70,8 +70,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     here = environments.current()
     if here is None:
         return
-    kept = [item for item in items if home_of(item) == here]
-    dropped = [item for item in items if home_of(item) != here]
+    homes = {item.nodeid: home_of(item) for item in items}
+    kept = [item for item in items if homes[item.nodeid] == here]
+    dropped = [item for item in items if homes[item.nodeid] != here]
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept

@@ -32,8 +32,8 @@ SHORT = {
 
 
 def _host(framework: str, workdir: Path, jsonl: Path, stage: str, timeout_s: float) -> list[str]:
+    """The arguments of one `bench.safety.host` stage (run with the framework's interpreter)."""
     return [
-        frameworks.python_for(framework),
         "-m",
         "bench.safety.host",
         framework,
@@ -80,15 +80,8 @@ def run_safety(out: Path, framework_names: tuple[str, ...] | None = None, timeou
             workdir = inputs / framework
             workdir.mkdir()
             console.print(f"serbench safety: generating {framework}'s inputs ...", highlight=False)
-            command = _host(framework, workdir, out / "raw" / f"safety-{framework}.jsonl", "generate", timeout_s)
-            result = subprocess.run(
-                command,
-                env=frameworks.child_environment(framework),
-                capture_output=True,
-                text=True,
-                timeout=HOST_TIMEOUT_S,
-                check=False,
-            )
+            arguments = _host(framework, workdir, out / "raw" / f"safety-{framework}.jsonl", "generate", timeout_s)
+            result = frameworks.run_child(framework, arguments, HOST_TIMEOUT_S)
             if result.returncode != 0:
                 records += _unavailable(framework, _last_line(result.stderr))
             else:
@@ -99,11 +92,11 @@ def run_safety(out: Path, framework_names: tuple[str, ...] | None = None, timeou
                 jsonl.unlink(missing_ok=True)
                 events = out / "raw" / f"events-{framework}.jsonl"
                 events.unlink(missing_ok=True)
-                command = [*_host(framework, inputs / framework, jsonl, "load", timeout_s), "--events", str(events)]
+                arguments = [*_host(framework, inputs / framework, jsonl, "load", timeout_s), "--events", str(events)]
                 before = progress.done
                 with tempfile.TemporaryFile("w+") as stderr:
                     child = subprocess.Popen(
-                        command,
+                        [frameworks.python_for(framework), *arguments],
                         env=frameworks.child_environment(framework),
                         stdout=subprocess.DEVNULL,
                         stderr=stderr,

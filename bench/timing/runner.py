@@ -229,19 +229,9 @@ def _measure_peaks(
 def _peak_of(framework: str, case: Case, path: Path) -> dict[str, object]:
     if not path.exists():
         return {"error": "no saved file (the save case did not run)"}
-    command = [
-        frameworks.python_for(framework),
-        *("-m", "bench.timing.peak_memory", framework, case.format, case.workload, str(path)),
-    ]
+    arguments = ["-m", "bench.timing.peak_memory", framework, case.format, case.workload, str(path)]
     try:
-        result = subprocess.run(
-            command,
-            env=frameworks.child_environment(framework),
-            capture_output=True,
-            text=True,
-            timeout=PEAK_TIMEOUT_S,
-            check=False,
-        )
+        result = frameworks.run_child(framework, arguments, PEAK_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {PEAK_TIMEOUT_S}s"}
     if result.returncode != 0:
