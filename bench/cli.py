@@ -271,6 +271,28 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_versions(args: argparse.Namespace) -> int:
+    """Time the same cases with several releases of one package, interleaved in one run, and compare them."""
+    from bench.version_matrix import run_versions
+
+    preset = "full" if args.full else "quick"
+    if args.resume:
+        raise UsageError(
+            "serbench versions has no --resume: its releases alternate, so an interrupted run starts again"
+        )
+    out = _check_out(args, f"versions-{args.package}")
+    template = _run_config(args, preset, out)
+    try:
+        report = run_versions(
+            args.package, tuple(args.versions), template, out, safety=not args.no_safety, safety_timeout_s=args.timeout
+        )
+    except KeyboardInterrupt:
+        sys.stderr.write(f"serbench versions: interrupted; {out} is incomplete\n")
+        return EXIT_INTERRUPTED
+    print(f"results: {out}\nreport: {report}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from bench.reporting.report import write_report
 
@@ -284,17 +306,28 @@ def cmd_compare(args: argparse.Namespace) -> int:
     import json
 
     from bench.reporting.compare import (
+        about_releases,
+        apply_confirmation,
         compare,
+        env_of,
+        evidence,
         flagged_slower,
         load_any,
         machine_differences,
         machine_of,
+        releases_under_test,
         render,
         summary,
     )
 
     base, new = load_any(args.base), load_any(args.new)
-    differences = machine_differences(machine_of(args.base), machine_of(args.new))
+    base_env, new_env = env_of(args.base), env_of(args.new)
+    releases = releases_under_test(base_env, new_env)
+    differences = [
+        difference
+        for difference in machine_differences(machine_of(args.base), machine_of(args.new))
+        if not about_releases(difference, releases)  # the releases compared are the point, not a difference
+    ]
     if differences and not args.allow_different:
         raise NotComparableError(
             "the runs were measured on different machines or package versions ("
@@ -302,10 +335,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
             + "), so their times say nothing about the code; --allow-different compares them anyway"
         )
     table = compare(base, new, threshold=args.threshold, noise_floor=args.noise_floor)
-    if len(flagged_slower(table)) and not args.no_confirm:
+    if releases and len(flagged_slower(table)):
+        table = apply_confirmation(table, {}, "the releases were timed interleaved in one run, as re-timing would")
+    elif len(flagged_slower(table)) and not args.no_confirm:
         table = _confirmed(args, table, bool(differences))
-    result = summary(table, differences)
+    strength = evidence(base_env, new_env)
+    result = summary(table, differences, strength)
     print(json.dumps(result, indent=1, default=str) if args.json else render(table, show_all=args.all))
+    print(f"serbench compare: evidence: {strength}", file=sys.stderr)
     for difference in differences:
         print(f"serbench compare: WARNING: not the same machine or versions: {difference}", file=sys.stderr)
     if result["missing"]:
@@ -516,6 +553,37 @@ def build_parser() -> argparse.ArgumentParser:
     _add_selection_options(mine)
     _add_run_options(mine)
     mine.set_defaults(func=cmd_bench)
+
+    versions = commands.add_parser(
+        "versions",
+        help="time the same cases with several releases of one package, interleaved, and compare them",
+        description="Build a cached variant of the environment that pins PACKAGE for each VERSION (everything else "
+        "as locked; a release that cannot be installed here is reported with pip's reason), time the selected "
+        "cases with every release in one run, the releases' processes alternating (A, B, A, B, ...) so the "
+        "machine's drift hits each alike, run the safety matrix with each, and write OUT/versions.md: speed per "
+        "release with its spread and change against the first VERSION, and every round-trip, status or safety "
+        "outcome that changed. Each release's run is OUT/<package>-<version>/, for serbench report and compare.",
+    )
+    versions.add_argument("package", help="a package pinned in an environment's lock, e.g. safetensors, numpy, torch")
+    versions.add_argument(
+        "versions", nargs="+", metavar="VERSION", help="two or more releases; the first is the baseline"
+    )
+    versions_preset = versions.add_mutually_exclusive_group()
+    versions_preset.add_argument("--quick", action="store_true", help="the quick preset (default): up to 64 MiB")
+    versions_preset.add_argument("--full", action="store_true", help="the full preset, up to the VGG16-shaped dict")
+    _add_selection_options(versions)
+    versions.add_argument(
+        "--kinds", type=KIND_LIST, help=f"comma-separated workload kinds, of {', '.join(_kinds())} (default all)"
+    )
+    versions.add_argument(
+        "--sizes", type=SIZE_LIST, help="comma-separated, of small, medium, large (default: the preset's)"
+    )
+    _add_run_options(versions)
+    versions.add_argument("--no-safety", action="store_true", help="skip the safety matrix of each release")
+    versions.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds before a safety load counts as a hang (default 60)"
+    )
+    versions.set_defaults(func=cmd_versions)
 
     report = commands.add_parser("report", help="write report.md, tables and plots from a run's stored results")
     report.add_argument(

@@ -54,17 +54,19 @@ def _versions_in(environment: str, names: tuple[str, ...]) -> dict[str, str]:
 
 
 def package_versions() -> dict[str, str]:
-    """Every package a result depends on, as the environment that runs it has it: this interpreter's
-    for the harness and its frameworks; another environment's (`frameworks.environments`) under
-    `package [environment]`."""
+    """Every package a result depends on, as the interpreter that runs it has it: this one's for the
+    harness and its frameworks (unless a version variant replaces it, `frameworks.variants`); another
+    environment's (`frameworks.environments`) under `package [environment]`."""
     here = environments.current()
     if here is None:  # one interpreter for everything (a machine without the environments)
         return versions_here(packages())
-    used = {frameworks.adapter_class(name).environment for name in frameworks.REGISTRY}
-    versions = versions_here(packages(here))
-    for environment in sorted(used - {here}):
-        found = _versions_in(environment, packages(environment))
-        versions.update({f"{name} [{environment}]": version for name, version in found.items()})
+    used = {frameworks.adapter_class(name).environment for name in frameworks.REGISTRY} | {here}
+    versions: dict[str, str] = {}
+    for environment in sorted(used, key=lambda name: name != here):
+        names = packages(environment)
+        found = versions_here(names) if environments.runs_here(environment) else _versions_in(environment, names)
+        suffix = "" if environment == here else f" [{environment}]"
+        versions.update({f"{name}{suffix}": version for name, version in found.items()})
     return versions
 
 

@@ -24,8 +24,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +39,11 @@ VARIABLE = "SERBENCH_ENVIRONMENT"
 AT_VARIABLE = "SERBENCH_ENVIRONMENTS_AT"
 """The checkout whose environments to use, when the code runs from another (a `git worktree` that
 `serbench compare` re-times an older commit in has none of its own)."""
+
+
+def normalize(package: str) -> str:
+    """A package name as pip compares them (PEP 503): `ml_dtypes` and `ML-Dtypes` are `ml-dtypes`."""
+    return re.sub(r"[-_.]+", "-", package).lower()
 
 
 def root() -> Path:
@@ -59,6 +67,15 @@ class Environment:
     @property
     def stamp(self) -> Path:
         return root() / self.directory / ".installed"
+
+    def pins(self) -> dict[str, str]:
+        """The lock's `name==version` lines, by normalized package name."""
+        pins = {}
+        for line in (ROOT / self.lock).read_text().splitlines():
+            name, found, version = line.split("#")[0].strip().partition("==")
+            if found:
+                pins[normalize(name)] = version.strip()
+        return pins
 
     def fingerprint(self) -> str:
         """What the environment was built from: pyproject.toml and the lock file."""
@@ -87,9 +104,40 @@ def current() -> str | None:
     return None
 
 
+def interpreter_variable(environment: str) -> str:
+    """Names the interpreter that replaces `environment`'s own (a version variant's, `frameworks.variants`);
+    set in os.environ, so every child and grandchild of the run uses it too."""
+    return f"SERBENCH_PYTHON_{environment.upper()}"
+
+
+@contextmanager
+def interpreter(environment: str, python: str | None) -> Iterator[None]:
+    """Within the block, `environment`'s work runs with `python` (None: its own interpreter)."""
+    name = interpreter_variable(environment)
+    before = os.environ.get(name)
+    if python is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = str(python)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
+def _replacement(environment: str) -> str | None:
+    return os.environ.get(interpreter_variable(environment)) or None
+
+
 def python_for(environment: str) -> str:
-    """The interpreter to run `environment`'s work with: its virtualenv's where it exists and is not
-    this one, else this interpreter (which then says what it cannot import)."""
+    """The interpreter to run `environment`'s work with: the one that replaces it (`interpreter`), else
+    its virtualenv's where it exists and is not this one, else this interpreter (which then says what it
+    cannot import)."""
+    if replacement := _replacement(environment):
+        return replacement
     if runs_here(environment):
         return sys.executable
     python = ENVIRONMENTS[environment].python
@@ -116,7 +164,11 @@ def run(
 
 
 def runs_here(environment: str) -> bool:
-    """Whether `environment`'s frameworks run in this interpreter."""
+    """Whether `environment`'s frameworks run in this interpreter (not where another replaces it: the
+    paths are compared unresolved, since every virtualenv's python links to the same executable)."""
+    replacement = _replacement(environment)
+    if replacement is not None:
+        return os.path.abspath(replacement) == os.path.abspath(sys.executable)
     here = current()
     return here == environment or here is None
 

@@ -69,6 +69,58 @@ def machine_of(source: Path) -> dict[str, object]:
     return {"cpu": cpu.get("brand_raw"), "cores_logical": cpu.get("count"), "python": info.get("python_version")}
 
 
+def env_of(source: Path) -> dict:
+    """A run directory's env.json ({} for a pytest-benchmark file, which records none)."""
+    source = Path(source)
+    return RunDir.read_json_object(RunDir(source).env) if source.is_dir() else {}
+
+
+def releases_under_test(base_env: dict, new_env: dict) -> set[str]:
+    """The packages whose versions are the point of the comparison: those a version variant replaced,
+    when both runs are variants interleaved in one `serbench versions` run; else none."""
+    base, new = base_env.get("variant") or {}, new_env.get("variant") or {}
+    if not base or not new or base.get("matrix") != new.get("matrix"):
+        return set()
+    replaced = [
+        *base.get("replaced", []),
+        *new.get("replaced", []),
+        f"{base.get('package')}==",
+        f"{new.get('package')}==",
+    ]
+    return {_normalize(item.split("==")[0]) for item in replaced if "==" in item}
+
+
+def _normalize(package: str) -> str:
+    from frameworks.environments import normalize
+
+    return normalize(package)
+
+
+def about_releases(difference: str, packages: set[str]) -> bool:
+    """Whether a `machine_differences` line is one of `packages`' versions (in any environment)."""
+    field = difference.split(":")[0]
+    name = field.removesuffix(" version").split(" [")[0]
+    return field.endswith(" version") and _normalize(name) in packages
+
+
+CROSS_DAY_NOTE = "on this project's VM the same load moved 25% between two days through the same code"
+
+
+def evidence(base_env: dict, new_env: dict) -> str:
+    """How far the two runs' times can be compared: interleaved in one run, the same day, or different days."""
+    if releases_under_test(base_env, new_env):
+        return "strong: the two were timed interleaved in one run (serbench versions), so drift hit both alike"
+    base_day, new_day = str(base_env.get("date", ""))[:10], str(new_env.get("date", ""))[:10]
+    if not base_day or not new_day:
+        return "unknown: a run without a date (a pytest-benchmark file); drift between the runs is not controlled"
+    if base_day != new_day:
+        return (
+            f"weak: timed on different days ({base_day}, {new_day}), and {CROSS_DAY_NOTE}; the slower cases are "
+            "re-timed where both commits can run here"
+        )
+    return "moderate: separate runs of one day; the slower cases are re-timed where both commits can run here"
+
+
 def machine_differences(base: dict[str, object], new: dict[str, object]) -> list[str]:
     """What differs between two runs' machines and package versions, as `field: base -> new`; a field
     either run did not record is not a difference."""
@@ -216,7 +268,7 @@ def readable_seconds(seconds: object) -> str:
     return f"{seconds / 1e-9:.3g} ns"
 
 
-def summary(table: pd.DataFrame, differences: list[str]) -> dict[str, object]:
+def summary(table: pd.DataFrame, differences: list[str], strength: str = "") -> dict[str, object]:
     """The comparison for a machine: verdict counts, the regressions and missing cases by case id, what
     differs between the machines, and the exit status `serbench compare` returns."""
     regressions = table[table["verdict"].str.startswith("REGRESSION")]
@@ -233,6 +285,7 @@ def summary(table: pd.DataFrame, differences: list[str]) -> dict[str, object]:
             for _, row in table[table["verdict"].str.startswith("not confirmed")].iterrows()
         ],
         "machine_differences": differences,
+        "evidence": strength,
         "exit_status": 1 if len(regressions) or len(missing) else 0,
     }
 

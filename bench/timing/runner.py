@@ -20,7 +20,8 @@ import os
 import shutil
 import signal
 import subprocess
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from rich.console import Console
@@ -33,6 +34,7 @@ from bench.timing import limits, machine
 from bench.timing.plan import PRESETS, Case, headline_loads, plan, write_plan
 from bench.timing.results import assemble
 from bench.timing.rundir import RunDir
+from frameworks import environments
 from frameworks.files import write_bytes_atomic
 
 BENCH_MODULE = Path(__file__).resolve().parent / "test_io.py"
@@ -70,6 +72,21 @@ class RunConfig:
     """Unbind the virtio balloon for the run where it reports free pages (see `bench.timing.machine`)."""
     workloads: tuple[str, ...] | None = None
     """Replaces the preset's workloads (users' checkpoints, registered with `workloads.register_checkpoints`)."""
+    variant: dict[str, object] | None = None
+    """The version variant this run times (`frameworks.variants`: its environment, package, version and
+    interpreter, which replaces the environment's for every process of the run); recorded in env.json."""
+    interleaved_with: list[str] = field(default_factory=list)
+    """The other runs whose processes alternated with this one's (`run_interleaved`)."""
+
+    @property
+    def label(self) -> str:
+        return str(self.variant["label"]) if self.variant else ""
+
+    def interpreter(self) -> AbstractContextManager[None]:
+        """The block in which this run's processes start: with the variant's interpreter, if any."""
+        if not self.variant:
+            return nullcontext()
+        return environments.interpreter(str(self.variant["environment"]), str(self.variant["interpreter"]))
 
 
 def write_json(path: Path, data: object) -> None:
@@ -107,6 +124,8 @@ class Step:
     process: int
     processes: int
     plan_name: str = "plan"
+    label: str = ""
+    """The run it belongs to, where several alternate (a version's label)."""
 
     def units(self, passes: int) -> float:
         return PROCESS_S + passes * sum(round_units(case) for case in self.cases)
@@ -114,7 +133,8 @@ class Step:
     def describe(self) -> str:
         threads = self.cases[0].threads if self.cases else "1"
         what = "the headline loads again" if self.plan_name == "loads-plan" else f"{len(self.cases)} cases"
-        return f"{self.framework}, threads {threads}: process {self.process + 1} of {self.processes} ({what}) done"
+        run = f" [{self.label}]" if self.label else ""
+        return f"{self.framework}{run}, threads {threads}: process {self.process + 1} of {self.processes} ({what}) done"
 
 
 def _run_chunk(
@@ -244,16 +264,23 @@ def _stop_on_sigterm(signum: int, frame: object) -> None:
 
 
 def run(config: RunConfig) -> Path:
-    out = Path(config.out or default_out(config.preset))
+    return run_interleaved([config])[0]
+
+
+def run_interleaved(configs: list[RunConfig]) -> list[Path]:
+    """Time the same cases in every run, their processes alternating (A, B, A, B, ...: per framework,
+    process 1 of each run, then process 2 of each, and so on), so that the machine's drift during the
+    run hits every one alike; each run gets its own directory. One run is `run`."""
+    first = configs[0]
     cases = plan(
-        config.preset,
-        config.frameworks,
-        config.formats,
-        config.kinds,
-        config.sizes,
-        config.devices,
-        threads=config.threads,
-        workload_names=config.workloads,
+        first.preset,
+        first.frameworks,
+        first.formats,
+        first.kinds,
+        first.sizes,
+        first.devices,
+        threads=first.threads,
+        workload_names=first.workloads,
     )
     if not cases:
         raise UsageError("the selection matches no benchmark case; check --frameworks/--formats/--kinds/--sizes")
@@ -265,32 +292,42 @@ def run(config: RunConfig) -> Path:
             f"nothing to time: no selected format holds a selected workload's kind (formats: {', '.join(pairs)}); "
             "`serbench support-table` shows what each format holds"
         )
-    run_dir = RunDir(out)
-    run_dir.raw.mkdir(parents=True, exist_ok=True)
-    env = environment.environment(out)
+    runs = [(config, RunDir(Path(config.out or default_out(config.preset)))) for config in configs]
+    envs = []
+    for config, run_dir in runs:
+        run_dir.raw.mkdir(parents=True, exist_ok=True)
+        with config.interpreter():  # the versions of the interpreter that runs it
+            env = environment.environment(run_dir.root)
+        if config.variant:
+            env["variant"] = {**config.variant, "interleaved_with": config.interleaved_with}
+        envs.append(env)
     start = machine.snapshot()
     previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
-        with machine.page_reporting_paused(config.pause_page_reporting) as reporting:
-            env["page_reporting"] = reporting
+        with machine.page_reporting_paused(first.pause_page_reporting) as reporting:
             if reporting["active"] and not reporting["paused"]:
                 console.print(
                     f"[yellow]free page reporting is active on {reporting['device']}: {reporting['note']}. "
                     "Large loads will spread (up to 6.6x here); --pause-page-reporting pauses it for the run."
                 )
-            write_json(run_dir.env, env)
-            _time_everything(config, cases, run_dir)
+            for env, (_, run_dir) in zip(envs, runs, strict=True):
+                env["page_reporting"] = reporting
+                write_json(run_dir.env, env)
+            _time_everything(runs, cases)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    env["machine"] = machine.busy_record(start, machine.snapshot())
-    for warning in env["machine"]["warnings"]:
+    busy = machine.busy_record(start, machine.snapshot())
+    for warning in busy["warnings"]:
         console.print(f"[yellow]the machine was busy: {warning}")
-    frame = assemble(out)
-    env["threads"] = thread_record(run_dir)
-    write_json(run_dir.env, env)
-    write_bytes_atomic(run_dir.results_csv, frame.to_csv(index=False).encode())
-    write_bytes_atomic(run_dir.results_json, frame.to_json(orient="records", indent=1).encode())
-    return out
+    for env, (_, run_dir) in zip(envs, runs, strict=True):
+        env["machine"] = busy
+        frame = assemble(run_dir.root)
+        env["threads"] = thread_record(run_dir)
+        env["versions_in_effect"] = versions_in_effect(run_dir)
+        write_json(run_dir.env, env)
+        write_bytes_atomic(run_dir.results_csv, frame.to_csv(index=False).encode())
+        write_bytes_atomic(run_dir.results_json, frame.to_json(orient="records", indent=1).encode())
+    return [run_dir.root for _, run_dir in runs]
 
 
 def thread_record(run_dir: RunDir) -> dict[str, dict[str, object]]:
@@ -300,6 +337,17 @@ def thread_record(run_dir: RunDir) -> dict[str, dict[str, object]]:
         for bench in json.loads(path.read_text()).get("benchmarks", [])[:1]:
             info = bench["extra_info"]
             record.setdefault(info["framework"], {})[info.get("threads", "default")] = info.get("threads_in_effect")
+    return record
+
+
+def versions_in_effect(run_dir: RunDir) -> dict[str, dict[str, str]]:
+    """Per framework, the versions of its packages that its timed processes imported (first case of the
+    first process): what a version variant's figures were measured with, from the process itself."""
+    record: dict[str, dict[str, str]] = {}
+    for path in run_dir.benchmarks():
+        for bench in json.loads(path.read_text()).get("benchmarks", [])[:1]:
+            info = bench["extra_info"]
+            record.setdefault(info["framework"], info.get("versions_in_effect") or {})
     return record
 
 
@@ -325,53 +373,62 @@ def steps_of(config: RunConfig, cases: list[Case]) -> dict[str, list[Step]]:
     return steps
 
 
-def _time_everything(config: RunConfig, cases: list[Case], run_dir: RunDir) -> None:
-    if not (config.resume and run_dir.limits.exists()):
+def _time_everything(runs: list[tuple[RunConfig, RunDir]], cases: list[Case]) -> None:
+    first, first_dir = runs[0]
+    if not (first.resume and first_dir.limits.exists()):
         largest = max(workloads.payload_of(name) for name in {c.workload for c in cases})
         probe = min(max(largest, 64 << 20), 1 << 30)
         console.print(f"measuring limits with {probe / 2**20:.0f} MiB buffers ...")
-        measured = {name: limit.as_dict() for name, limit in limits.measure_all(run_dir.root, probe).items()}
-        write_json(run_dir.limits, measured)
-    shutil.copyfile(run_dir.limits, run_dir.raw_limits)
+        measured = {name: limit.as_dict() for name, limit in limits.measure_all(first_dir.root, probe).items()}
+        write_json(first_dir.limits, measured)
+    for _, run_dir in runs:  # one machine, measured once
+        if run_dir != first_dir:
+            shutil.copyfile(first_dir.limits, run_dir.limits)
+        shutil.copyfile(first_dir.limits, run_dir.raw_limits)
 
-    passes = PRESETS[config.preset].passes
+    passes = PRESETS[first.preset].passes
     todo: dict[str, list[Step]] = {}
-    for framework, steps in steps_of(config, cases).items():
+    for framework, steps in steps_of(first, cases).items():
         done = all(
-            run_dir.benchmark(RunDir.chunk(framework, step.cases[0].threads), step.process).exists() for step in steps
+            first_dir.benchmark(RunDir.chunk(framework, step.cases[0].threads), step.process).exists() for step in steps
         )
-        if config.resume and done and (run_dir.peaks(framework).exists() or not config.peak_memory):
+        if first.resume and len(runs) == 1 and done and (first_dir.peaks(framework).exists() or not first.peak_memory):
             console.print(f"{framework}: already done, skipped (--resume)")
         else:
             todo[framework] = steps
     peaks = {
-        framework: peak_cases(framework, steps[0].cases) if config.peak_memory else []
+        framework: peak_cases(framework, steps[0].cases) if first.peak_memory else []
         for framework, steps in todo.items()
     }
-    total = sum(step.units(passes) for steps in todo.values() for step in steps)
-    total += sum(peak_units(case) for chosen in peaks.values() for case in chosen)
+    total = len(runs) * sum(step.units(passes) for steps in todo.values() for step in steps)
+    total += len(runs) * sum(peak_units(case) for chosen in peaks.values() for case in chosen)
     with Progress("run", total, console) as progress:
         for framework, steps in todo.items():
-            framework_scratch = run_dir.scratch / framework
             try:
                 for step in steps:
-                    before = progress.done
-                    _run_chunk(
-                        framework,
-                        step.cases,
-                        run_dir,
-                        framework_scratch,
-                        step.process,
-                        step.plan_name,
-                        passes,
-                        progress,
-                    )
-                    progress.done = before + step.units(passes)  # whatever the events said (a crash, a skip)
-                    progress.step_done(step.describe())
-                if config.peak_memory:
-                    write_json(
-                        run_dir.peaks(framework), _measure_peaks(framework, steps[0].cases, framework_scratch, progress)
-                    )
+                    for config, run_dir in runs:  # A, B, A, B, ...
+                        labelled = replace(step, label=config.label)
+                        before = progress.done
+                        with config.interpreter():
+                            _run_chunk(
+                                framework,
+                                step.cases,
+                                run_dir,
+                                run_dir.scratch / framework,
+                                step.process,
+                                step.plan_name,
+                                passes,
+                                progress,
+                            )
+                        progress.done = before + step.units(passes)  # whatever the events said (a crash, a skip)
+                        progress.step_done(labelled.describe())
+                if first.peak_memory:
+                    for config, run_dir in runs:
+                        with config.interpreter():
+                            measured = _measure_peaks(framework, steps[0].cases, run_dir.scratch / framework, progress)
+                        write_json(run_dir.peaks(framework), measured)
             finally:
-                shutil.rmtree(framework_scratch, ignore_errors=True)
-    shutil.rmtree(run_dir.scratch, ignore_errors=True)
+                for _, run_dir in runs:
+                    shutil.rmtree(run_dir.scratch / framework, ignore_errors=True)
+    for _, run_dir in runs:
+        shutil.rmtree(run_dir.scratch, ignore_errors=True)

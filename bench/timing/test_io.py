@@ -22,6 +22,7 @@ import pytest
 import frameworks
 from bench import kinds, workloads
 from bench.conformance.roundtrip import outcome_of
+from bench.environment import versions_here
 from bench.timing import evidence, pagecache
 from bench.timing.materialize import materialize
 from bench.timing.plan import Case, read_plan_file
@@ -151,6 +152,7 @@ def time_case(case: Case, pass_index: int, benchmark: Any, scratch: Path) -> Non
     info.update(case.as_dict())
     info["pass"] = pass_index
     info["threads_in_effect"] = adapter.thread_settings()
+    info["versions_in_effect"] = versions_here(adapter.packages)
     times = benchmark.stats.stats.data
     info["round_evidence"] = [
         evidence.round_record(start, end, seconds) for start, end, seconds in zip(before, after, times, strict=True)
