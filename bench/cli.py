@@ -8,6 +8,7 @@ interrupted. SERBENCH_TRACEBACK=1 prints the traceback of an internal error.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -229,7 +230,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     """Benchmark the user's own checkpoints: read each once (in a child, behind the trust gate), then time
     every framework and format that can hold it, and answer which to use."""
-    import json
 
     from bench import workloads
     from bench.checkpoints import prepare
@@ -295,7 +295,15 @@ def cmd_versions(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from bench.reporting.report import write_report
+    from bench.reporting.versions import RECORD, write_versions_report
 
+    if (args.run_dir / RECORD).is_file():  # a `serbench versions` run: every release's report, then theirs
+        record = json.loads((args.run_dir / RECORD).read_text())
+        for release in record["versions"]:
+            if "not_installable" not in release:
+                write_report(args.run_dir / release["label"])
+        print(write_versions_report(args.run_dir))
+        return 0
     print(write_report(args.run_dir))  # load_run refuses what is not a finished run, in one line
     return 0
 
@@ -303,7 +311,6 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     """Exit 0 when clean, 1 on a regression or a case of the base missing from the new run, 2 on bad input,
     4 when the runs come from different machines or package versions (unless --allow-different)."""
-    import json
 
     from bench.reporting.compare import (
         about_releases,
@@ -334,7 +341,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             + "; ".join(differences)
             + "), so their times say nothing about the code; --allow-different compares them anyway"
         )
-    table = compare(base, new, threshold=args.threshold, noise_floor=args.noise_floor)
+    table = compare(base, new, threshold=args.threshold, noise_floor=args.noise_floor, interleaved=bool(releases))
     if releases and len(flagged_slower(table)):
         table = apply_confirmation(table, {}, "the releases were timed interleaved in one run, as re-timing would")
     elif len(flagged_slower(table)) and not args.no_confirm:
@@ -587,7 +594,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="write report.md, tables and plots from a run's stored results")
     report.add_argument(
-        "run_dir", type=Path, help="a run directory written by serbench run or bench (results.csv, env.json, ...)"
+        "run_dir",
+        type=Path,
+        help="a run directory written by serbench run or bench (results.csv, env.json, ...), or by serbench versions",
     )
     report.set_defaults(func=cmd_report)
 

@@ -112,6 +112,9 @@ class FormatSpec:
     """`read_arrays(adapter, path)`: a file of this format that serbench did not write (a user's checkpoint,
     any parameters, not only the MLP's) as a NumPy tree, for a format whose `load` cannot read one (a Keras
     weights file needs its model); it checks what the file declares itself. Tree formats use `load`."""
+    uses: tuple[str, ...] = ()
+    """Packages beyond the framework itself that this format's save and load call (pip names): a
+    `serbench versions` run of one of them takes the framework's other formats as its controls."""
     unpickles: bool = False
     """The file is a pickle read by a restricted unpickler (torch's weights_only=True): no code runs, but a
     pickle parser reads it, so `serbench bench` asks for --trusted as it does for `executes_code`."""
@@ -154,6 +157,7 @@ def safetensors_spec(
         "an 8-byte header length then a JSON header",
         files.is_safetensors,
         suffix=".safetensors",
+        uses=("safetensors",),
         lazy=lazy,
         validate=functools.partial(validators.safetensors_header, dtypes=dtypes),
         save=save,

@@ -241,6 +241,7 @@ KERAS_H5 = FormatSpec(
     "the HDF5 signature",
     files.is_hdf5,
     suffix=".weights.h5",
+    uses=("h5py",),
     validate=check_keras_weights,
     save_mlp=_save_weights,
     load_mlp=_load_weights,

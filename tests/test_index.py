@@ -28,8 +28,15 @@ def test_index_rows_come_from_env_json(tmp_path: Path) -> None:
         )
         for file, text in extra.items():
             (run / file).write_text(text)
+    versions = tmp_path / "versions-x"
+    (versions / "safetensors-0.7.0").mkdir(parents=True)
+    (versions / "safetensors-0.7.0" / "env.json").write_text((tmp_path / "2026-a-quick" / "env.json").read_text())
+    releases = [{"label": "safetensors-0.7.0", "version": "0.7.0"}, {"version": "9.9", "not_installable": "no"}]
+    (versions / "versions.json").write_text(json.dumps({"package": "safetensors", "versions": releases}))
     frame = index_frame(tmp_path)
-    assert list(frame["kind"]) == ["benchmark", "safety"]
+    assert list(frame["kind"]) == ["benchmark", "safety", "versions of safetensors (0.7.0, 9.9)"]
+    assert frame.loc[2, "run"] == "[versions-x](versions-x/versions.md)"
+    assert frame.loc[2, "machine"] == "Test CPU, 2 cores, 24 GiB"
     assert frame.loc[0, "run"] == "[2026-a-quick](2026-a-quick/report.md)"
     assert frame.loc[0, "machine"] == "Test CPU, 2 cores, 24 GiB"
     assert frame.loc[0, "commit"] == "`0123456789ab`"

@@ -1,6 +1,7 @@
 """bench/ shows its architecture: each product is a package, and each layer imports only layers below it.
 
-    5 bench.cli                       the command line
+    6 bench.cli                       the command line
+    5 bench.version_matrix            releases of a package built, timed interleaved, checked and compared
     4 bench.reporting                 stored runs -> tables, plots, comparisons, the index
     3 bench.timing, bench.safety      the two products that run frameworks
     2 bench.conformance               round trips held to what each adapter declares
@@ -32,7 +33,8 @@ LAYERS = {
     "bench.timing": 3,
     "bench.safety": 3,
     "bench.reporting": 4,
-    "bench.cli": 5,
+    "bench.version_matrix": 5,
+    "bench.cli": 6,
 }
 FRAMEWORK_PACKAGES = ("torch", "tensorflow", "keras", "mxnet", "jax", "flax", "orbax", "safetensors", "h5py")
 

@@ -221,3 +221,47 @@ def test_two_releases_are_built_timed_interleaved_and_compared_end_to_end(tmp_pa
     )
     assert compared.returncode in (0, 1), compared.stderr  # compared, not refused for differing versions
     assert "evidence: strong" in compared.stderr
+
+
+def _with_rounds(rounds: list[float], sample_span: tuple[float, float]) -> list[dict]:
+    """The fixture's rows, its torch warm load given these rounds (and figures computed from them)."""
+    quartiles = pd.Series(rounds).quantile([0.25, 0.5, 0.75]).tolist()
+    changed = {"rounds_s": json.dumps(rounds), "median_s": quartiles[1], "q1_s": quartiles[0], "q3_s": quartiles[2]}
+    changed |= {"sample_low_s": sample_span[0], "sample_high_s": sample_span[1]}
+    return [
+        dict(r, **changed) if (r["format"], r["op"], r["cache"], r["device"]) == ("torch", "load", "warm", "cpu") else r
+        for r in rows()
+    ]
+
+
+def test_interleaved_releases_are_compared_round_against_round_not_by_each_runs_noise(tmp_path: Path) -> None:
+    """A load that halved in 10 of 12 rounds, each release with one first-touch pass that makes its
+    process medians span 2x: the noise rule calls it 'same', the interleaved rank test 'faster'; rounds
+    drawn from one distribution stay 'same' under both."""
+    from bench.reporting.compare import compare, load_any
+
+    old = [0.24, 0.17, 0.104, 0.096, 0.101, 0.095, 0.097, 0.108, 0.104, 0.102, 0.111, 0.113]
+    new = [0.066, 0.22, 0.062, 0.054, 0.048, 0.048, 0.050, 0.051, 0.054, 0.054, 0.059, 0.058]
+    base = load_any(make_run(tmp_path / "a", _with_rounds(old, (0.098, 0.209))))
+    faster = load_any(make_run(tmp_path / "b", _with_rounds(new, (0.048, 0.144))))
+    same = load_any(make_run(tmp_path / "c", _with_rounds(old[::-1], (0.098, 0.209))))
+
+    def verdict(table: pd.DataFrame) -> str:
+        row = table[(table["format"] == "torch") & (table["op"] == "load") & (table["cache"] == "warm")]
+        return row[row["device"] == "cpu"]["verdict"].item()
+
+    assert verdict(compare(base, faster)) == "same"
+    assert verdict(compare(base, faster, interleaved=True)) == "faster"
+    assert verdict(compare(base, same, interleaved=True)) == "same"
+    assert verdict(compare(faster, base, interleaved=True)) == "REGRESSION: slower"
+
+
+@pytest.mark.parametrize("framework", REAL)
+def test_a_format_that_uses_the_package_is_never_its_control_and_the_others_of_its_framework_are(
+    framework: str,
+) -> None:
+    specs = frameworks.adapter_class(framework).specs
+    for package in {package for spec in specs for package in spec.uses}:
+        for spec in specs:
+            assert versions_report.is_control(framework, spec.name, package) is (package not in spec.uses)
+    assert not versions_report.is_control(framework, specs[0].name, framework)  # its own package: no controls

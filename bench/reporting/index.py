@@ -14,7 +14,8 @@ HEADER = """# Results
 Each directory is one run, indexed here from its `env.json` (regenerate with `serbench index`).
 Benchmark runs hold `report.md` (tables and plots), `results.csv`/`results.json`, `limits.json`,
 `env.json` and pytest-benchmark's raw JSON under `raw/`; `serbench report DIR` rebuilds the report
-and `serbench compare A B` compares two runs. Safety runs hold `safety.csv` and `safety.md`.
+and `serbench compare A B` compares two runs. Safety runs hold `safety.csv` and `safety.md`. A
+versions run (`serbench versions`) holds `versions.md` and one run directory per release.
 """
 
 
@@ -25,25 +26,35 @@ def short_commit(recorded: str) -> str:
     return sha[:12] + ("-dirty" if dirty else "") + (" (given)" if "SERBENCH_GIT_COMMIT" in recorded else "")
 
 
+def _row(link: str, kind: str, env: dict) -> dict[str, str]:
+    return {
+        "run": link,
+        "kind": kind,
+        "date (UTC)": env.get("date", "?"),
+        "machine": f"{env.get('cpu', '?')}, {env.get('cores_logical', '?')} cores, "
+        f"{round(env.get('ram_bytes', 0) / 2**30)} GiB",
+        "GPU": env.get("gpu", "?"),
+        "commit": f"`{short_commit(str(env.get('git_commit', '?')))}`",
+    }
+
+
 def index_frame(results: Path) -> pd.DataFrame:
     rows = []
     for env_path in sorted(Path(results).glob("*/env.json")):
         run = env_path.parent
         env = json.loads(env_path.read_text())
-        kind = "safety" if (run / "safety.csv").exists() else "benchmark"
-        main = "safety.md" if kind == "safety" else "report.md"
-        rows.append(
-            {
-                "run": f"[{run.name}]({run.name}/{main})",
-                "kind": kind,
-                "date (UTC)": env.get("date", "?"),
-                "machine": f"{env.get('cpu', '?')}, {env.get('cores_logical', '?')} cores, "
-                f"{round(env.get('ram_bytes', 0) / 2**30)} GiB",
-                "GPU": env.get("gpu", "?"),
-                "commit": f"`{short_commit(str(env.get('git_commit', '?')))}`",
-            }
-        )
-    return pd.DataFrame(rows)
+        kind = "safety" if (run / "safety.csv").exists() and not (run / "results.csv").exists() else "benchmark"
+        main = "report.md" if kind == "benchmark" else "safety.md"
+        rows.append(_row(f"[{run.name}]({run.name}/{main})", kind, env))
+    for record_path in sorted(Path(results).glob("*/versions.json")):  # `serbench versions`: one run per release
+        run = record_path.parent
+        record = json.loads(record_path.read_text())
+        timed = [entry["label"] for entry in record["versions"] if "not_installable" not in entry]
+        first = run / timed[0] / "env.json" if timed else None
+        env = json.loads(first.read_text()) if first and first.exists() else {"date": record.get("date", "?")}
+        kind = f"versions of {record['package']} ({', '.join(entry['version'] for entry in record['versions'])})"
+        rows.append(_row(f"[{run.name}]({run.name}/versions.md)", kind, env))
+    return pd.DataFrame(rows).sort_values("run", kind="stable").reset_index(drop=True) if rows else pd.DataFrame(rows)
 
 
 def write_index(results: Path) -> Path:

@@ -16,7 +16,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from bench.reporting.compare import KEY, compare, load_any
+import frameworks
+from bench.reporting.compare import INTERLEAVED_ALPHA, KEY, compare, load_any
 from bench.reporting.report import load_run, time_figure
 from bench.timing.results import baseline_rows
 from frameworks import environments
@@ -24,6 +25,8 @@ from frameworks.files import write_bytes_atomic
 
 RECORD = "versions.json"
 SAFETY_KEY = ["framework", "format", "mode", "input"]
+SPEED_VERDICTS = ("same", "faster", "REGRESSION: slower")
+"""`compare`'s verdicts on a timed case's speed, unchanged first."""
 CROSS_DAY = (
     "Figures of this report were timed in one run with the releases' processes interleaved, so the "
     "machine's drift hit each alike. Comparing them with a run of another day is weak evidence: on this "
@@ -89,16 +92,28 @@ def speed_table(out: Path, summary: dict) -> pd.DataFrame:
             figures[[*KEY, "figure"]].rename(columns={"figure": record["version"]}), on=KEY, how="outer"
         )
     for record in installed[1:]:
-        compared = compare(load_any(out / first["label"]), load_any(out / record["label"]))
-        compared = compared[[*KEY, "change", "noise", "verdict"]].rename(
+        compared = compare(load_any(out / first["label"]), load_any(out / record["label"]), interleaved=True)
+        compared = compared[[*KEY, "change", "p", "verdict"]].rename(
             columns={
                 "change": f"{record['version']} vs {first['version']}",
-                "noise": f"noise {record['version']}",
+                "p": f"p {record['version']}",
                 "verdict": f"verdict {record['version']}",
             }
         )
         table = table.merge(compared, on=KEY, how="left")
     return table
+
+
+def is_control(framework: str, fmt: str, package: str) -> bool:
+    """Whether a case's format does not use `package` while another format of its framework does
+    (`FormatSpec.uses`): its change between releases is the machine's, not the release's."""
+    if framework not in frameworks.names():
+        return False
+    wanted = environments.normalize(package)
+    uses = {
+        spec.name: {environments.normalize(p) for p in spec.uses} for spec in frameworks.adapter_class(framework).specs
+    }
+    return any(wanted in used for used in uses.values()) and wanted not in uses.get(fmt, {wanted})
 
 
 def _changed(table: pd.DataFrame) -> pd.Series:
@@ -136,9 +151,10 @@ def is_outcome_change(verdict: str) -> bool:
 def _format_change(table: pd.DataFrame) -> pd.DataFrame:
     shown = table.copy()
     for column in shown:
-        if " vs " in column or column.startswith("noise "):
-            prefix = "+" if " vs " in column else ""
-            shown[column] = shown[column].map(lambda v, p=prefix: "" if pd.isna(v) else f"{v:{p}.1%}")
+        if " vs " in column:
+            shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:+.1%}")
+        elif column.startswith("p "):
+            shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.2g}")
     return shown
 
 
@@ -197,7 +213,14 @@ def write_versions_report(out: Path) -> Path:
     installed = _installed(summary)
     releases = releases_table(out, summary)
     speed = speed_table(out, summary)
-    changed = speed[_changed(speed)]
+    controls = pd.Series(
+        [is_control(row.framework, row.format, summary["package"]) for row in speed.itertuples()], index=speed.index
+    )
+    changed = speed[_changed(speed) & ~controls]
+    false_alarms = speed[_changed(speed) & controls]
+    verdict_columns = [column for column in speed if column.startswith("verdict ")]
+    compared = sum(int((speed[c].isin(SPEED_VERDICTS) & controls).sum()) for c in verdict_columns)
+    alarms = sum(int((speed[c].isin(SPEED_VERDICTS[1:]) & controls).sum()) for c in verdict_columns)
     outcome_columns = [column for column in speed if column.startswith("verdict ")]
     outcomes = speed[speed[outcome_columns].fillna("").apply(lambda c: c.map(is_outcome_change)).any(axis=1)]
     safety = safety_changes(out, summary)
@@ -222,13 +245,23 @@ def write_versions_report(out: Path) -> Path:
         "",
         f"## Speed: what changed against {summary['package']} {first}",
         "",
-        "A change counts when it exceeds 10% and the noise of both figures (the larger of the IQR and the span "
-        "of the process medians), as in `serbench compare`; every figure is `median [q1-q3] n=rounds/samples`, "
-        "or `unstable low-high` where its rounds disagree. Formats that do not use the package are controls: "
-        "a change there is the machine, not the release. "
+        "The releases' rounds were interleaved, so they are compared round against round: a change counts when "
+        "the medians differ by more than 10%, a rank test of the two releases' rounds (Mann-Whitney U, column "
+        f"`p`) gives p < {INTERLEAVED_ALPHA}, and every pair of samples timed next to each other (the same "
+        "process and pass of each release) moved the same way; rounds of one process are not independent, hence "
+        "the strictness. `serbench compare` applies the same rule between two releases of this run. Every "
+        "figure is `median [q1-q3] n=rounds/samples`, or `unstable low-high` where its rounds disagree; a "
+        "release can be faster by this rule while both its figures are unstable (a first-touch pass in each). "
+        "Cases of formats that do not use the package (`FormatSpec.uses`) are controls, counted below this "
+        "table instead of in it. "
         f"All {len(speed)} cases: [tables/versions-speed.md](tables/versions-speed.md).",
         "",
-        _format_change(changed).to_markdown(index=False) if len(changed) else "No case changed beyond its noise.",
+        _format_change(changed).to_markdown(index=False) if len(changed) else "No case changed by this rule.",
+        "",
+        f"**Controls**: by the same rule, {alarms} of {compared} comparisons of formats that do not use "
+        f"{summary['package']} changed. That is this run's false-alarm rate: weigh the changes above against "
+        "it (a change no larger and no more frequent than the controls' is not evidence)."
+        + ("" if false_alarms.empty else "\n\n" + _format_change(false_alarms).to_markdown(index=False)),
         "",
         "## Round-trip and status changes",
         "",
