@@ -4,7 +4,7 @@ The registry is data: a framework name maps to the dotted path of its adapter cl
 command that installs the framework. Adapter modules import nothing heavy at module level, and an
 adapter imports its framework in its constructor, because a framework may be missing (the GPU
 machine has no TensorFlow or MXNet), heavy (TensorFlow takes seconds), or broken (MXNet needs
-numpy<2). So `import frameworks` loads no torch, tensorflow or mxnet.
+numpy<2). So `import frameworks` loads no torch, tensorflow, mxnet or jax.
 
 Everything serbench knows about a framework is reached from its adapter class: its formats with
 their save, load and validation functions, its MLP, devices, threads, packages and training recipe.
@@ -35,6 +35,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "torch": ("frameworks.torch_adapter:TorchAdapter", "pip install -e .[torch]"),
     "tensorflow": ("frameworks.tensorflow_adapter:TensorFlowAdapter", "pip install -e .[tensorflow]"),
     "mxnet": ("frameworks.mxnet_adapter:MXNetAdapter", "pip install -e .[mxnet]"),
+    "jax": ("frameworks.jax_adapter:JaxAdapter", "pip install -e .[jax]"),
     "null-adapter": ("frameworks.null_adapter:NullAdapter", "nothing to install"),
 }
 """name -> ("module:Class", how to install the framework). The null adapter is a baseline (see `baselines`)."""

@@ -81,6 +81,11 @@ class FormatSpec:
     """`load` returns tensors backed by a memory map: nothing is read until they are touched."""
     directory: bool = False
     """A file of this format is a directory of regular files (a TensorFlow checkpoint)."""
+    subdirectories: bool = False
+    """The directory may hold directories of regular files too (an Orbax checkpoint); never links."""
+    data_file: Callable[[Path], Path] | None = None
+    """For a directory format whose array bytes are not stored as written (compressed): the file in a
+    checkpoint that holds them, which the safety matrix's damaged variants damage."""
     validate: Callable[[Path], None] | None = None
     """Checks the sizes, counts and types the file declares against what it holds and the load budget,
     before any framework parser allocates; raises a SerbenchError (see `frameworks.gate`)."""

@@ -1,8 +1,8 @@
 """The Python environments serbench runs in, as data. Each framework runs in the one its adapter names
 (`Adapter.environment`); each environment is a virtualenv built from its own lock file.
 
-- `core` (`.venv`): numpy 2, torch, TensorFlow and Keras, safetensors, and the harness. The `serbench`
-  command and the test suite run here.
+- `core` (`.venv`): numpy 2, torch, TensorFlow and Keras, JAX with Flax and Orbax, safetensors, and the
+  harness. The `serbench` command and the test suite run here.
 - `mxnet` (`.venv-mxnet`): MXNet 1.9.1, the last release (the project is retired); it does not
   import on numpy 2, so this environment keeps numpy 1.26. It holds the harness too, so a benchmark
   process, a safety load or a test of MXNet runs entirely inside it.
@@ -86,7 +86,7 @@ class Environment:
 
 
 ENVIRONMENTS = {
-    "core": Environment("core", ".venv", "requirements/core.lock.txt", "torch,tensorflow,dev"),
+    "core": Environment("core", ".venv", "requirements/core.lock.txt", "torch,tensorflow,jax,dev"),
     "mxnet": Environment("mxnet", ".venv-mxnet", "requirements/mxnet.lock.txt", "mxnet,dev"),
 }
 

@@ -78,8 +78,11 @@ def _describe(mode: int) -> str | None:
     return KINDS_OF_FILE.get(stat.S_IFMT(mode))
 
 
-def regular_source(path: str | os.PathLike[str], format_name: str, directory: bool = False) -> Path:
-    """The path, checked to be a regular file (or a directory holding only regular files)."""
+def regular_source(
+    path: str | os.PathLike[str], format_name: str, directory: bool = False, subdirectories: bool = False
+) -> Path:
+    """The path, checked to be a regular file, or a directory holding only regular files (and, with
+    `subdirectories`, directories of them, at most MAX_MEMBERS entries in all, no symbolic links)."""
     source = files.require_existing(path)
     mode = os.stat(source).st_mode
     if (kind := _describe(mode)) is not None:
@@ -88,22 +91,36 @@ def regular_source(path: str | os.PathLike[str], format_name: str, directory: bo
             f"forever or never end. Copy the data into a file first."
         )
     if directory and stat.S_ISDIR(mode):
-        for entry in sorted(source.iterdir()):
-            entry_mode = os.stat(entry).st_mode
-            if stat.S_ISREG(entry_mode):
-                continue
-            what = _describe(entry_mode) or ("a directory" if stat.S_ISDIR(entry_mode) else "not a regular file")
-            raise NotRegularFileError(
-                f"refusing {source} as {format_name!r}: its entry {entry.name!r} is {what}; a checkpoint directory "
-                f"holds regular files only (a FIFO would block the load, a subdirectory can redirect it)"
-            )
+        _check_directory(source, source, format_name, subdirectories, [0])
     return source
+
+
+def _check_directory(root: Path, folder: Path, format_name: str, subdirectories: bool, seen: list[int]) -> None:
+    for entry in sorted(folder.iterdir()):
+        seen[0] += 1
+        check_count(root, format_name, seen[0], "directory entries")
+        entry_mode = os.stat(entry).st_mode if not subdirectories else os.lstat(entry).st_mode
+        if stat.S_ISREG(entry_mode):
+            continue
+        if subdirectories and stat.S_ISDIR(entry_mode):
+            _check_directory(root, entry, format_name, subdirectories, seen)
+            continue
+        if stat.S_ISLNK(entry_mode):
+            what = "a symbolic link"
+        elif stat.S_ISDIR(entry_mode):
+            what = "a directory"
+        else:
+            what = _describe(entry_mode) or "not a regular file"
+        raise NotRegularFileError(
+            f"refusing {root} as {format_name!r}: its entry {str(entry.relative_to(root))!r} is {what}; a checkpoint "
+            f"directory holds regular files only (a FIFO would block the load, a link or subdirectory can redirect it)"
+        )
 
 
 def admit(path: str | os.PathLike[str], spec: FormatSpec, *, trusted: bool, validate: bool = True) -> Path:
     """Check `path` for a load as `spec` (see the module docstring); return it as a Path. `validate=False`
     leaves the format's validator to the caller (a reader of any parameters, not the MLP's)."""
-    source = regular_source(path, spec.name, spec.directory)
+    source = regular_source(path, spec.name, spec.directory, spec.subdirectories)
     files.expect_format(source, spec.name, spec.sniff(source), spec.signature)
     if spec.executes_code and not trusted:
         raise UnsafeLoadError(

@@ -25,6 +25,7 @@ class GluonTraining:
     checkpoint_format = "gluon-params"
     checkpoint_name = "checkpoint.gluon"
     bn_format = "gluon-params"
+    bn_name = "bn.params"
 
     def __init__(self) -> None:
         self.adapter = frameworks.get_adapter("mxnet")

@@ -200,7 +200,7 @@ def _np_load(allow_pickle: bool) -> Any:
     return read
 
 
-def _npy_forgeries(adapter: Adapter, directory: Path, valid: Path, reference: Any) -> list[forgeries.Forged]:
+def npy_forgeries(adapter: Adapter, directory: Path, valid: Path, reference: Any) -> list[forgeries.Forged]:
     return forgeries.npy_bomb(directory / "allocation-bomb.npy")
 
 
@@ -267,7 +267,7 @@ NPY = FormatSpec(
     save=_save_npy,
     load=_load_npy,
     framework_loaders=NP_LOAD,
-    forgeries=_npy_forgeries,
+    forgeries=npy_forgeries,
     safety_findings=(
         UNPICKLED_BY_NP_LOAD,
         SafetyFinding(
@@ -322,9 +322,10 @@ NPZ = FormatSpec(
 )
 
 
-def npy_pickle_spec(holds: frozenset[str], description: str, load: Any) -> FormatSpec:
-    """d2l's pickled `np.save`, as the NumPy and TensorFlow adapters offer it: the same files, checks
-    and save; `load(adapter, path, device)` turns what np.load unpickled into the adapter's tensors."""
+def npy_pickle_spec(holds: frozenset[str], description: str, load: Any, save: Any = _save_npy_pickle) -> FormatSpec:
+    """d2l's pickled `np.save`, as the NumPy, TensorFlow and JAX adapters offer it: the same files and checks;
+    `load(adapter, path, device)` turns what np.load unpickled into the adapter's tensors, and `save` is
+    the framework's own call where it has one (`jnp.save`)."""
     return FormatSpec(
         "npy-pickle",
         holds,
@@ -334,9 +335,9 @@ def npy_pickle_spec(holds: frozenset[str], description: str, load: Any) -> Forma
         executes_code=True,
         suffix=".npy",
         validate=check_npy_or_npz,
-        save=_save_npy_pickle,
+        save=save,
         load=load,
-        forgeries=_npy_forgeries,
+        forgeries=npy_forgeries,
         safety_findings=NPY_PICKLE_SAFETY,
     )
 

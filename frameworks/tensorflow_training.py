@@ -22,6 +22,7 @@ class KerasTraining:
     checkpoint_format = "tf-checkpoint"
     checkpoint_name = "checkpoint.ckpt"
     bn_format = "keras-h5"
+    bn_name = "bn.weights.h5"
 
     def __init__(self) -> None:
         self.adapter = frameworks.get_adapter("tensorflow")

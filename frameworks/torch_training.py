@@ -22,6 +22,7 @@ class TorchTraining:
     checkpoint_format = "torch"
     checkpoint_name = "checkpoint.pt"
     bn_format = "torch"
+    bn_name = "bn.pt"
 
     def __init__(self) -> None:
         import torch

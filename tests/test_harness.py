@@ -66,8 +66,11 @@ def test_each_framework_says_which_variables_size_its_threads(framework: str) ->
 
     adapter = plan.frameworks.adapter_class(framework)
     one = thread_environment(framework, "1")
-    assert {name: one[name] for name in adapter.thread_variables} == dict.fromkeys(adapter.thread_variables, "1")
-    assert "OMP_NUM_THREADS" in adapter.thread_variables
+    assert all(one.get(name) for name in adapter.thread_variables), "one thread sets every variable it names"
+    assert one["OMP_NUM_THREADS"] == "1"
+    assert all(one[name] == "1" or name == "XLA_FLAGS" for name in adapter.thread_variables), (
+        "a count is the variable's value, except in XLA_FLAGS, which holds flags"
+    )
     default = thread_environment(framework, "default")
     assert not set(adapter.thread_variables) & set(default), "default leaves the framework's own choice"
 

@@ -11,7 +11,7 @@ import pytest
 import frameworks
 from frameworks.trees import KINDS
 
-HEAVY = ("torch", "tensorflow", "keras", "mxnet")
+HEAVY = ("torch", "tensorflow", "keras", "mxnet", "jax", "flax", "orbax", "tensorstore")
 
 
 def test_importing_serbench_loads_no_framework() -> None:
@@ -27,8 +27,8 @@ def test_importing_serbench_loads_no_framework() -> None:
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
 
 
-def test_registry_names_the_four_frameworks() -> None:
-    assert frameworks.names() == ("numpy", "torch", "tensorflow", "mxnet")
+def test_registry_names_the_five_frameworks() -> None:
+    assert frameworks.names() == ("numpy", "torch", "tensorflow", "mxnet", "jax")
 
 
 @pytest.mark.parametrize("framework", frameworks.names())
@@ -53,8 +53,8 @@ def test_available_framework_gives_a_working_adapter(framework: str) -> None:
 
 
 def test_unknown_framework_is_a_clear_error() -> None:
-    with pytest.raises(ValueError, match=r"unknown framework 'jax'; registered: numpy, torch"):
-        frameworks.get_adapter("jax")
+    with pytest.raises(ValueError, match=r"unknown framework 'paddle'; registered: numpy, torch"):
+        frameworks.get_adapter("paddle")
 
 
 def test_missing_framework_raises_importerror_with_install_command(monkeypatch: pytest.MonkeyPatch) -> None:

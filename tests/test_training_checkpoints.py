@@ -71,7 +71,7 @@ def test_batchnorm_buffers_survive_and_eval_mode_is_deterministic(framework: str
     assert buffers, "the model must have BatchNorm buffers"
     assert as_bytes(buffers) != as_bytes(fresh), "a training forward must update the running statistics"
 
-    path = tmp_path / {"torch": "bn.pt", "tensorflow": "bn.weights.h5", "mxnet": "bn.params"}[framework]
+    path = tmp_path / recipe.bn_name
     recipe.bn_save(model, path)
     clone = recipe.bn_load(path, seed=1)
     assert as_bytes(recipe.bn_buffers(clone)) == as_bytes(buffers)

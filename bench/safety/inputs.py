@@ -13,6 +13,7 @@ import json
 import os
 import pickle
 import random
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -67,12 +68,15 @@ def save_valid(adapter: frameworks.Adapter, fmt: str, path: Path) -> None:
         adapter.save(adapter.from_numpy(reference(adapter.name, fmt)), path, fmt)
 
 
-def _main_file(path: Path, values: Any) -> Path:
-    """The file whose bytes carry the header and data: `path`, or in a directory format the file that
-    holds the bytes of the largest of the NumPy `values` saved in it (else its largest file)."""
+def _main_file(path: Path, values: Any, data_file: Any = None) -> Path:
+    """The file whose bytes carry the header and data: `path`, or in a directory format the one its spec
+    names (`FormatSpec.data_file`), else the file that holds the bytes of the largest of the NumPy `values`
+    saved in it (else its largest file)."""
     if not path.is_dir():
         return path
-    children = sorted(child for child in path.iterdir() if child.is_file())
+    if data_file is not None:
+        return data_file(path)
+    children = sorted(child for child in path.rglob("*") if child.is_file())
     largest = max(leaves(values), key=lambda array: np.asarray(array).nbytes)
     needle = np.ascontiguousarray(largest).tobytes()
     holding = [child for child in children if needle in child.read_bytes()]
@@ -81,17 +85,17 @@ def _main_file(path: Path, values: Any) -> Path:
 
 def _copy_tree(source: Path, target: Path) -> Path:
     if source.is_dir():
-        target.mkdir()
-        for child in source.iterdir():
-            (target / child.name).write_bytes(child.read_bytes())
+        shutil.copytree(source, target)
     else:
         target.write_bytes(source.read_bytes())
     return target
 
 
-def damaged_variants(valid: Path, values: Any, directory: Path, other_file: Path) -> list[tuple[str, Path]]:
+def damaged_variants(
+    valid: Path, values: Any, directory: Path, other_file: Path, data_file: Any = None
+) -> list[tuple[str, Path]]:
     """Every damaged input derived from the valid one (which holds the NumPy `values`): (name, path)."""
-    main = _main_file(valid, values)
+    main = _main_file(valid, values, data_file)
     data = main.read_bytes()
     start = forgeries.data_offset(data)
     rng = random.Random(0)
@@ -111,12 +115,12 @@ def damaged_variants(valid: Path, values: Any, directory: Path, other_file: Path
     full_suffix = "".join(valid.suffixes)  # Keras needs all of ".weights.h5"
     for name, payload in variants.items():
         target = _copy_tree(valid, directory / f"{name}{full_suffix}")
-        (target / main.name if target.is_dir() else target).write_bytes(payload)
+        (target / main.relative_to(valid) if target.is_dir() else target).write_bytes(payload)
         out.append((name, target))
     foreign = directory / f"other-framework-file{full_suffix}"
-    if valid.is_dir():
-        foreign.mkdir()
-        (foreign / "ckpt.index").write_bytes(other_file.read_bytes())
+    if valid.is_dir():  # the directory with its main file replaced by the other framework's
+        _copy_tree(valid, foreign)
+        (foreign / main.relative_to(valid)).write_bytes(other_file.read_bytes())
     else:
         foreign.write_bytes(other_file.read_bytes())
     out.append(("other-framework-file", foreign))
@@ -135,16 +139,16 @@ def _flip(data: bytes, index: int) -> bytes:
     return bytes(mutable)
 
 
-def fifo_inputs(directory: Path, valid: Path, values: Any) -> dict[str, Path]:
+def fifo_inputs(directory: Path, valid: Path, values: Any, data_file: Any = None) -> dict[str, Path]:
     """A FIFO where the file should be; for a directory format, the data file inside made a FIFO."""
     fifo = directory / f"fifo{''.join(valid.suffixes)}"
     os.mkfifo(fifo)
     out = {"fifo": fifo}
     if valid.is_dir():
         inside = _copy_tree(valid, directory / "fifo-inside-directory")
-        data_file = inside / _main_file(valid, values).name
-        data_file.unlink()
-        os.mkfifo(data_file)
+        inside_file = inside / _main_file(valid, values, data_file).relative_to(valid)
+        inside_file.unlink()
+        os.mkfifo(inside_file)
         out["fifo-inside-directory"] = inside
     return out
 
@@ -228,13 +232,13 @@ def generate(framework: str, directory: Path) -> list[SafetyInput]:
         manifest.append(SafetyInput(fmt, "valid", str(valid), "valid"))
         for name, path, marker in hostile_inputs(framework, fmt, fmt_dir, markers):
             manifest.append(SafetyInput(fmt, name, str(path), "hostile", str(marker)))
-        for name, path in damaged_variants(valid, values, fmt_dir, other):
-            manifest.append(SafetyInput(fmt, name, str(path), "damaged"))
         spec = adapter.safety_spec(fmt)
+        for name, path in damaged_variants(valid, values, fmt_dir, other, spec.data_file):
+            manifest.append(SafetyInput(fmt, name, str(path), "damaged"))
         if spec.forgeries:
             for forged in spec.forgeries(adapter, fmt_dir, valid, values):
                 manifest.append(SafetyInput(fmt, forged.name, str(forged.path), forged.group))
-        for name, path in fifo_inputs(fmt_dir, valid, values).items():
+        for name, path in fifo_inputs(fmt_dir, valid, values, spec.data_file).items():
             manifest.append(SafetyInput(fmt, name, str(path), "hostile"))
     return manifest
 

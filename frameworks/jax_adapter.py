@@ -1,0 +1,664 @@
+"""JAX adapter (Flax linen, Orbax): d2l's JAX recipe (`jnp.save` / `jnp.load`, pickling a list or a dict),
+safetensors through `safetensors.flax`, Orbax's `StandardCheckpointer` (a directory: OCDBT, saved
+asynchronously and waited for), and `flax.serialization` msgpack. The MLP is d2l's linen `MLP` with its
+`params` pytree; kernels are (in, out), as in Keras.
+
+The adapter turns on `jax_enable_x64` when it imports JAX: with JAX's default, `jnp.asarray` turns every
+float64 and int64 array into float32 and int32 before any format sees it (with a warning), and the
+conformance matrix would show that conversion in every format instead of what the formats keep. The
+setting is recorded with the thread settings of every result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from frameworks import files, forgeries, gate
+from frameworks.base import (
+    Adapter,
+    FormatSpec,
+    check_mlp_state,
+    safetensors_load_file,
+    safetensors_spec,
+)
+from frameworks.errors import FormatMismatchError
+from frameworks.findings import (
+    NPY_PICKLE_STACKED_LIST,
+    SAFETENSORS_KEY_ORDER,
+    TRAILING_IGNORED,
+    UNCHECKED_DATA,
+    UNPICKLES,
+    Expectation,
+    Finding,
+    SafetyFinding,
+    fifo_blocks,
+)
+from frameworks.numpy_adapter import check_npy_size, npy_forgeries, npy_pickle_spec
+from frameworks.trees import leaves, map_tree
+
+FLAX_MLP_SHAPES = {
+    "params/hidden/kernel": (20, 256),
+    "params/hidden/bias": (256,),
+    "params/output/kernel": (256, 10),
+    "params/output/bias": (10,),
+}
+"""The linen MLP's variables as `flax.traverse_util.flatten_dict(..., sep='/')` names them."""
+NUMERIC_KINDS = "biufc"
+ORBAX_MARKERS = ("_CHECKPOINT_METADATA", "_METADATA")
+MSGPACK_FIRST_BYTES = frozenset({*range(0x80, 0x90), 0xDE, 0xDF, 0xC7, 0xC8, 0xC9, *range(0xD4, 0xD9)})
+"""What a `flax.serialization.to_bytes` file starts with: a map (a tree) or an extension (one array)."""
+
+
+@dataclass
+class FlaxModel:
+    """A linen module with its variables: what d2l's JAX tab calls `net` and `params`, in one object, so a
+    load can fill a clone as it does a torch module."""
+
+    module: Any
+    variables: Any
+    rng: Any = None
+    calls: int = field(default=0)
+
+
+def flatten(tree: Any, separator: str = "/") -> dict[str, Any]:
+    """A nested dict as {'a/b': leaf}: `flax.traverse_util.flatten_dict` without importing Flax."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(f"{prefix}{separator}{key}" if prefix else str(key), value)
+        else:
+            out[prefix] = node
+
+    walk("", tree)
+    return out
+
+
+def check_flax_variables(path: Path, format: str, variables: Any, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Raise FormatMismatchError unless a loaded tree holds exactly the linen MLP's float32 variables."""
+    if not isinstance(variables, dict):
+        raise FormatMismatchError(f"{path} ({format!r}) holds a {type(variables).__name__}, not the MLP's variables")
+    found = {
+        key: (str(getattr(value, "dtype", type(value).__name__)), tuple(np.shape(value)))
+        for key, value in flatten(variables).items()
+    }
+    wanted = {key: ("float32", shape) for key, shape in shapes.items()}
+    if found != wanted:
+        wrong = {
+            key: found.get(key, "missing")
+            for key in sorted(set(found) | set(wanted))
+            if found.get(key) != wanted.get(key)
+        }
+        raise FormatMismatchError(
+            f"{path} ({format!r}) does not hold the Flax MLP's float32 variables: wrong or missing {wrong}"
+        )
+
+
+# jnp.save / jnp.load ------------------------------------------------------------------------------
+def _save_npy(adapter: JaxAdapter, array: Any, path: Path) -> None:
+    with open(path, "wb") as handle:
+        adapter.jnp.save(handle, array, allow_pickle=False)
+
+
+def _load_npy(adapter: JaxAdapter, path: Path, device: str) -> Any:
+    return adapter.on_device(adapter.jnp.load(path, allow_pickle=False), device)
+
+
+def _save_npy_pickle(adapter: JaxAdapter, tree: Any, path: Path) -> None:
+    """d2l's JAX tab: `jnp.save('mydict.npy', mydict)`; np.save pickles the container and its jax.Arrays."""
+    with open(path, "wb") as handle:
+        adapter.jnp.save(handle, tree, allow_pickle=True)
+
+
+def _load_npy_pickle(adapter: JaxAdapter, path: Path, device: str) -> Any:
+    """d2l's `jnp.load(..., allow_pickle=True)`: it unwraps a pickled container and turns '<V2' into bfloat16."""
+    loaded = adapter.jnp.load(path, allow_pickle=True)
+    if isinstance(loaded, np.lib.npyio.NpzFile):  # np.load's other format, which d2l's recipe reads too
+        with loaded:
+            loaded = {key: loaded[key] for key in loaded.files}
+    elif isinstance(loaded, np.ndarray) and loaded.dtype == object and loaded.ndim == 0:
+        loaded = loaded.item()
+    return adapter.on_device(map_tree(loaded, np.asarray), device)
+
+
+def _jnp_load(allow_pickle: bool) -> Any:
+    def read(adapter: JaxAdapter, path: Path) -> Any:
+        return adapter.to_numpy(adapter.jnp.load(path, allow_pickle=allow_pickle))
+
+    return read
+
+
+JNP_LOAD = {"jnp.load allow_pickle=False": _jnp_load(False), "jnp.load allow_pickle=True": _jnp_load(True)}
+
+
+# safetensors.flax ---------------------------------------------------------------------------------
+def _save_safetensors(adapter: JaxAdapter, tree: dict[str, Any], path: Path) -> None:
+    adapter.safetensors.save_file(dict(tree), str(path))
+
+
+def _load_safetensors(adapter: JaxAdapter, path: Path, device: str) -> dict[str, Any]:
+    return adapter.on_device(adapter.safetensors.load_file(str(path)), device)
+
+
+def _save_mlp_safetensors(adapter: JaxAdapter, model: FlaxModel, path: Path) -> None:
+    """What Flax users write: the params flattened with '.' (`hidden.kernel`), as Hugging Face's Flax models do."""
+    adapter.safetensors.save_file(flatten(model.variables["params"], "."), str(path))
+
+
+def _load_mlp_safetensors(adapter: JaxAdapter, path: Path, clone: FlaxModel) -> None:
+    flat = adapter.safetensors.load_file(str(path))
+    check_flax_variables(
+        path,
+        "safetensors",
+        flat,
+        {key.removeprefix("params/").replace("/", "."): shape for key, shape in FLAX_MLP_SHAPES.items()},
+    )
+    params: dict[str, dict[str, Any]] = {}
+    for key, value in flat.items():
+        layer, name = key.split(".")
+        params.setdefault(layer, {})[name] = value
+    clone.variables = {"params": params}
+
+
+# Orbax ---------------------------------------------------------------------------------------------
+def is_orbax(path: Path) -> bool:
+    return path.is_dir() and any((path / name).is_file() for name in ORBAX_MARKERS)
+
+
+def orbax_metadata(adapter: JaxAdapter, path: Path) -> Any:
+    """The tree of ArrayMetadata a checkpoint declares (Orbax reads its JSON and the zarr headers)."""
+    checkpointer = adapter.ocp.StandardCheckpointer()
+    try:
+        metadata = checkpointer.metadata(path.absolute())
+    except (ValueError, KeyError, TypeError, OSError) as error:
+        raise FormatMismatchError(f"{path} is not a valid 'orbax' checkpoint: {str(error)[:300]}") from None
+    finally:
+        checkpointer.close()
+    tree = getattr(getattr(metadata, "item_metadata", None), "tree", None)
+    if tree is None:
+        raise FormatMismatchError(f"{path} is not a valid 'orbax' checkpoint: Orbax finds no tree metadata in it")
+    return tree
+
+
+def orbax_data_file(path: Path) -> Path:
+    """The largest node of the checkpoint's OCDBT database (`d/`): small arrays are stored inline in its
+    b-tree nodes, larger ones in the data files they point to; the per-process copies are not read back."""
+    data = [entry for entry in (path / "d").glob("*") if entry.is_file()] or [
+        entry for entry in path.rglob("*") if entry.is_file()
+    ]
+    return max(data, key=lambda entry: entry.stat().st_size)
+
+
+def check_orbax(path: Path) -> None:
+    """What the checkpoint declares, before Orbax allocates: numeric arrays, at most gate.MAX_MEMBERS of
+    them, their bytes together within the load budget (a forged zarr header declared 64 GiB, which Orbax's
+    own limit of 96 GB lets through)."""
+    from frameworks import get_adapter
+
+    adapter = get_adapter("jax")
+    declared_arrays = [leaf for leaf in adapter.jax.tree.leaves(orbax_metadata(adapter, path)) if leaf is not None]
+    gate.check_count(path, "orbax", len(declared_arrays), "arrays")
+    total = 0
+    for declared in declared_arrays:
+        dtype = np.dtype(getattr(declared, "dtype", None) or np.uint8)
+        if dtype.kind not in NUMERIC_KINDS and dtype != adapter.jnp.bfloat16:
+            raise FormatMismatchError(f"{path} declares an array of {dtype}; serbench reads numeric arrays only")
+        total += math.prod(getattr(declared, "shape", None) or ()) * dtype.itemsize
+    gate.check_declared(path, "orbax", total, "its arrays' zarr headers")
+
+
+def orbax_save(adapter: JaxAdapter, tree: Any, path: Path) -> None:
+    """`StandardCheckpointer.save` returns once the arrays are copied to host memory and writes them on a
+    background thread; the save is timed until `wait_until_finished`, when the directory is complete."""
+    checkpointer = adapter.ocp.StandardCheckpointer()
+    try:
+        checkpointer.save(path.absolute(), tree)
+        checkpointer.wait_until_finished()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            checkpointer.wait_until_finished()
+        _remove_staged(path)
+        raise
+    finally:
+        checkpointer.close()
+
+
+def _remove_staged(path: Path, quiet_s: float = 1.0, limit_s: float = 10.0) -> None:
+    """After a failed save, remove the directory Orbax staged (NAME.orbax-checkpoint-tmp) until it stays
+    gone: tensorstore's writes that were in flight when one failed go on in its own threads, which
+    `wait_until_finished` does not wait for, and recreate the directories they write into."""
+    staged = path.parent / f"{path.name}.orbax-checkpoint-tmp"
+    start = last_seen = time.monotonic()
+    while time.monotonic() - last_seen < quiet_s and time.monotonic() - start < limit_s:
+        if staged.exists():
+            shutil.rmtree(staged, ignore_errors=True)
+            last_seen = time.monotonic()
+        time.sleep(0.05)
+
+
+def orbax_restore(adapter: JaxAdapter, path: Path, target: Any) -> Any:
+    checkpointer = adapter.ocp.StandardCheckpointer()
+    try:
+        return checkpointer.restore(path.absolute(), target)
+    finally:
+        checkpointer.close()
+
+
+def _save_orbax(adapter: JaxAdapter, tree: Any, path: Path) -> None:
+    orbax_save(adapter, tree, path)
+
+
+def _load_orbax(adapter: JaxAdapter, path: Path, device: str) -> Any:
+    """Restored onto `device` through an abstract target built from the checkpoint's metadata, each array
+    with a sharding on that device: Orbax's way to choose where a restore lands."""
+    sharding = adapter.sharding(device)
+    target = adapter.jax.tree.map(
+        lambda declared: adapter.jax.ShapeDtypeStruct(declared.shape, declared.dtype, sharding=sharding),
+        orbax_metadata(adapter, path),
+    )
+    return orbax_restore(adapter, path, target)
+
+
+def _save_mlp_orbax(adapter: JaxAdapter, model: FlaxModel, path: Path) -> None:
+    orbax_save(adapter, model.variables, path)
+
+
+def _load_mlp_orbax(adapter: JaxAdapter, path: Path, clone: FlaxModel) -> None:
+    check_flax_variables(path, "orbax", orbax_metadata(adapter, path), FLAX_MLP_SHAPES)
+    clone.variables = orbax_restore(adapter, path, adapter.abstract(clone.variables))
+
+
+def _orbax_reader(name: str) -> Any:
+    def read(adapter: JaxAdapter, path: Path) -> Any:
+        checkpointer = getattr(adapter.ocp, name)()
+        try:
+            return adapter.to_numpy(checkpointer.restore(Path(path).absolute()))
+        finally:
+            checkpointer.close()
+
+    return read
+
+
+ORBAX_LOADERS = {
+    "ocp.StandardCheckpointer().restore": _orbax_reader("StandardCheckpointer"),
+    "ocp.PyTreeCheckpointer().restore": _orbax_reader("PyTreeCheckpointer"),
+}
+
+
+def _orbax_forgeries(adapter: JaxAdapter, directory: Path, valid: Path, reference: Any) -> list[forgeries.Forged]:
+    """The valid checkpoint with one array's zarr header (inside the OCDBT database, rewritten through
+    tensorstore) declaring a (2^17, 2^17) float32 array, 64 GiB of fill value: under Orbax's 96 GB limit."""
+    import tensorstore
+
+    forged = directory / "zarray-declares-64GiB.orbax"
+    shutil.copytree(valid, forged)
+    store = tensorstore.KvStore.open({"driver": "ocdbt", "base": f"file://{forged.absolute()}/"}).result()
+    key = next(name for name in store.list().result() if name.endswith(b"/.zarray"))
+    header = json.loads(store.read(key).result().value)
+    header.update(shape=[1 << 17, 1 << 17], chunks=[1, 1 << 14], dtype="<f4", fill_value=1.0)
+    store.write(key, json.dumps(header).encode()).result()
+    return [forgeries.Forged("zarray-declares-64GiB", forged, "damaged")]
+
+
+# flax.serialization msgpack ------------------------------------------------------------------------
+def is_flax_msgpack(path: Path) -> bool:
+    return path.is_file() and files.head(path, 1) != b"" and files.head(path, 1)[0] in MSGPACK_FIRST_BYTES
+
+
+def check_msgpack_size(path: Path) -> None:
+    """msgpack_restore reads the whole file and its arrays view those bytes (msgpack bounds every length by
+    the buffer): what a file can make the reader allocate is about its own size, checked against the budget."""
+    gate.check_declared(path, "flax-msgpack", path.stat().st_size, "its size")
+
+
+def read_msgpack(adapter: JaxAdapter, path: Path) -> Any:
+    """`flax.serialization.msgpack_restore` of the file's bytes: a tree of NumPy arrays (a list comes back as
+    a dict keyed '0', '1', ...); every leaf checked numeric, its errors as FormatMismatchError."""
+    import msgpack
+
+    try:
+        tree = adapter.serialization.msgpack_restore(path.read_bytes())
+    except (ValueError, TypeError, KeyError, RecursionError, msgpack.exceptions.UnpackException) as error:
+        raise FormatMismatchError(f"{path} is not a valid 'flax-msgpack' file: {str(error)[:300]}") from None
+    found = leaves(tree)
+    gate.check_count(path, "flax-msgpack", len(found), "leaves")
+    odd = [
+        type(leaf).__name__
+        for leaf in found
+        if not isinstance(leaf, np.ndarray) or leaf.dtype.kind not in NUMERIC_KINDS + "V"
+    ]
+    if odd:
+        raise FormatMismatchError(f"{path} holds leaves that are not numeric arrays: {sorted(set(odd))[:5]}")
+    return tree
+
+
+def _save_msgpack(adapter: JaxAdapter, tree: Any, path: Path) -> None:
+    path.write_bytes(adapter.serialization.to_bytes(tree))
+
+
+def _load_msgpack(adapter: JaxAdapter, path: Path, device: str) -> Any:
+    return adapter.on_device(read_msgpack(adapter, path), device)
+
+
+def _save_mlp_msgpack(adapter: JaxAdapter, model: FlaxModel, path: Path) -> None:
+    path.write_bytes(adapter.serialization.to_bytes(model.variables))
+
+
+def _load_mlp_msgpack(adapter: JaxAdapter, path: Path, clone: FlaxModel) -> None:
+    """Flax's recipe, `from_bytes(template, data)`, after checking the file holds the MLP's variables
+    (from_bytes takes whatever shape and dtype the file has)."""
+    check_flax_variables(path, "flax-msgpack", read_msgpack(adapter, path), FLAX_MLP_SHAPES)
+    clone.variables = adapter.serialization.from_bytes(clone.variables, path.read_bytes())
+
+
+def _msgpack_restore(adapter: JaxAdapter, path: Path) -> Any:
+    return adapter.serialization.msgpack_restore(Path(path).read_bytes())
+
+
+def _msgpack_forgeries(adapter: JaxAdapter, directory: Path, valid: Path, reference: Any) -> list[forgeries.Forged]:
+    """A map whose one array extension declares 2^40 float32 elements and holds 4 bytes."""
+    import msgpack
+
+    array = msgpack.packb([[1 << 20, 1 << 20], b"float32", b"\0" * 4])
+    forged = directory / "ext-declares-2^40.msgpack"
+    forged.write_bytes(msgpack.packb({"value": msgpack.ExtType(1, array)}))
+    return [forgeries.Forged("ext-declares-2^40", forged)]
+
+
+# The specs ---------------------------------------------------------------------------------------------
+NPY = FormatSpec(
+    "npy",
+    frozenset({"tensor"}),
+    "jnp.save / jnp.load: exactly one array (jnp.load turns numpy's '<V2' back into bfloat16)",
+    "the .npy magic b'\\x93NUMPY'",
+    files.is_npy,
+    suffix=".npy",
+    validate=check_npy_size,
+    save=_save_npy,
+    load=_load_npy,
+    framework_loaders=JNP_LOAD,
+    forgeries=npy_forgeries,
+    safety_findings=(
+        SafetyFinding(
+            ("jnp.load allow_pickle=True",),
+            ("canary-*",),
+            "code-executed",
+            UNPICKLES + " (jnp.load is np.load underneath: allow_pickle=True unpickles)",
+        ),
+        SafetyFinding(
+            ("jnp.load *",),
+            ("allocation-bomb",),
+            "memory-blowup",
+            "jnp.load is np.load underneath: it trusts the header's shape and allocates 4 TiB before reading",
+        ),
+        UNCHECKED_DATA,
+        TRAILING_IGNORED,
+        *fifo_blocks(JNP_LOAD),
+    ),
+)
+NPY_PICKLE = npy_pickle_spec(
+    frozenset({"tensor", "list", "dict", "nested", "mlp"}),
+    "d2l's JAX recipe, jnp.save of a list or dict: np.save stacks a list into one array or pickles the "
+    "container and its jax.Arrays; jnp.load(allow_pickle=True)",
+    _load_npy_pickle,
+    save=_save_npy_pickle,
+)
+SAFETENSORS = safetensors_spec(
+    _save_safetensors,
+    _load_safetensors,
+    "through safetensors.flax; the MLP's params flattened as 'hidden.kernel', ...",
+    save_mlp=_save_mlp_safetensors,
+    load_mlp=_load_mlp_safetensors,
+    framework_loaders=safetensors_load_file("flax"),
+)
+ORBAX = FormatSpec(
+    "orbax",
+    frozenset({"list", "dict", "nested", "mlp", "checkpoint"}),
+    "Orbax StandardCheckpointer: a directory (OCDBT database of zarr arrays, zstd, and JSON metadata); "
+    "save returns before the write ends and serbench waits for it; restored onto a device through an "
+    "abstract target with a sharding there",
+    "a directory holding _CHECKPOINT_METADATA",
+    is_orbax,
+    suffix=".orbax",
+    directory=True,
+    subdirectories=True,
+    validate=check_orbax,
+    data_file=orbax_data_file,
+    save=_save_orbax,
+    load=_load_orbax,
+    save_mlp=_save_mlp_orbax,
+    load_mlp=_load_mlp_orbax,
+    uses=("orbax-checkpoint", "tensorstore"),
+    framework_loaders=ORBAX_LOADERS,
+    forgeries=_orbax_forgeries,
+    safety_findings=(
+        TRAILING_IGNORED,
+        SafetyFinding(
+            tuple(ORBAX_LOADERS),
+            ("fifo-inside-directory",),
+            "hang",
+            "Orbax checks that the checkpoint is a directory, then opens the files inside it, a FIFO among them, "
+            "and blocks until a writer comes. serbench checks every entry is a regular file first",
+        ),
+        SafetyFinding(
+            tuple(ORBAX_LOADERS),
+            ("zarray-declares-64GiB",),
+            "clear-error",
+            "Orbax's own read limit (96 GB by default) lets a 64 GiB array through; here the read fails only "
+            "because the safety child's address space is capped. serbench checks the declared sizes first",
+        ),
+    ),
+)
+FLAX_MSGPACK = FormatSpec(
+    "flax-msgpack",
+    frozenset({"tensor", "list", "dict", "nested", "mlp"}),
+    "flax.serialization.to_bytes / msgpack_restore: a msgpack map of arrays as extension types",
+    "a msgpack map or extension",
+    is_flax_msgpack,
+    suffix=".msgpack",
+    uses=("msgpack",),
+    validate=check_msgpack_size,
+    save=_save_msgpack,
+    load=_load_msgpack,
+    save_mlp=_save_mlp_msgpack,
+    load_mlp=_load_mlp_msgpack,
+    framework_loaders={"flax.serialization.msgpack_restore": _msgpack_restore},
+    forgeries=_msgpack_forgeries,
+    safety_findings=(
+        UNCHECKED_DATA,
+        *fifo_blocks(("flax.serialization.msgpack_restore",)),
+    ),
+)
+
+LIST_AS_DICT = (
+    "flax's state dict stores a list as a map keyed '0', '1', ...; msgpack_restore without a template returns that map"
+)
+PYTREE_ORDER = (
+    "JAX flattens a dict's keys in sorted order (its pytree registry) and Orbax restores the flattened tree: "
+    "a dict's insertion order is lost"
+)
+
+FINDINGS: tuple[Finding, ...] = (
+    NPY_PICKLE_STACKED_LIST,
+    SAFETENSORS_KEY_ORDER,
+    Finding(
+        ("flax-msgpack",),
+        ("d2l-list",),
+        Expectation("drift", LIST_AS_DICT, ("root: list -> dict with keys ['0', '1']",)),
+    ),
+    Finding(
+        ("flax-msgpack",),
+        ("nested",),
+        Expectation("drift", LIST_AS_DICT, ("root['history']: list -> dict with keys ['0', '1']",)),
+    ),
+    Finding(
+        ("orbax",),
+        ("shape-empty/dict",),
+        Expectation(
+            "error",
+            "Orbax refuses to save an array with zero elements ('Cannot save arrays with zero size')",
+            error="ValueError",
+        ),
+    ),
+    Finding(
+        ("orbax",),
+        ("nested",),
+        Expectation("drift", PYTREE_ORDER, ("root: key order changed", "root['model']: key order changed")),
+    ),
+    Finding(
+        ("orbax",),
+        ("keys-unicode", "keys-dotted", "keys-slash", "keys-order", "size-64MiB", "vgg16"),
+        Expectation("drift", PYTREE_ORDER, ("root: key order changed",)),
+    ),
+)
+"""Where this adapter does not round-trip exactly, and why (see `frameworks.findings`)."""
+
+
+def _mlp_class(nn: Any) -> type:
+    class MLP(nn.Module):
+        """d2l's JAX tab: Dense(256) -> relu -> Dense(10)."""
+
+        def setup(self) -> None:
+            self.hidden = nn.Dense(256)
+            self.output = nn.Dense(10)
+
+        def __call__(self, x: Any) -> Any:
+            return self.output(nn.relu(self.hidden(x)))
+
+    return MLP
+
+
+class JaxAdapter(Adapter):
+    name = "jax"
+    specs = (NPY, NPY_PICKLE, SAFETENSORS, ORBAX, FLAX_MSGPACK)
+    native_mlp_format = "orbax"
+    packages = ("jax", "jaxlib", "flax", "orbax-checkpoint", "tensorstore", "optax", "msgpack", "safetensors")
+    findings = FINDINGS
+    training_recipe = "frameworks.jax_training:JaxTraining"
+    thread_variables = (*Adapter.thread_variables, "XLA_FLAGS")
+
+    @classmethod
+    def thread_env(cls, threads: str) -> dict[str, str | None]:
+        """XLA's CPU client sizes its pools from XLA_FLAGS (a count there is a flag, not the variable's
+        value): one thread also turns off Eigen's multi-threading. "default" removes XLA_FLAGS."""
+        env = super().thread_env(threads)
+        if threads != "default":
+            count = int(threads)
+            eigen = "false" if count == 1 else "true"
+            env["XLA_FLAGS"] = f"--xla_cpu_multi_thread_eigen={eigen} intra_op_parallelism_threads={count}"
+        return env
+
+    def __init__(self) -> None:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        import flax.linen
+        import flax.serialization
+        import jax
+        import jax.numpy as jnp
+        import ml_dtypes  # noqa: F401  (registers bfloat16 with NumPy)
+        import orbax.checkpoint as ocp
+        import safetensors.flax
+
+        jax.config.update("jax_enable_x64", True)
+        self.jax, self.jnp, self.ocp = jax, jnp, ocp
+        self.serialization = flax.serialization
+        self.safetensors = safetensors.flax
+        self._mlp = _mlp_class(flax.linen)
+
+    def thread_settings(self) -> dict[str, object]:
+        return {
+            **super().thread_settings(),
+            "jax_enable_x64": bool(self.jax.config.jax_enable_x64),
+            "jax backend": self.jax.default_backend(),
+        }
+
+    # Devices ------------------------------------------------------------------------------------
+    def _gpus(self) -> list[Any]:
+        try:
+            return list(self.jax.devices("gpu"))
+        except RuntimeError:
+            return []
+
+    def devices(self) -> tuple[str, ...]:
+        return ("cpu", "cuda") if self._gpus() else ("cpu",)
+
+    def device_note(self) -> str:
+        return f"jax {self.jax.__version__} has no GPU backend here (jax.devices('gpu') is empty or unavailable)"
+
+    def jax_device(self, device: str) -> Any:
+        return self._gpus()[0] if device == "cuda" else self.jax.devices("cpu")[0]
+
+    def sharding(self, device: str) -> Any:
+        return self.jax.sharding.SingleDeviceSharding(self.jax_device(device))
+
+    def device_of(self, tensor: Any) -> str:
+        devices = getattr(tensor, "devices", None)
+        return "cuda" if devices and next(iter(devices())).platform == "gpu" else "cpu"
+
+    def on_device(self, tree: Any, device: str) -> Any:
+        """Every leaf a jax.Array on `device` (`jax.device_put`)."""
+        target = self.jax_device(device)
+        return map_tree(tree, lambda leaf: self.jax.device_put(leaf, target))
+
+    def abstract(self, tree: Any) -> Any:
+        """The tree's shapes, dtypes and shardings: the target Orbax restores into."""
+        return self.jax.tree.map(
+            lambda leaf: self.jax.ShapeDtypeStruct(
+                np.shape(leaf), leaf.dtype, sharding=getattr(leaf, "sharding", None) or self.sharding("cpu")
+            ),
+            tree,
+        )
+
+    # Tensors ------------------------------------------------------------------------------------
+    def tensor_from_numpy(self, array: np.ndarray) -> Any:
+        return self.jnp.asarray(array)
+
+    def tensor_to_numpy(self, tensor: Any) -> np.ndarray:
+        return np.asarray(self.jax.device_get(tensor))
+
+    def ready(self, tensor: Any) -> np.ndarray | None:
+        """`block_until_ready`, then a zero-copy host view where the array lives on the CPU."""
+        if hasattr(tensor, "block_until_ready"):
+            tensor.block_until_ready()
+            if self.device_of(tensor) == "cuda":
+                return None
+        return np.asarray(tensor)
+
+    # The d2l MLP as a linen module and its variables ---------------------------------------------
+    def new_mlp(self, params: dict[str, np.ndarray]) -> FlaxModel:
+        model = FlaxModel(self._mlp(), None)
+        self.set_mlp_state(model, params)
+        return model
+
+    def mlp_state(self, model: FlaxModel) -> dict[str, np.ndarray]:
+        params = model.variables["params"]
+        return {
+            "hidden.weight": np.ascontiguousarray(np.asarray(params["hidden"]["kernel"]).T),
+            "hidden.bias": np.array(params["hidden"]["bias"]),
+            "output.weight": np.ascontiguousarray(np.asarray(params["output"]["kernel"]).T),
+            "output.bias": np.array(params["output"]["bias"]),
+        }
+
+    def set_mlp_state(self, model: FlaxModel, params: dict[str, np.ndarray]) -> None:
+        check_mlp_state(params)
+        layer = {
+            name: {
+                "kernel": self.jnp.asarray(params[f"{name}.weight"].T),
+                "bias": self.jnp.asarray(params[f"{name}.bias"]),
+            }
+            for name in ("hidden", "output")
+        }
+        model.variables = {"params": layer}
+
+    def mlp_forward(self, model: FlaxModel, inputs: np.ndarray) -> np.ndarray:
+        return np.asarray(model.module.apply(model.variables, self.jnp.asarray(inputs)))
