@@ -226,12 +226,15 @@ def orbax_save(adapter: JaxAdapter, tree: Any, path: Path) -> None:
         checkpointer.save(path.absolute(), tree)
         checkpointer.wait_until_finished()
     except BaseException:
+        # its background threads may still write metadata into what they staged: stop them first, so
+        # that their failure (on a directory removed under them) does not replace the save's own error
         with contextlib.suppress(Exception):
             checkpointer.wait_until_finished()
+        with contextlib.suppress(Exception):
+            checkpointer.close()
         _remove_staged(path)
         raise
-    finally:
-        checkpointer.close()
+    checkpointer.close()
 
 
 def _remove_staged(path: Path, quiet_s: float = 1.0, limit_s: float = 10.0) -> None:
