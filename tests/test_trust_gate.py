@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import frameworks
+from bench import workloads
 from bench.safety.entry_points import entry_points, undeclared_loaders
 from frameworks.errors import NotRegularFileError, SerbenchError
 from tests.conftest import adapter_or_skip
@@ -99,3 +100,35 @@ def test_a_users_directory_gets_a_clear_error_and_is_left_alone(
         entry_point(framework, point_name).read(adapter, directory, fmt, True)
     assert [p.name for p in directory.iterdir()] == ["notes.txt"]
     assert (directory / "notes.txt").read_text() == "mine"
+
+
+NESTED_DIRECTORY_CELLS = [
+    pytest.param(framework, point.name, fmt, id=f"{framework}-{point.name}-{fmt}")
+    for framework in frameworks.names()
+    for point in entry_points(framework)
+    for fmt in point.formats
+    if frameworks.adapter_class(framework).spec(fmt).subdirectories
+]
+
+
+@pytest.mark.parametrize("planted", ["fifo", "symlink"])
+@pytest.mark.parametrize(("framework", "point_name", "fmt"), NESTED_DIRECTORY_CELLS)
+def test_a_checkpoint_with_a_fifo_or_link_deep_inside_is_refused(
+    framework: str, point_name: str, fmt: str, planted: str, tmp_path: Path, alarm
+) -> None:
+    """A format whose checkpoints hold subdirectories (Orbax) is walked to the bottom: a FIFO would block
+    the framework's reader, a link can point it at any file on the machine."""
+    adapter = adapter_or_skip(framework)
+    valid = tmp_path / f"valid{adapter.spec(fmt).suffix}"
+    adapter.save(adapter.from_numpy(workloads.build("d2l-dict")), valid, fmt)
+    deepest = max((p for p in valid.rglob("*") if p.is_file()), key=lambda p: len(p.relative_to(valid).parts))
+    assert len(deepest.relative_to(valid).parts) > 1, "the checkpoint has no subdirectory to plant in"
+    deepest.unlink()
+    if planted == "fifo":
+        os.mkfifo(deepest)
+    else:
+        outside = tmp_path / "elsewhere"
+        outside.write_bytes(b"not part of the checkpoint")
+        deepest.symlink_to(outside)
+    with pytest.raises(NotRegularFileError, match=str(deepest.relative_to(valid))):
+        entry_point(framework, point_name).read(adapter, valid, fmt, True)
