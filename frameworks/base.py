@@ -432,16 +432,17 @@ def dtype_name(value: Any) -> str:
     return str(getattr(value, "dtype", type(value).__name__)).removeprefix("torch.")
 
 
-def check_mlp_file(path: Path, format: str, params: Any) -> None:
-    """Raise FormatMismatchError unless a loaded file held exactly the MLP's parameters, as float32."""
+def check_mlp_file(path: Path, format: str, params: Any, shapes: Mapping[str, tuple[int, ...]] = MLP_SHAPES) -> None:
+    """Raise FormatMismatchError unless a loaded file held exactly the MLP's parameters, as float32: by
+    default in canonical names and layout, else the framework's own (`shapes`, a flat name -> shape)."""
     if not isinstance(params, dict):
         raise FormatMismatchError(f"{path} ({format!r}) holds a {type(params).__name__}, not the MLP's parameters")
     found = {key: (dtype_name(value), tuple(np.shape(value))) for key, value in params.items()}
-    wanted = {key: ("float32", shape) for key, shape in MLP_SHAPES.items()}
+    wanted = {key: ("float32", shape) for key, shape in shapes.items()}
     if found != wanted:
         names = sorted(set(found) | set(wanted))
         wrong = {key: found.get(key, "missing") for key in names if found.get(key) != wanted.get(key)}
         raise FormatMismatchError(
             f"{path} ({format!r}) does not hold the MLP's float32 parameters: wrong or missing {wrong}; expected "
-            f"{ {key: f'float32{shape}' for key, shape in MLP_SHAPES.items()} }"
+            f"{ {key: f'float32{shape}' for key, shape in shapes.items()} }"
         )

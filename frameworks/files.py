@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import glob
 import hashlib
 import os
 import resource
@@ -176,8 +175,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
     The temporary name ends with the target's name, so suffix-checking savers (Keras wants
     `.weights.h5`) accept it, and carries the saving process's id, so a later save of the same
-    target removes what a killed save left. If the body raises, the temporary (and whatever the saver
-    staged under a name that extends the temporary's) is removed and `path` is untouched. A directory
+    target removes what a killed save left. If the body raises, the temporary is removed and `path`
+    is untouched (a saver that stages elsewhere removes that itself: the Orbax save does). A directory
     the saver made gets serbench's marker and is swapped in with two renames. `check_target` says what
     is never overwritten.
     """
@@ -215,8 +214,6 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         fsync_dir(directory)
     finally:
         _remove(temporary)
-        for staged in directory.glob(f"{glob.escape(temporary.name)}?*"):
-            _remove(staged)  # what the saver staged beside it (Orbax writes NAME.orbax-checkpoint-tmp first)
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:

@@ -27,6 +27,7 @@ from frameworks import files, forgeries, gate
 from frameworks.base import (
     Adapter,
     FormatSpec,
+    check_mlp_file,
     check_mlp_state,
     safetensors_load_file,
     safetensors_spec,
@@ -43,7 +44,7 @@ from frameworks.findings import (
     SafetyFinding,
     fifo_blocks,
 )
-from frameworks.numpy_adapter import check_npy_size, npy_forgeries, npy_pickle_spec
+from frameworks.numpy_adapter import check_npy_size, np_load_tree, npy_forgeries, npy_pickle_spec
 from frameworks.trees import leaves, map_tree
 
 FLAX_MLP_SHAPES = {
@@ -86,23 +87,9 @@ def flatten(tree: Any, separator: str = "/") -> dict[str, Any]:
 
 
 def check_flax_variables(path: Path, format: str, variables: Any, shapes: dict[str, tuple[int, ...]]) -> None:
-    """Raise FormatMismatchError unless a loaded tree holds exactly the linen MLP's float32 variables."""
-    if not isinstance(variables, dict):
-        raise FormatMismatchError(f"{path} ({format!r}) holds a {type(variables).__name__}, not the MLP's variables")
-    found = {
-        key: (str(getattr(value, "dtype", type(value).__name__)), tuple(np.shape(value)))
-        for key, value in flatten(variables).items()
-    }
-    wanted = {key: ("float32", shape) for key, shape in shapes.items()}
-    if found != wanted:
-        wrong = {
-            key: found.get(key, "missing")
-            for key in sorted(set(found) | set(wanted))
-            if found.get(key) != wanted.get(key)
-        }
-        raise FormatMismatchError(
-            f"{path} ({format!r}) does not hold the Flax MLP's float32 variables: wrong or missing {wrong}"
-        )
+    """Raise FormatMismatchError unless a loaded tree holds exactly the linen MLP's float32 variables
+    (`check_mlp_file` on the tree flattened with '/', against `shapes`)."""
+    check_mlp_file(path, format, flatten(variables) if isinstance(variables, dict) else variables, shapes)
 
 
 # jnp.save / jnp.load ------------------------------------------------------------------------------
@@ -123,12 +110,7 @@ def _save_npy_pickle(adapter: JaxAdapter, tree: Any, path: Path) -> None:
 
 def _load_npy_pickle(adapter: JaxAdapter, path: Path, device: str) -> Any:
     """d2l's `jnp.load(..., allow_pickle=True)`: it unwraps a pickled container and turns '<V2' into bfloat16."""
-    loaded = adapter.jnp.load(path, allow_pickle=True)
-    if isinstance(loaded, np.lib.npyio.NpzFile):  # np.load's other format, which d2l's recipe reads too
-        with loaded:
-            loaded = {key: loaded[key] for key in loaded.files}
-    elif isinstance(loaded, np.ndarray) and loaded.dtype == object and loaded.ndim == 0:
-        loaded = loaded.item()
+    loaded = np_load_tree(path, allow_pickle=True, load=adapter.jnp.load)
     return adapter.on_device(map_tree(loaded, np.asarray), device)
 
 
@@ -178,13 +160,11 @@ def is_orbax(path: Path) -> bool:
 
 def orbax_metadata(adapter: JaxAdapter, path: Path) -> Any:
     """The tree of ArrayMetadata a checkpoint declares (Orbax reads its JSON and the zarr headers)."""
-    checkpointer = adapter.ocp.StandardCheckpointer()
     try:
-        metadata = checkpointer.metadata(path.absolute())
+        with contextlib.closing(adapter.ocp.StandardCheckpointer()) as checkpointer:
+            metadata = checkpointer.metadata(path.absolute())
     except (ValueError, KeyError, TypeError, OSError) as error:
         raise FormatMismatchError(f"{path} is not a valid 'orbax' checkpoint: {str(error)[:300]}") from None
-    finally:
-        checkpointer.close()
     tree = getattr(getattr(metadata, "item_metadata", None), "tree", None)
     if tree is None:
         raise FormatMismatchError(f"{path} is not a valid 'orbax' checkpoint: Orbax finds no tree metadata in it")
@@ -207,7 +187,9 @@ def check_orbax(path: Path) -> None:
     from frameworks import get_adapter
 
     adapter = get_adapter("jax")
-    declared_arrays = [leaf for leaf in adapter.jax.tree.leaves(orbax_metadata(adapter, path)) if leaf is not None]
+    adapter.checked_orbax = None
+    tree = orbax_metadata(adapter, path)
+    declared_arrays = [leaf for leaf in adapter.jax.tree.leaves(tree) if leaf is not None]
     gate.check_count(path, "orbax", len(declared_arrays), "arrays")
     total = 0
     for declared in declared_arrays:
@@ -216,6 +198,14 @@ def check_orbax(path: Path) -> None:
             raise FormatMismatchError(f"{path} declares an array of {dtype}; serbench reads numeric arrays only")
         total += math.prod(getattr(declared, "shape", None) or ()) * dtype.itemsize
     gate.check_declared(path, "orbax", total, "its arrays' zarr headers")
+    adapter.checked_orbax = (path, tree)
+
+
+def checked_metadata(adapter: JaxAdapter, path: Path) -> Any:
+    """The metadata `check_orbax` read and checked when the gate admitted `path` (the load that follows
+    restores from what was checked, without reading it a second time), else read now."""
+    checked, adapter.checked_orbax = adapter.checked_orbax, None
+    return checked[1] if checked is not None and checked[0] == path else orbax_metadata(adapter, path)
 
 
 def orbax_save(adapter: JaxAdapter, tree: Any, path: Path) -> None:
@@ -251,15 +241,8 @@ def _remove_staged(path: Path, quiet_s: float = 1.0, limit_s: float = 10.0) -> N
 
 
 def orbax_restore(adapter: JaxAdapter, path: Path, target: Any) -> Any:
-    checkpointer = adapter.ocp.StandardCheckpointer()
-    try:
+    with contextlib.closing(adapter.ocp.StandardCheckpointer()) as checkpointer:
         return checkpointer.restore(path.absolute(), target)
-    finally:
-        checkpointer.close()
-
-
-def _save_orbax(adapter: JaxAdapter, tree: Any, path: Path) -> None:
-    orbax_save(adapter, tree, path)
 
 
 def _load_orbax(adapter: JaxAdapter, path: Path, device: str) -> Any:
@@ -268,7 +251,7 @@ def _load_orbax(adapter: JaxAdapter, path: Path, device: str) -> Any:
     sharding = adapter.sharding(device)
     target = adapter.jax.tree.map(
         lambda declared: adapter.jax.ShapeDtypeStruct(declared.shape, declared.dtype, sharding=sharding),
-        orbax_metadata(adapter, path),
+        checked_metadata(adapter, path),
     )
     return orbax_restore(adapter, path, target)
 
@@ -278,17 +261,14 @@ def _save_mlp_orbax(adapter: JaxAdapter, model: FlaxModel, path: Path) -> None:
 
 
 def _load_mlp_orbax(adapter: JaxAdapter, path: Path, clone: FlaxModel) -> None:
-    check_flax_variables(path, "orbax", orbax_metadata(adapter, path), FLAX_MLP_SHAPES)
+    check_flax_variables(path, "orbax", checked_metadata(adapter, path), FLAX_MLP_SHAPES)
     clone.variables = orbax_restore(adapter, path, adapter.abstract(clone.variables))
 
 
 def _orbax_reader(name: str) -> Any:
     def read(adapter: JaxAdapter, path: Path) -> Any:
-        checkpointer = getattr(adapter.ocp, name)()
-        try:
+        with contextlib.closing(getattr(adapter.ocp, name)()) as checkpointer:
             return adapter.to_numpy(checkpointer.restore(Path(path).absolute()))
-        finally:
-            checkpointer.close()
 
     return read
 
@@ -316,7 +296,8 @@ def _orbax_forgeries(adapter: JaxAdapter, directory: Path, valid: Path, referenc
 
 # flax.serialization msgpack ------------------------------------------------------------------------
 def is_flax_msgpack(path: Path) -> bool:
-    return path.is_file() and files.head(path, 1) != b"" and files.head(path, 1)[0] in MSGPACK_FIRST_BYTES
+    first = files.head(path, 1)  # b"" for a directory
+    return first != b"" and first[0] in MSGPACK_FIRST_BYTES
 
 
 def check_msgpack_size(path: Path) -> None:
@@ -359,10 +340,12 @@ def _save_mlp_msgpack(adapter: JaxAdapter, model: FlaxModel, path: Path) -> None
 
 
 def _load_mlp_msgpack(adapter: JaxAdapter, path: Path, clone: FlaxModel) -> None:
-    """Flax's recipe, `from_bytes(template, data)`, after checking the file holds the MLP's variables
-    (from_bytes takes whatever shape and dtype the file has)."""
-    check_flax_variables(path, "flax-msgpack", read_msgpack(adapter, path), FLAX_MLP_SHAPES)
-    clone.variables = adapter.serialization.from_bytes(clone.variables, path.read_bytes())
+    """Flax's recipe, `from_bytes(template, data)`, in its two steps: the file parsed once, checked to hold
+    the MLP's variables (from_bytes takes whatever shape and dtype the file has), then `from_state_dict`
+    into the clone's template."""
+    state = read_msgpack(adapter, path)
+    check_flax_variables(path, "flax-msgpack", state, FLAX_MLP_SHAPES)
+    clone.variables = adapter.serialization.from_state_dict(clone.variables, state)
 
 
 def _msgpack_restore(adapter: JaxAdapter, path: Path) -> Any:
@@ -438,7 +421,7 @@ ORBAX = FormatSpec(
     subdirectories=True,
     validate=check_orbax,
     data_file=orbax_data_file,
-    save=_save_orbax,
+    save=orbax_save,
     load=_load_orbax,
     save_mlp=_save_mlp_orbax,
     load_mlp=_load_mlp_orbax,
@@ -577,6 +560,8 @@ class JaxAdapter(Adapter):
         self.serialization = flax.serialization
         self.safetensors = safetensors.flax
         self._mlp = _mlp_class(flax.linen)
+        self.checked_orbax: tuple[Path, Any] | None = None
+        """(path, metadata) of the checkpoint the gate last admitted (`check_orbax`), for its restore."""
 
     def thread_settings(self) -> dict[str, object]:
         return {

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -145,16 +146,17 @@ def load_npy_pickle(path: Path) -> Any:
     return np_load_tree(path, allow_pickle=True)
 
 
-def np_load_tree(path: Path, allow_pickle: bool) -> Any:
-    """`np.load`, unwrapping the 0-d object array a pickled container becomes.
+def np_load_tree(path: Path, allow_pickle: bool, load: Callable[..., Any] = np.load) -> Any:
+    """`np.load` (or a framework's wrapper of it, `jnp.load`), unwrapping the 0-d object array a pickled
+    container becomes.
 
     Like `np.load`, it reads an .npz archive too, as a dict.
     """
-    loaded = np.load(path, allow_pickle=allow_pickle)
+    loaded = load(path, allow_pickle=allow_pickle)
     if isinstance(loaded, np.lib.npyio.NpzFile):
         with loaded:
             return {key: loaded[key] for key in loaded.files}
-    if loaded.dtype == object and loaded.ndim == 0:
+    if isinstance(loaded, np.ndarray) and loaded.dtype == object and loaded.ndim == 0:
         return loaded.item()
     return loaded
 
