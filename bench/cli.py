@@ -218,12 +218,41 @@ def _timed_run(command: str, config: object) -> Path | None:
 def cmd_run(args: argparse.Namespace) -> int:
     from bench.reporting.report import console_summary, load_run, write_report
 
+    if args.scale:
+        return cmd_run_scale(args)
     preset = "full" if args.full else "quick"
     out = _timed_run("run", _run_config(args, preset, _check_out(args, preset)))
     if out is None:
         return EXIT_INTERRUPTED
     print(console_summary(load_run(out)[0]))
     print(f"results: {out}\nreport: {write_report(out)}")
+    return 0
+
+
+def cmd_run_scale(args: argparse.Namespace) -> int:
+    """`serbench run --scale`: the LLM-shaped checkpoints, the distributed engine and the scaling sweep."""
+    from bench.reporting.scale import write_scale_report
+    from bench.scale.runner import ScaleConfig, run
+
+    ignored = [flag for flag, value in (("--resume", args.resume), ("--formats", args.formats)) if value]
+    if ignored:
+        raise UsageError(f"--scale takes none of {', '.join(ignored)}: its loaders and formats are the scale recipes'")
+    out = _check_out(args, "scale")
+    config = ScaleConfig(
+        out=out,
+        data=args.scale_data,
+        llm=args.llm,
+        devices=args.devices,
+        pause_page_reporting=args.pause_page_reporting,
+    )
+    try:
+        run(config)
+    except KeyboardInterrupt:
+        sys.stderr.write(
+            f"serbench run --scale: interrupted; {out} is incomplete (the checkpoints in {args.scale_data} are kept)\n"
+        )
+        return EXIT_INTERRUPTED
+    print(f"results: {out}\nreport: {write_scale_report(out)}")
     return 0
 
 
@@ -482,6 +511,12 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _llm_names() -> list[str]:
+    from bench.scale.workloads import TRANSFORMERS
+
+    return list(TRANSFORMERS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="serbench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"serbench {__version__}")
@@ -524,7 +559,24 @@ def build_parser() -> argparse.ArgumentParser:
     preset = bench.add_mutually_exclusive_group()
     preset.add_argument("--quick", action="store_true", help="the quick preset (default): up to 64 MiB")
     preset.add_argument("--full", action="store_true", help="the full preset, up to the VGG16-shaped dict")
+    preset.add_argument(
+        "--scale",
+        action="store_true",
+        help="checkpoints at scale: an LLM-shaped state dict (one file and shards) with every loader, the "
+        "distributed checkpoint engine across ranks, and the scaling sweep with fitted costs (about 20 minutes here)",
+    )
     _add_selection_options(bench)
+    bench.add_argument(
+        "--llm",
+        choices=_llm_names(),
+        help="with --scale: the LLM-shaped workload (default: the largest whose payload fits a sixth of the memory)",
+    )
+    bench.add_argument(
+        "--scale-data",
+        type=Path,
+        default=Path(".scale-data"),
+        help="with --scale: where its checkpoints are written once and kept for later runs (default .scale-data)",
+    )
     bench.add_argument(
         "--kinds", type=KIND_LIST, help=f"comma-separated workload kinds, of {', '.join(_kinds())} (default all)"
     )

@@ -141,6 +141,29 @@ class FormatSpec:
         return missing
 
 
+@dataclass(frozen=True)
+class ShardLoader:
+    """One way users load a checkpoint of flat tensors at scale (one file, or shards with an index): a
+    loader variant of the format it reads, declared by a framework's scale recipe (`frameworks.scale`).
+    `serbench run --scale` times it, and the tests hold it to reading every tensor bit-exactly."""
+
+    name: str
+    format: str
+    """The format of the files it reads (a `FormatSpec` name of its framework): the gate admits each file as that."""
+    description: str
+    read: Callable[[Any, list[Path], str], tuple[dict[str, Any], Callable[[], None]]]
+    """`read(recipe, files, device)`: every tensor of the checkpoint's files, by name, on `device`, and what
+    releases them (a loader's own buffers): called after the tensors were checked."""
+    lazy: bool = False
+    """The tensors are backed by a memory map (nothing read until touched): materializing copies them."""
+    devices: tuple[str, ...] = ("cpu", "cuda")
+    """The devices it loads onto; on another it is "unavailable" with `only_on`'s reason."""
+    only_on: str = ""
+    """Why it cannot load onto the devices it lacks (its own documentation's words)."""
+    package: str = ""
+    """The distribution it needs beyond the framework (pip name), recorded in env.json; missing: unavailable."""
+
+
 def _safetensors_forgeries(adapter: Any, directory: Path, valid: Path, reference: Any) -> list[Any]:
     return forgeries.safetensors_bomb(directory / "allocation-bomb.safetensors")
 
@@ -219,6 +242,9 @@ class Adapter(abc.ABC):
     """Whether `host_to_device_seconds` is implemented (then it measures the machine's host-to-device limit)."""
     native_mlp_format: ClassVar[str] = ""
     """The format the framework's own tutorial saves a model's parameters in (cross-framework tests)."""
+    scale_recipe: ClassVar[str] = ""
+    """"module:Class" of the framework's scale recipe (see `frameworks.scale`): its loaders of large sharded
+    checkpoints (`ShardLoader`), its writers of them, and its distributed checkpoint engine, if any."""
     thread_variables: ClassVar[tuple[str, ...]] = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
     """Environment variables that size this framework's thread pools; read when it is imported."""
 

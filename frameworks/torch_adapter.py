@@ -246,9 +246,10 @@ class TorchAdapter(Adapter):
     whole_model_formats = ("torch",)
     gated_readers = ("read_torch_file",)
     times_host_to_device = True
-    packages = ("torch", "safetensors", "ml-dtypes")
+    packages = ("torch", "safetensors", "ml-dtypes", "fastsafetensors", "runai-model-streamer", "instanttensor")
     findings = (SAFETENSORS_KEY_ORDER,)
     training_recipe = "frameworks.torch_training:TorchTraining"
+    scale_recipe = "frameworks.torch_scale:TorchScale"
 
     def __init__(self) -> None:
         import ml_dtypes

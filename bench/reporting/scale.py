@@ -1,0 +1,365 @@
+"""The report of a `serbench run --scale` run (`scale.md` and its plots), from its `scale.json` alone.
+
+Every time is published with its spread (`bench.timing.stats.spread`: median, min-max, and `unstable`
+where rounds disagree); every load row says whether every tensor came back bit-exact; peak memory is a
+multiple of the payload; each loader is set beside serbench's reference loader (the attainable ceiling
+on this machine) and the machine's limits; each loader's fitted costs per file, tensor and byte come with
+their bootstrap intervals and are checked against the LLM load they predict.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from bench.scale import fit
+from bench.timing import stats
+from frameworks.files import write_bytes_atomic
+
+RECORD = "scale.json"
+REPORT = "scale.md"
+PEAK_ADVICE_MULTIPLE = 2.0
+"""A loader whose peak memory is above this multiple of the payload is named in the advice."""
+
+
+def _seconds(value: float) -> str:
+    if value == 0:
+        return "0"
+    if value >= 1:
+        return f"{value:.2f} s"
+    if value >= 1e-3:
+        return f"{value * 1e3:.1f} ms"
+    return f"{value * 1e6:.0f} µs"
+
+
+def _figure(samples: list[list[float]]) -> tuple[str, stats.Spread | None]:
+    """A time with its spread: `median (low-high)`, or a range marked unstable."""
+    if not samples:
+        return "", None
+    spread = stats.spread(samples)
+    if not spread.stable:
+        return f"unstable: {_seconds(spread.low)}-{_seconds(spread.high)} ({spread.unstable_reason})", spread
+    return f"{_seconds(spread.median)} ({_seconds(spread.low)}-{_seconds(spread.high)})", spread
+
+
+def _gb(nbytes: float) -> str:
+    return f"{nbytes / 1e9:.2f} GB"
+
+
+def llm_frame(record: dict[str, Any]) -> pd.DataFrame:
+    """One row per loader x layout x device x cache: time with spread, bandwidth, ceiling, peak, check."""
+    rows = record["llm"]["rows"]
+    references = {}
+    for row in rows:
+        if row["loader"].startswith("reference") and not row["unavailable"]:
+            good = [r["seconds"] for r in row["rounds"] if "seconds" in r]
+            if good:
+                references[(row["layout"], row["device"], row["cache"])] = stats.spread([[t] for t in good]).median
+    table = []
+    for row in rows:
+        entry = {
+            "loader": row["loader"],
+            "format": row["format"],
+            "layout": f"{row['layout']} ({row['files']} file{'s' if row['files'] > 1 else ''})",
+            "device": row["device"],
+            "cache": row["cache"],
+        }
+        if row["unavailable"]:
+            table.append({**entry, "load": f"unavailable: {row['unavailable']}"})
+            continue
+        good = [r for r in row["rounds"] if "seconds" in r]
+        errors = [r["error"] for r in row["rounds"] if "error" in r]
+        text, spread = _figure([[r["seconds"]] for r in good])
+        payload = row["payload_bytes"]
+        wrong = sorted({problem for r in good for problem in r["wrong"]})
+        peak = max((r["peak_rss_bytes"] for r in good), default=0) / payload
+        reference = references.get((row["layout"], row["device"], row["cache"]))
+        stale = [r["resident"] for r in good if row["cache"] == "cold" and r.get("resident", 0) > 0.01]
+        table.append(
+            {
+                **entry,
+                "load": text or f"failed: {errors[0] if errors else 'no rounds'}",
+                "GB/s": f"{payload / spread.median / 1e9:.2f}" if spread else "",
+                "x reference": f"{spread.median / reference:.2f}" if spread and reference else "",
+                "peak memory (x payload)": f"{peak:.2f}" if good else "",
+                "check": (
+                    "bit-exact"
+                    if good and not wrong and not errors
+                    else "; ".join(wrong[:2] + errors[:1]) or "not checked"
+                )
+                + (f"; not cold: up to {max(stale):.0%} cached" if stale else ""),
+                "rounds": len(good),
+                "stable": bool(spread and spread.stable),
+                "peak": peak,
+                "median_s": spread.median if spread else float("nan"),
+            }
+        )
+    return pd.DataFrame(table)
+
+
+def distributed_frame(record: dict[str, Any]) -> pd.DataFrame:
+    table = []
+    for row in record["distributed"]:
+        entry = {
+            "engine": f"{row['engine']} ({row['backend']})",
+            "device": row["device"],
+            "ranks": f"{row['save_ranks']} save -> {row['load_ranks']} load",
+        }
+        if row["unavailable"]:
+            table.append({**entry, "save (slowest rank)": f"unavailable: {row['unavailable']}"})
+            continue
+        good = [r for r in row["rounds"] if "save" in r]
+        errors = [r["error"] for r in row["rounds"] if "error" in r]
+        wrong = sorted({name for r in good for name in r["load"]["wrong"]})
+        table.append(
+            {
+                **entry,
+                "save (slowest rank)": _figure([[r["save"]["max_rank_s"]] for r in good])[0],
+                "save end to end": _figure([[r["save"]["end_to_end_s"]] for r in good])[0],
+                "load (slowest rank)": _figure([[r["load"]["max_rank_s"]] for r in good])[0],
+                "load end to end": _figure([[r["load"]["end_to_end_s"]] for r in good])[0],
+                "on disk": _gb(good[0]["size_on_disk"]) if good else "",
+                "check": (
+                    f"bit-exact ({_gb(good[0]['load']['bytes'])} over {row['load_ranks']} rank(s))"
+                    if good and not wrong and not errors
+                    else "; ".join(wrong[:2] + errors[:1]) or "not checked"
+                ),
+            }
+        )
+    return pd.DataFrame(table)
+
+
+def sweep_points_of(rows: list[dict[str, Any]]) -> dict[tuple[str, str], list[fit.Point]]:
+    found: dict[tuple[str, str], list[fit.Point]] = {}
+    for row in rows:
+        if row["unavailable"] or not row["samples"] or row["wrong"]:
+            continue
+        rounds = tuple(t for sample in row["samples"] for t in sample)
+        point = fit.Point(row["files"], row["tensors"], row["payload_bytes"], rounds)
+        found.setdefault((row["framework"], row["loader"]), []).append(point)
+    return found
+
+
+def fit_frame(record: dict[str, Any], llm: pd.DataFrame) -> pd.DataFrame:
+    """Each loader's fitted costs with intervals, and the warm single-file LLM load they predict vs measured."""
+    model = record["llm"]["workload"]
+    tensors, payload = _tensor_count(model), 2 * record["llm"]["parameters"]
+    sweep_rows = record["sweep"]["rows"]
+    table = []
+    for (_, loader), points in sweep_points_of(sweep_rows).items():
+        entry = {"loader": loader}
+        try:
+            fitted = fit.fit(points)
+        except ValueError as error:
+            table.append({**entry, "per load": f"no fit: {error}"})
+            continue
+        interval = fitted.intervals
+        measured = _measured(llm, loader)
+        table.append(
+            {
+                **entry,
+                "per load": _cost(fitted.per_load_s, interval["load"]),
+                "per file": _cost(fitted.per_file_s, interval["files"]),
+                "per tensor": _cost(fitted.per_tensor_s, interval["tensors"]),
+                "per byte, as GB/s": f"{fitted.gbps:.2f} ({_rate(interval['bytes'][1])}-{_rate(interval['bytes'][0])})",
+                "worst miss": f"{fitted.worst_residual:.0%}"
+                + ("" if fitted.describes else " (does not fit: not advice)"),
+                f"predicts {model['name']} (1 file, warm)": _seconds(fitted.predict(1, tensors, payload)),
+                "measured (fresh process)": _seconds(measured) if measured == measured else "",
+            }
+        )
+    return pd.DataFrame(table)
+
+
+def _measured(llm: pd.DataFrame, loader: str) -> float:
+    if llm.empty or "median_s" not in llm:
+        return float("nan")
+    chosen = llm[
+        (llm["loader"] == loader)
+        & (llm["device"] == "cpu")
+        & (llm["cache"] == "warm")
+        & llm["layout"].str.startswith("single")
+    ]
+    return float(chosen["median_s"].iloc[0]) if len(chosen) else float("nan")
+
+
+def _cost(value: float, interval: tuple[float, float]) -> str:
+    return f"{_seconds(value)} ({_seconds(interval[0])}-{_seconds(interval[1])})"
+
+
+def _rate(per_byte: float) -> str:
+    return f"{1 / per_byte / 1e9:.2f}" if per_byte > 0 else "inf"
+
+
+def _tensor_count(model: dict[str, Any]) -> int:
+    from bench.scale.workloads import Transformer
+
+    return len(Transformer(**model).shapes())
+
+
+def plot_sweep(record: dict[str, Any], directory: Path) -> list[str]:
+    """scale-payload.png (time and peak memory vs payload, log-log, with the limits), scale-tensors.png,
+    scale-files.png (time vs tensor and file count at fixed bytes)."""
+    rows = [row for row in record["sweep"]["rows"] if row["samples"] and not row["unavailable"]]
+    if not rows:
+        return []
+    frame = pd.DataFrame(
+        [
+            {
+                "loader": row["loader"],
+                "point": row["point"],
+                "files": row["files"],
+                "tensors": row["tensors"],
+                "bytes": row["payload_bytes"],
+                "median": stats.spread(row["samples"]).median,
+                "low": stats.spread(row["samples"]).low,
+                "high": stats.spread(row["samples"]).high,
+                "peak": max(row["peaks"]) if row["peaks"] else float("nan"),
+            }
+            for row in rows
+        ]
+    )
+    tensors_mode = frame["tensors"].mode().iloc[0]
+    by_payload = frame[(frame["files"] == 1) & (frame["tensors"] == tensors_mode)]
+    middle = by_payload["bytes"].median() if not by_payload.empty else frame["bytes"].max()
+    fixed = frame[(frame["bytes"] - middle).abs() < 0.05 * middle]
+    written = []
+    figure, (times, peaks) = plt.subplots(1, 2, figsize=(13, 5))
+    for loader, group in by_payload.groupby("loader"):
+        group = group.sort_values("bytes")
+        times.errorbar(
+            group["bytes"], group["median"], yerr=[group["median"] - group["low"], group["high"] - group["median"]],
+            marker="o", label=loader, capsize=2,
+        )  # fmt: skip
+        peaks.plot(group["bytes"], group["peak"] / group["bytes"], marker="o", label=loader)
+    span = pd.Series(sorted(by_payload["bytes"].unique()))
+    for name, style in (("memcpy", ":"), ("disk_read_warm", "--")):
+        limit = record["limits"].get(name, {}).get("gbps")
+        if limit:
+            times.plot(span, span / (limit * 1e9), style, color="black", label=f"{name} limit ({limit:.1f} GB/s)")
+    times.set(xscale="log", yscale="log", xlabel="payload (bytes)", ylabel="load time (s), median and range",
+              title=f"Load time vs payload ({tensors_mode} tensors, one file, warm)")  # fmt: skip
+    peaks.set(xscale="log", xlabel="payload (bytes)", ylabel="peak RSS added / payload",
+              title="Peak memory vs payload")  # fmt: skip
+    peaks.axhline(PEAK_ADVICE_MULTIPLE, color="red", linestyle=":", label=f"{PEAK_ADVICE_MULTIPLE:g}x payload")
+    times.legend(fontsize=7)
+    peaks.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(directory / "scale-payload.png", dpi=110)
+    plt.close(figure)
+    written.append("scale-payload.png")
+    figure, (by_tensors, by_files) = plt.subplots(1, 2, figsize=(13, 5))
+    for axis, column, other in ((by_tensors, "tensors", "files"), (by_files, "files", "tensors")):
+        chosen = fixed[fixed[other] == (1 if other == "files" else tensors_mode)]
+        for loader, group in chosen.groupby("loader"):
+            group = group.sort_values(column)
+            axis.errorbar(
+                group[column], group["median"], yerr=[group["median"] - group["low"], group["high"] - group["median"]],
+                marker="o", label=loader, capsize=2,
+            )  # fmt: skip
+        axis.set(xscale="log", yscale="log", xlabel=column, ylabel="load time (s)",
+                 title=f"Load time vs {column} at {middle / 2**20:.0f} MiB (warm)")  # fmt: skip
+        if not chosen.empty:
+            axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(directory / "scale-counts.png", dpi=110)
+    plt.close(figure)
+    written.append("scale-counts.png")
+    return written
+
+
+def advice(llm: pd.DataFrame, payload: int) -> list[str]:
+    lines = []
+    measured = llm[llm["median_s"].notna()] if "median_s" in llm else pd.DataFrame()
+    heavy = measured[measured["peak"] > PEAK_ADVICE_MULTIPLE]
+    for loader, group in heavy.groupby("loader"):
+        lines.append(
+            f"**{loader}** needed up to {group['peak'].max():.2f}x the payload in memory at its peak "
+            f"({_gb(group['peak'].max() * payload)} for a {_gb(payload)} checkpoint): above {PEAK_ADVICE_MULTIPLE:g}x."
+        )
+    for (device, cache), group in measured.groupby(["device", "cache"]):
+        stable = group[group["stable"]]
+        if stable.empty:
+            lines.append(f"{device}, {cache}: no stable figure, so no fastest loader is named.")
+            continue
+        best = stable.loc[stable["median_s"].idxmin()]
+        lines.append(
+            f"{device}, {cache}: fastest stable load is **{best['loader']}** ({best['layout']}), {best['load']}."
+        )
+    return lines
+
+
+def write_scale_report(run_dir: Path) -> Path:
+    run_dir = Path(run_dir)
+    record = json.loads((run_dir / RECORD).read_text())
+    env = json.loads((run_dir / "env.json").read_text()) if (run_dir / "env.json").exists() else {}
+    model = record["llm"]["workload"]
+    payload = 2 * record["llm"]["parameters"]
+    llm = llm_frame(record)
+    shown = [c for c in llm.columns if c not in ("stable", "peak", "median_s")]
+    plots = plot_sweep(record, run_dir)
+    fits = fit_frame(record, llm)
+    limits = pd.DataFrame(
+        [
+            {"limit": name, "GB/s": f"{v['gbps']:.2f}" if v["gbps"] else "", "note": v["note"]}
+            for name, v in record["limits"].items()
+        ]
+    )
+    dcp = distributed_frame(record)
+    lines = [
+        f"# {run_dir.name}: checkpoints at scale",
+        "",
+        f"Machine: {env.get('cpu', '?')}, {env.get('cores_logical', '?')} cores, "
+        f"{round(env.get('ram_bytes', 0) / 2**30)} GiB; "
+        f"GPU: {env.get('gpu', '?')}; commit `{env.get('git_commit', '?')}`; {env.get('date', '?')}. "
+        "Times: median (min-max) of the rounds, each in a fresh process; `unstable` where rounds disagree "
+        "(bench.timing.stats). Every load was checked tensor by tensor (name, dtype, shape, CRC-32 of the bytes).",
+        "",
+        "## The machine's limits",
+        "",
+        limits.to_markdown(index=False),
+        "",
+        f"## {model['name']}: {record['llm']['parameters'] / 1e9:.2f} billion parameters, bfloat16, "
+        f"{_gb(payload)} ({model['source']})",
+        "",
+        "Loaded the way users load it: the single file, or the Hugging Face shards (max shard "
+        f"{_gb(model['max_shard_bytes'])}) into one dict. `x reference` is the load's median over serbench's "
+        "reference loader's (parallel preads into one buffer: the attainable ceiling here) for the same files, "
+        "device and cache. Peak memory: the most RSS the load added at any moment, as a multiple of the payload "
+        "(mapped file pages count once touched).",
+        "",
+        llm[shown].fillna("").to_markdown(index=False),
+        "",
+        "### Advice",
+        "",
+        *[f"- {line}" for line in advice(llm, payload)],
+        "",
+        "## Distributed checkpoints (real processes, one per rank)",
+        "",
+        "Each rank holds a row shard of every tensor; the slowest rank's time (as MLPerf Storage reports) and "
+        "the launch end to end (process start, imports, rendezvous included). Loads at another world size "
+        "reshard; every rank's rows are compared byte for byte with the source.",
+        "",
+        dcp.fillna("").to_markdown(index=False) if not dcp.empty else "(no framework here has a distributed engine)",
+        "",
+        "## How cost grows (warm, one process per loader and pass, several rounds each)",
+        "",
+        *[f"![{name}]({name})" for name in plots],
+        "",
+        "Fitted: seconds = per file x files + per tensor x tensors + per byte x bytes (non-negative, relative "
+        "error; intervals: 5th-95th percentile of a bootstrap over rounds). `worst miss`: the largest relative "
+        "gap between the fit and a point's median. The prediction for the LLM uses its tensor count and payload.",
+        "",
+        fits.fillna("").to_markdown(index=False) if not fits.empty else "(no loader has sweep points)",
+        "",
+    ]
+    path = run_dir / REPORT
+    write_bytes_atomic(path, "\n".join(lines).encode())
+    return path

@@ -1,0 +1,85 @@
+"""One process loading checkpoints with one loader: `python -m bench.scale.child JOB.json`.
+
+For each checkpoint of the job, `rounds` times: admit every file through the trust gate (untimed: the same
+for every loader), settle, record the RSS and reset the kernel's peak mark (`/proc/self/clear_refs`), then
+time the loader's read plus the materialization (a mapped tensor copied, an eager one touched page by
+page, CUDA waited for), read the peak (VmHWM minus the RSS before: the most memory the load needed at any
+moment, counting mapped file pages once touched), and only then check every tensor against the manifest:
+names, dtypes, shapes and CRC-32 of the bytes. Prints one JSON object per checkpoint.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import sys
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+from frameworks import gate, scale
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def check(recipe: Any, tensors: dict[str, Any], manifest: dict[str, Any]) -> list[str]:
+    """What differs between the loaded tensors and the manifest (empty: bit-exact)."""
+    expected = manifest["tensors"]
+    wrong = [f"missing {name}" for name in expected if name not in tensors]
+    wrong += [f"unexpected {name}" for name in tensors if name not in expected]
+    for name, tensor in tensors.items():
+        if name not in expected:
+            continue
+        dtype, shape = recipe.describe(tensor)
+        entry = expected[name]
+        if (dtype, list(shape)) != (entry["dtype"], entry["shape"]):
+            wrong.append(f"{name}: {dtype}{list(shape)}, expected {entry['dtype']}{entry['shape']}")
+        elif zlib.crc32(recipe.host_bytes(tensor)) != entry["crc32"]:
+            wrong.append(f"{name}: its bytes differ (CRC-32)")
+    return wrong
+
+
+def load_once(recipe: Any, loader: Any, manifest: dict[str, Any], device: str) -> dict[str, Any]:
+    import frameworks
+
+    spec = frameworks.adapter_class(recipe.adapter.name).spec(loader.format)
+    files = scale.checkpoint_files(manifest["checkpoint"], loader.format)
+    for file in files:
+        gate.admit(file, spec, trusted=False)
+    gc.collect()
+    baseline = _status_kib("VmRSS") * 1024
+    Path("/proc/self/clear_refs").write_text("5")
+    start = time.perf_counter()
+    tensors, release = loader.read(recipe, files, device)
+    copies = recipe.materialize(tensors, loader.lazy and device == "cpu", device)
+    seconds = time.perf_counter() - start
+    peak = _status_kib("VmHWM") * 1024 - baseline
+    checked = dict(tensors)
+    if copies:
+        checked = dict(zip(tensors, copies, strict=True))
+    wrong = check(recipe, checked, manifest)
+    del checked, copies, tensors
+    release()
+    gc.collect()
+    return {"seconds": seconds, "peak_rss_bytes": max(peak, 0), "baseline_rss_bytes": baseline, "wrong": wrong[:5]}
+
+
+def main() -> int:
+    job = json.loads(Path(sys.argv[1]).read_text())
+    recipe = scale.scale_recipe(job["framework"])
+    loader = next(loader for loader in recipe.loaders if loader.name == job["loader"])
+    for manifest_path in job["manifests"]:
+        manifest = json.loads(Path(manifest_path).read_text())
+        rounds = [load_once(recipe, loader, manifest, job["device"]) for _ in range(job["rounds"])]
+        print(json.dumps({"manifest": manifest_path, "rounds": rounds}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Checkpoints at scale, the framework-neutral part: how a state dict is split into shards the way the
+Hugging Face tooling lays them out, how a sharded checkpoint is found again from its index (through
+the trust gate's rules), and how a framework's scale recipe is found: through its adapter's
+`scale_recipe` ("module:Class", imported on first use), never by the framework's name.
+
+The layout is Hugging Face's (`huggingface_hub.split_torch_state_dict_into_shards`, what
+`save_pretrained` writes): tensors in state-dict order, a new shard whenever the next tensor would take
+the current one past `max_shard_bytes` (a tensor larger than that gets a shard of its own), files named
+`model-00001-of-00003.safetensors`, and `model.safetensors.index.json` holding
+`{"metadata": {"total_size": ...}, "weight_map": {tensor name: file name}}`. One shard is written as
+`model.safetensors` with no index. It is written here rather than imported because huggingface_hub
+would bring an HTTP stack into the core environment for twenty lines of arithmetic.
+
+Standard library only, like `frameworks.training`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import frameworks
+from frameworks import gate
+from frameworks.errors import FormatMismatchError, ResourceLimitError
+
+INDEX_SUFFIX = ".index.json"
+MAX_INDEX_BYTES = 64 << 20
+"""An index larger than this is refused before it is parsed (Llama 3.1 405B's is about 100 KB)."""
+
+
+def shard_names(count: int, stem: str = "model", suffix: str = ".safetensors") -> list[str]:
+    if count == 1:
+        return [f"{stem}{suffix}"]
+    return [f"{stem}-{number:05d}-of-{count:05d}{suffix}" for number in range(1, count + 1)]
+
+
+def index_name(stem: str = "model", suffix: str = ".safetensors") -> str:
+    return f"{stem}{suffix}{INDEX_SUFFIX}"
+
+
+def shard_plan(sizes: Sequence[tuple[str, int]], max_shard_bytes: int) -> list[list[str]]:
+    """Tensor names per shard, in order, as Hugging Face splits a state dict (see the module docstring)."""
+    if max_shard_bytes <= 0:
+        raise ValueError(f"max_shard_bytes must be positive, not {max_shard_bytes}")
+    shards: list[list[str]] = [[]]
+    current = 0
+    for name, nbytes in sizes:
+        if shards[-1] and current + nbytes > max_shard_bytes:
+            shards.append([])
+            current = 0
+        shards[-1].append(name)
+        current += nbytes
+    return shards if shards[0] else []
+
+
+def index_document(plan: list[list[str]], total_size: int, stem: str = "model", suffix: str = ".safetensors") -> dict:
+    names = shard_names(len(plan), stem, suffix)
+    return {
+        "metadata": {"total_size": total_size},
+        "weight_map": {tensor: file for file, shard in zip(names, plan, strict=True) for tensor in shard},
+    }
+
+
+def checkpoint_files(path: str | os.PathLike[str], format_name: str = "safetensors") -> list[Path]:
+    """The files of a checkpoint: `path` itself if it is one file, or the shards its index names, in
+    order. The index is checked before it is trusted: it must be small, its weight map a mapping of
+    strings to plain file names (no directories: an index cannot send a load outside its folder), and
+    every shard a regular file beside it."""
+    source = gate.regular_source(path, format_name)
+    if not source.name.endswith(INDEX_SUFFIX):
+        return [source]
+    size = source.stat().st_size
+    if size > MAX_INDEX_BYTES:
+        raise ResourceLimitError(f"refusing {source}: an index of {size:,} bytes (at most {MAX_INDEX_BYTES:,})")
+    try:
+        document = json.loads(source.read_bytes())
+        weight_map = document["weight_map"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise FormatMismatchError(f"refusing {source}: not a shard index ({type(error).__name__}: {error})") from None
+    if not isinstance(weight_map, dict) or not all(
+        isinstance(key, str) and isinstance(value, str) for key, value in weight_map.items()
+    ):
+        raise FormatMismatchError(f"refusing {source}: its weight_map is not a mapping of tensor names to file names")
+    shards = sorted(set(weight_map.values()))
+    gate.check_count(source, format_name, len(shards), "shards")
+    for name in shards:
+        if name in ("", ".", "..") or Path(name).name != name or "\\" in name:
+            raise FormatMismatchError(
+                f"refusing {source}: it names the shard {name!r}, which is not a file name in the index's folder"
+            )
+    return [gate.regular_source(source.parent / name, format_name) for name in shards]
+
+
+def with_scale_recipes() -> tuple[str, ...]:
+    """The registered frameworks whose adapters declare a scale recipe."""
+    return tuple(name for name in frameworks.names() if frameworks.adapter_class(name).scale_recipe)
+
+
+def recipe_class(framework: str) -> Any:
+    """The recipe class (its module imports no framework): its `loaders` can be read without the framework."""
+    target = frameworks.adapter_class(framework).scale_recipe
+    if not target:
+        raise ValueError(
+            f"{framework} has no scale recipe; frameworks with one: {', '.join(with_scale_recipes()) or 'none'}"
+        )
+    module_name, class_name = target.split(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def loaders() -> list[tuple[str, Any]]:
+    """(framework, ShardLoader) of every scale recipe, in registry order."""
+    return [(framework, loader) for framework in with_scale_recipes() for loader in recipe_class(framework).loaders]
+
+
+def scale_recipe(framework: str) -> Any:
+    """The framework's scale recipe (its loaders, writers and distributed engine), ready to use;
+    ValueError naming the frameworks that have one; ImportError (with the install hint) if it is missing."""
+    cls = recipe_class(framework)
+    return cls(frameworks.get_adapter(framework))
