@@ -512,7 +512,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _llm_names() -> list[str]:
-    from bench.scale.workloads import TRANSFORMERS
+    from bench.scale_workloads import TRANSFORMERS
 
     return list(TRANSFORMERS)
 

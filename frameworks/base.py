@@ -174,10 +174,12 @@ def safetensors_spec(
     note: str = "",
     lazy: bool = False,
     dtypes: frozenset[str] = SAFETENSORS_DTYPES,
+    findings: tuple[SafetyFinding, ...] = (),
     **functions: Any,
 ) -> FormatSpec:
     """The safetensors format as every adapter offers it (a flat dict of str -> tensor), written and read
-    with the adapter's `save` and `load`; `dtypes` are the safetensors dtype codes its reader can return."""
+    with the adapter's `save` and `load`; `dtypes` are the safetensors dtype codes its reader can return;
+    `findings`: what the adapter's other loaders of the format do (ahead of the shared ones)."""
     return FormatSpec(
         "safetensors",
         frozenset({"dict", "mlp"}),
@@ -192,6 +194,7 @@ def safetensors_spec(
         load=load,
         forgeries=_safetensors_forgeries,
         safety_findings=(
+            *findings,
             SafetyFinding(
                 ("*",),
                 ("flipped-data-byte",),

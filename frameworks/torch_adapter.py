@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from frameworks import files, forgeries, gate
+from frameworks import files, forgeries, gate, torch_scale
 from frameworks.base import (
     SAFETENSORS_DTYPES,
     Adapter,
@@ -26,7 +26,7 @@ from frameworks.base import (
     safetensors_spec,
 )
 from frameworks.errors import FormatMismatchError, ResourceLimitError, UnsafeLoadError, UnsupportedError
-from frameworks.findings import SAFETENSORS_KEY_ORDER, TRAILING_IGNORED, UNPICKLES, SafetyFinding, fifo_blocks
+from frameworks.findings import SAFETENSORS_KEY_ORDER, TRAILING, TRAILING_IGNORED, UNPICKLES, SafetyFinding, fifo_blocks
 from frameworks.trees import leaves, map_tree
 
 MAX_PICKLE_BYTES = 256 << 20
@@ -145,17 +145,22 @@ def _torch_forgeries(adapter: TorchAdapter, directory: Path, valid: Path, refere
     return [forgeries.Forged("pickle-bytearray-8GiB", bytearray_bomb), forgeries.Forged("sparse-out-of-bounds", sparse)]
 
 
-def _torch_load(weights_only: bool) -> Any:
+def _torch_load(weights_only: bool, mmap: bool = False) -> Any:
     def read(adapter: TorchAdapter, path: Path) -> Any:
-        loaded = adapter.torch.load(path, weights_only=weights_only, map_location="cpu")
+        loaded = adapter.torch.load(path, weights_only=weights_only, map_location="cpu", mmap=mmap)
         # a sparse tensor becomes dense here, as a user's code would make it: that is where a forged one crashes
         return adapter.to_numpy(map_tree(loaded, lambda t: t.to_dense() if getattr(t, "is_sparse", False) else t))
 
     return read
 
 
-TORCH_LOAD = {"torch.load weights_only=True": _torch_load(True), "torch.load weights_only=False": _torch_load(False)}
-"""torch's own reader under both settings of its safety flag (the safety matrix opens every input with each)."""
+TORCH_LOAD = {
+    "torch.load weights_only=True": _torch_load(True),
+    "torch.load weights_only=False": _torch_load(False),
+    "torch.load mmap=True weights_only=True": _torch_load(True, mmap=True),
+}
+"""torch's own reader under both settings of its safety flag, and mapping the file as users of large checkpoints
+do (`frameworks.torch_scale`); the safety matrix opens every input with each."""
 
 TORCH = FormatSpec(
     "torch",
@@ -220,7 +225,19 @@ SAFETENSORS = safetensors_spec(
     dtypes=TORCH_SAFETENSORS_DTYPES,
     save_mlp=_save_state_dict_safetensors,
     load_mlp=_load_state_dict(_load_safetensors, "safetensors"),
-    framework_loaders=safetensors_load_file("torch"),
+    framework_loaders={
+        **safetensors_load_file("torch"),
+        **torch_scale.safety_readers("fastsafetensors", "runai-model-streamer"),
+    },
+    findings=(
+        SafetyFinding(
+            ("fastsafetensors",),
+            ("garbage-appended",),
+            "loaded-exact",
+            TRAILING + " (fastsafetensors does not compare the file's size with its header, as safetensors and the "
+            "Run:ai streamer do)",
+        ),
+    ),
 )
 
 

@@ -235,6 +235,25 @@ LOADERS = (
 REFERENCE_LOADER = "reference: parallel preadv"
 
 
+def safety_readers(*names: str) -> dict[str, Callable[[Any, Path], Any]]:
+    """Scale loaders as framework loaders of the safety matrix (`FormatSpec.framework_loaders`): one file onto the
+    CPU, returned as NumPy, so each has its own row for every hostile and damaged input."""
+
+    def reader(name: str) -> Callable[[Any, Path], Any]:
+        loader = next(loader for loader in LOADERS if loader.name == name)
+
+        def read(adapter: Any, path: Path) -> Any:
+            tensors, release = loader.read(TorchScale(adapter), [Path(path)], "cpu")
+            try:
+                return adapter.to_numpy(dict(tensors))
+            finally:
+                release()
+
+        return read
+
+    return {name: reader(name) for name in names}
+
+
 class TorchScale:
     """PyTorch's scale recipe (see the module docstring)."""
 

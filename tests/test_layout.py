@@ -3,10 +3,11 @@
     6 bench.cli                       the command line
     5 bench.version_matrix            releases of a package built, timed interleaved, checked and compared
     4 bench.reporting                 stored runs -> tables, plots, comparisons, the index
+    4 bench.scale                     checkpoints at scale: loaders, distributed engines, the sweep (uses timing)
     3 bench.timing, bench.safety      the two products that run frameworks
     2 bench.conformance               round trips held to what each adapter declares
     1 bench.kinds, bench.checkpoints  one strategy per kind of workload; a user's checkpoint as a workload
-    0 bench.workloads, bench.environment, bench.errors, bench.pytest_outcomes
+    0 bench.workloads, bench.scale_workloads, bench.environment, bench.errors, bench.pytest_outcomes
 
 A framework's facts live in its adapter: no module of bench/ imports a framework package, even lazily.
 """
@@ -27,12 +28,14 @@ LAYERS = {
     "bench.errors": 0,
     "bench.pytest_outcomes": 0,
     "bench.live": 0,
+    "bench.scale_workloads": 0,
     "bench.kinds": 1,
     "bench.checkpoints": 1,
     "bench.conformance": 2,
     "bench.timing": 3,
     "bench.safety": 3,
     "bench.reporting": 4,
+    "bench.scale": 4,
     "bench.version_matrix": 5,
     "bench.cli": 6,
 }

@@ -78,3 +78,27 @@ def test_committed_report_is_what_the_report_code_writes_now(
     shutil.copytree(run, tmp_path / "results" / run.name, ignore=shutil.ignore_patterns("plots", "raw"))
     monkeypatch.chdir(tmp_path)  # the report names its directory as it was given: results/<run>
     assert write_report(Path("results") / run.name).read_text() == (run / "report.md").read_text()
+
+
+SCALE_RUNS = sorted(path.parent for path in RESULTS.glob("reference-*/scale.json"))
+
+
+@pytest.mark.parametrize("run", SCALE_RUNS, ids=[run.name for run in SCALE_RUNS])
+def test_a_committed_scale_run_was_checked_cold_and_below_memcpy(run: Path) -> None:
+    record = json.loads((run / "scale.json").read_text())
+    memcpy = record["limits"]["memcpy"]["gbps"]
+    timed = [row for row in record["llm"]["rows"] if not row["unavailable"]]
+    assert timed
+    for row in timed:
+        assert row["rounds"], row["loader"]
+        for entry in row["rounds"]:
+            assert entry["wrong"] == [], (row["loader"], entry["wrong"])
+            assert row["payload_bytes"] / entry["seconds"] / 1e9 <= memcpy, (row["loader"], entry)
+            if row["cache"] == "cold":
+                assert entry["resident"] < 0.01, f"a cold {row['loader']} load found its files cached"
+    for row in record["distributed"]:
+        assert row["unavailable"] or all(entry["load"]["wrong"] == [] for entry in row["rounds"])
+    assert all(not row["wrong"] for row in record["sweep"]["rows"])
+    env = json.loads((run / "env.json").read_text())
+    assert {"python", "cpu", "gpu", "git_commit", "versions"} <= set(env)
+    assert (run / "scale.md").read_text().startswith(f"# {run.name}:")

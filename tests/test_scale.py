@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.scale import child, fit, workloads
+from bench import scale_workloads as workloads
+from bench.reporting import fit
+from bench.scale import child
 from frameworks import scale
 from frameworks.errors import FormatMismatchError, NotRegularFileError, ResourceLimitError, UnsafeLoadError
 

@@ -15,7 +15,8 @@ Each directory is one run, indexed here from its `env.json` (regenerate with `se
 Benchmark runs hold `report.md` (tables and plots), `results.csv`/`results.json`, `limits.json`,
 `env.json` and pytest-benchmark's raw JSON under `raw/`; `serbench report DIR` rebuilds the report
 and `serbench compare A B` compares two runs. Safety runs hold `safety.csv` and `safety.md`. A
-versions run (`serbench versions`) holds `versions.md` and one run directory per release.
+versions run (`serbench versions`) holds `versions.md` and one run directory per release. A scale run
+(`serbench run --scale`) holds `scale.json` (every round), `scale.md` and its plots, and `env.json`.
 """
 
 
@@ -43,8 +44,12 @@ def index_frame(results: Path) -> pd.DataFrame:
     for env_path in sorted(Path(results).glob("*/env.json")):
         run = env_path.parent
         env = json.loads(env_path.read_text())
-        kind = "safety" if (run / "safety.csv").exists() and not (run / "results.csv").exists() else "benchmark"
-        main = "report.md" if kind == "benchmark" else "safety.md"
+        if (run / "scale.json").exists():
+            kind, main = "scale (`serbench run --scale`)", "scale.md"
+        elif (run / "safety.csv").exists() and not (run / "results.csv").exists():
+            kind, main = "safety", "safety.md"
+        else:
+            kind, main = "benchmark", "report.md"
         rows.append(_row(f"[{run.name}]({run.name}/{main})", kind, env))
     for record_path in sorted(Path(results).glob("*/versions.json")):  # `serbench versions`: one run per release
         run = record_path.parent

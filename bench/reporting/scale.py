@@ -19,7 +19,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from bench.scale import fit
+from bench import scale_workloads
+from bench.reporting import fit
 from bench.timing import stats
 from frameworks.files import write_bytes_atomic
 
@@ -80,6 +81,7 @@ def llm_frame(record: dict[str, Any]) -> pd.DataFrame:
         payload = row["payload_bytes"]
         wrong = sorted({problem for r in good for problem in r["wrong"]})
         peak = max((r["peak_rss_bytes"] for r in good), default=0) / payload
+        mapped = max((r.get("mapped_file_bytes", 0) for r in good), default=0) / payload
         reference = references.get((row["layout"], row["device"], row["cache"]))
         stale = [r["resident"] for r in good if row["cache"] == "cold" and r.get("resident", 0) > 0.01]
         table.append(
@@ -88,7 +90,9 @@ def llm_frame(record: dict[str, Any]) -> pd.DataFrame:
                 "load": text or f"failed: {errors[0] if errors else 'no rounds'}",
                 "GB/s": f"{payload / spread.median / 1e9:.2f}" if spread else "",
                 "x reference": f"{spread.median / reference:.2f}" if spread and reference else "",
-                "peak memory (x payload)": f"{peak:.2f}" if good else "",
+                "peak memory (x payload)": (f"{peak:.2f}" + (f" ({mapped:.2f} mapped file)" if mapped >= 0.01 else ""))
+                if good
+                else "",
                 "check": (
                     "bit-exact"
                     if good and not wrong and not errors
@@ -98,6 +102,7 @@ def llm_frame(record: dict[str, Any]) -> pd.DataFrame:
                 "rounds": len(good),
                 "stable": bool(spread and spread.stable),
                 "peak": peak,
+                "mapped": mapped,
                 "median_s": spread.median if spread else float("nan"),
             }
         )
@@ -199,9 +204,7 @@ def _rate(per_byte: float) -> str:
 
 
 def _tensor_count(model: dict[str, Any]) -> int:
-    from bench.scale.workloads import Transformer
-
-    return len(Transformer(**model).shapes())
+    return len(scale_workloads.Transformer(**model).shapes())
 
 
 def plot_sweep(record: dict[str, Any], directory: Path) -> list[str]:
@@ -280,9 +283,17 @@ def advice(llm: pd.DataFrame, payload: int) -> list[str]:
     measured = llm[llm["median_s"].notna()] if "median_s" in llm else pd.DataFrame()
     heavy = measured[measured["peak"] > PEAK_ADVICE_MULTIPLE]
     for loader, group in heavy.groupby("loader"):
+        worst = group.loc[group["peak"].idxmax()]
+        mapped = (
+            f"; {worst['mapped']:.2f}x of it was the mapped file, page cache the kernel can take back under "
+            "pressure, but it counts against a container's memory limit while mapped"
+            if worst["mapped"] >= 0.01
+            else ""
+        )
         lines.append(
-            f"**{loader}** needed up to {group['peak'].max():.2f}x the payload in memory at its peak "
-            f"({_gb(group['peak'].max() * payload)} for a {_gb(payload)} checkpoint): above {PEAK_ADVICE_MULTIPLE:g}x."
+            f"**{loader}** needed up to {worst['peak']:.2f}x the payload in memory at its peak "
+            f"({_gb(worst['peak'] * payload)} for a {_gb(payload)} checkpoint): "
+            f"above {PEAK_ADVICE_MULTIPLE:g}x{mapped}."
         )
     for (device, cache), group in measured.groupby(["device", "cache"]):
         stable = group[group["stable"]]
@@ -303,7 +314,7 @@ def write_scale_report(run_dir: Path) -> Path:
     model = record["llm"]["workload"]
     payload = 2 * record["llm"]["parameters"]
     llm = llm_frame(record)
-    shown = [c for c in llm.columns if c not in ("stable", "peak", "median_s")]
+    shown = [c for c in llm.columns if c not in ("stable", "peak", "mapped", "median_s")]
     plots = plot_sweep(record, run_dir)
     fits = fit_frame(record, llm)
     limits = pd.DataFrame(
@@ -332,8 +343,9 @@ def write_scale_report(run_dir: Path) -> Path:
         "Loaded the way users load it: the single file, or the Hugging Face shards (max shard "
         f"{_gb(model['max_shard_bytes'])}) into one dict. `x reference` is the load's median over serbench's "
         "reference loader's (parallel preads into one buffer: the attainable ceiling here) for the same files, "
-        "device and cache. Peak memory: the most RSS the load added at any moment, as a multiple of the payload "
-        "(mapped file pages count once touched).",
+        "device and cache; below 1 the loader beat it. Peak memory: the most RSS the load added at any moment, as "
+        "a multiple of the payload; mapped file pages count once touched, and how much of the RSS at the end was "
+        "mapped file is in brackets.",
         "",
         llm[shown].fillna("").to_markdown(index=False),
         "",
@@ -353,7 +365,8 @@ def write_scale_report(run_dir: Path) -> Path:
         "",
         *[f"![{name}]({name})" for name in plots],
         "",
-        "Fitted: seconds = per file x files + per tensor x tensors + per byte x bytes (non-negative, relative "
+        "Fitted: seconds = per load + per file x files + per tensor x tensors + per byte x bytes (non-negative, "
+        "relative "
         "error; intervals: 5th-95th percentile of a bootstrap over rounds). `worst miss`: the largest relative "
         "gap between the fit and a point's median. The prediction for the LLM uses its tensor count and payload.",
         "",

@@ -1,7 +1,7 @@
 """`serbench run --scale`: checkpoints at the scale users struggle with, measured and checked.
 
 1. The machine's limits (memcpy, disk read warm and cold, host-to-device), as in every run.
-2. The largest LLM-shaped state dict that fits (`bench.scale.workloads.TRANSFORMERS`: payload at most a
+2. The largest LLM-shaped state dict that fits (`bench.scale_workloads.TRANSFORMERS`: payload at most a
    sixth of the available memory, so the loader that doubles it still fits twice), in every format a scale
    loader reads, as one file and as Hugging Face shards. Every available loader on every device, warm and
    cold, each round in a fresh process (how a model is loaded: once, at start), rounds interleaved across
@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import frameworks
+from bench import scale_workloads as workloads
 from bench.environment import environment
-from bench.scale import distributed, workloads
+from bench.scale import distributed
 from bench.timing import limits, machine, pagecache
 from frameworks import gate, scale
 
