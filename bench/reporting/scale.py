@@ -2,9 +2,10 @@
 
 Every time is published with its spread (`bench.timing.stats.spread`: median, min-max, and `unstable`
 where rounds disagree); every load row says whether every tensor came back bit-exact; peak memory is a
-multiple of the payload; each loader is set beside serbench's reference loader (the attainable ceiling
-on this machine) and the machine's limits; each loader's fitted costs per file, tensor and byte come with
-their bootstrap intervals and are checked against the LLM load they predict.
+multiple of the payload; each loader is set beside serbench's reference loader (large parallel reads into
+one buffer: what a plain load reaches on this machine) and the machine's limits; each loader's fitted
+costs per load, file, tensor and byte come with their bootstrap intervals and are checked against the LLM
+load they predict.
 """
 
 from __future__ import annotations
@@ -54,15 +55,30 @@ def _gb(nbytes: float) -> str:
     return f"{nbytes / 1e9:.2f} GB"
 
 
+def is_reference(row: dict[str, Any]) -> bool:
+    """Whether a row is serbench's reference loader (runs before `reference` was recorded: by its name)."""
+    return bool(row.get("reference", row["loader"].startswith("reference:")))
+
+
+def _bandwidth(payload: int, spread: stats.Spread | None) -> str:
+    """GB/s at the median, or the range of the rounds where they disagree (no crisp figure for an unstable time)."""
+    if spread is None:
+        return ""
+    if not spread.stable:
+        return f"{payload / spread.high / 1e9:.2f}-{payload / spread.low / 1e9:.2f}"
+    return f"{payload / spread.median / 1e9:.2f}"
+
+
 def llm_frame(record: dict[str, Any]) -> pd.DataFrame:
     """One row per loader x layout x device x cache: time with spread, bandwidth, ceiling, peak, check."""
     rows = record["llm"]["rows"]
     references = {}
     for row in rows:
-        if row["loader"].startswith("reference") and not row["unavailable"]:
+        if is_reference(row) and not row["unavailable"]:
             good = [r["seconds"] for r in row["rounds"] if "seconds" in r]
-            if good:
-                references[(row["layout"], row["device"], row["cache"])] = stats.spread([[t] for t in good]).median
+            spread = stats.spread([[t] for t in good]) if good else None
+            if spread and spread.stable:
+                references[(row["layout"], row["device"], row["cache"])] = spread.median
     table = []
     for row in rows:
         entry = {
@@ -88,8 +104,8 @@ def llm_frame(record: dict[str, Any]) -> pd.DataFrame:
             {
                 **entry,
                 "load": text or f"failed: {errors[0] if errors else 'no rounds'}",
-                "GB/s": f"{payload / spread.median / 1e9:.2f}" if spread else "",
-                "x reference": f"{spread.median / reference:.2f}" if spread and reference else "",
+                "GB/s": _bandwidth(payload, spread),
+                "x reference": f"{spread.median / reference:.2f}" if spread and spread.stable and reference else "",
                 "peak memory (x payload)": (f"{peak:.2f}" + (f" ({mapped:.2f} mapped file)" if mapped >= 0.01 else ""))
                 if good
                 else "",
@@ -101,6 +117,7 @@ def llm_frame(record: dict[str, Any]) -> pd.DataFrame:
                 + (f"; not cold: up to {max(stale):.0%} cached" if stale else ""),
                 "rounds": len(good),
                 "stable": bool(spread and spread.stable),
+                "reference": is_reference(row),
                 "peak": peak,
                 "mapped": mapped,
                 "median_s": spread.median if spread else float("nan"),
@@ -177,22 +194,23 @@ def fit_frame(record: dict[str, Any], llm: pd.DataFrame) -> pd.DataFrame:
                 "worst miss": f"{fitted.worst_residual:.0%}"
                 + ("" if fitted.describes else " (does not fit: not advice)"),
                 f"predicts {model['name']} (1 file, warm)": _seconds(fitted.predict(1, tensors, payload)),
-                "measured (fresh process)": _seconds(measured) if measured == measured else "",
+                "measured (fresh process)": measured,
             }
         )
     return pd.DataFrame(table)
 
 
-def _measured(llm: pd.DataFrame, loader: str) -> float:
+def _measured(llm: pd.DataFrame, loader: str) -> str:
+    """The warm single-file LLM load as the table shows it (a range where it is unstable)."""
     if llm.empty or "median_s" not in llm:
-        return float("nan")
+        return ""
     chosen = llm[
         (llm["loader"] == loader)
         & (llm["device"] == "cpu")
         & (llm["cache"] == "warm")
         & llm["layout"].str.startswith("single")
     ]
-    return float(chosen["median_s"].iloc[0]) if len(chosen) else float("nan")
+    return str(chosen["load"].iloc[0]) if len(chosen) else ""
 
 
 def _cost(value: float, interval: tuple[float, float]) -> str:
@@ -231,7 +249,7 @@ def plot_sweep(record: dict[str, Any], directory: Path) -> list[str]:
     )
     tensors_mode = frame["tensors"].mode().iloc[0]
     by_payload = frame[(frame["files"] == 1) & (frame["tensors"] == tensors_mode)]
-    middle = by_payload["bytes"].median() if not by_payload.empty else frame["bytes"].max()
+    middle = frame.loc[frame["tensors"].idxmax(), "bytes"]  # the payload of the tensor-count and file-count sweeps
     fixed = frame[(frame["bytes"] - middle).abs() < 0.05 * middle]
     written = []
     figure, (times, peaks) = plt.subplots(1, 2, figsize=(13, 5))
@@ -291,18 +309,25 @@ def advice(llm: pd.DataFrame, payload: int) -> list[str]:
             else ""
         )
         lines.append(
-            f"**{loader}** needed up to {worst['peak']:.2f}x the payload in memory at its peak "
+            f"**{loader}** needed up to {worst['peak']:.3f}x the payload in memory at its peak "
             f"({_gb(worst['peak'] * payload)} for a {_gb(payload)} checkpoint): "
             f"above {PEAK_ADVICE_MULTIPLE:g}x{mapped}."
         )
     for (device, cache), group in measured.groupby(["device", "cache"]):
-        stable = group[group["stable"]]
+        stable = group[group["stable"] & ~group["reference"]]
         if stable.empty:
             lines.append(f"{device}, {cache}: no stable figure, so no fastest loader is named.")
             continue
         best = stable.loc[stable["median_s"].idxmin()]
+        ceiling = group[group["reference"] & group["stable"]]
+        beside = (
+            f"; serbench's reference loader took {ceiling['median_s'].min() / best['median_s']:.2f}x its time"
+            if not ceiling.empty
+            else ""
+        )
         lines.append(
-            f"{device}, {cache}: fastest stable load is **{best['loader']}** ({best['layout']}), {best['load']}."
+            f"{device}, {cache}: fastest stable load is **{best['loader']}** ({best['layout']}), "
+            f"{best['load']}{beside}."
         )
     return lines
 
@@ -314,7 +339,7 @@ def write_scale_report(run_dir: Path) -> Path:
     model = record["llm"]["workload"]
     payload = 2 * record["llm"]["parameters"]
     llm = llm_frame(record)
-    shown = [c for c in llm.columns if c not in ("stable", "peak", "mapped", "median_s")]
+    shown = [c for c in llm.columns if c not in ("stable", "reference", "peak", "mapped", "median_s")]
     plots = plot_sweep(record, run_dir)
     fits = fit_frame(record, llm)
     limits = pd.DataFrame(
@@ -342,10 +367,10 @@ def write_scale_report(run_dir: Path) -> Path:
         "",
         "Loaded the way users load it: the single file, or the Hugging Face shards (max shard "
         f"{_gb(model['max_shard_bytes'])}) into one dict. `x reference` is the load's median over serbench's "
-        "reference loader's (parallel preads into one buffer: the attainable ceiling here) for the same files, "
-        "device and cache; below 1 the loader beat it. Peak memory: the most RSS the load added at any moment, as "
-        "a multiple of the payload; mapped file pages count once touched, and how much of the RSS at the end was "
-        "mapped file is in brackets.",
+        "reference loader's (parallel preads into one buffer, a few dozen lines: what a plain load reaches here) for "
+        "the same files, device and cache; below 1 the loader beat it. Peak memory: the most RSS the load added at "
+        "any moment, as a multiple of the payload; mapped file pages count once touched, and how much of the RSS "
+        "at the end was mapped file is in brackets.",
         "",
         llm[shown].fillna("").to_markdown(index=False),
         "",

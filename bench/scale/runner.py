@@ -157,6 +157,7 @@ def measure_llm(config: ScaleConfig, model: workloads.Transformer, say: Callable
                         "payload_bytes": manifest["payload_bytes"],
                         "description": loader.description,
                         "lazy": loader.lazy,
+                        "reference": loader.name == scale.recipe_class(framework).reference_loader,
                         "rounds": [],
                         "unavailable": why,
                     }
