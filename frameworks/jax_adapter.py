@@ -532,6 +532,7 @@ class JaxAdapter(Adapter):
     packages = ("jax", "jaxlib", "flax", "orbax-checkpoint", "tensorstore", "optax", "msgpack", "safetensors")
     findings = FINDINGS
     training_recipe = "frameworks.jax_training:JaxTraining"
+    scale_recipe = "frameworks.jax_scale:JaxScale"
     thread_variables = (*Adapter.thread_variables, "XLA_FLAGS")
 
     @classmethod

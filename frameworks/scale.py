@@ -19,7 +19,8 @@ from __future__ import annotations
 import importlib
 import json
 import os
-from collections.abc import Sequence
+import struct
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,15 @@ from frameworks.errors import FormatMismatchError, ResourceLimitError
 INDEX_SUFFIX = ".index.json"
 MAX_INDEX_BYTES = 64 << 20
 """An index larger than this is refused before it is parsed (Llama 3.1 405B's is about 100 KB)."""
+
+
+def safetensors_header(path: Path) -> tuple[int, dict[str, Any]]:
+    """The data offset and the tensor entries of a safetensors file (checked by the gate before this is called)."""
+    with open(path, "rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(length))
+    header.pop("__metadata__", None)
+    return 8 + length, header
 
 
 def shard_names(count: int, stem: str = "model", suffix: str = ".safetensors") -> list[str]:
@@ -63,6 +73,29 @@ def index_document(plan: list[list[str]], total_size: int, stem: str = "model", 
         "metadata": {"total_size": total_size},
         "weight_map": {tensor: file for file, shard in zip(names, plan, strict=True) for tensor in shard},
     }
+
+
+def save_sharded(
+    arrays: dict[str, Any],
+    directory: Path,
+    naming: tuple[str, str],
+    max_shard_bytes: int,
+    write: Callable[[dict[str, Any], Path], None],
+) -> Path:
+    """Split `arrays` (NumPy) into shards as Hugging Face does, `write(shard, path)` each with the framework's own
+    writer, and write the index when there are several; returns what a loader is given (the file or the index)."""
+    stem, suffix = naming
+    directory.mkdir(parents=True, exist_ok=True)
+    plan = shard_plan([(name, array.nbytes) for name, array in arrays.items()], max_shard_bytes)
+    names = shard_names(len(plan), stem, suffix)
+    for file_name, shard in zip(names, plan, strict=True):
+        write({name: arrays[name] for name in shard}, directory / file_name)
+    if len(plan) == 1:
+        return directory / names[0]
+    index = directory / index_name(stem, suffix)
+    total = sum(array.nbytes for array in arrays.values())
+    index.write_text(json.dumps(index_document(plan, total, stem, suffix), indent=2))
+    return index
 
 
 def checkpoint_files(path: str | os.PathLike[str], format_name: str = "safetensors") -> list[Path]:

@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import datetime
 import importlib.util
-import json
 import os
-import struct
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -115,20 +113,11 @@ def _torch_load(mmap: bool) -> Callable[[TorchScale, list[Path], str], tuple[dic
     return read
 
 
-def safetensors_header(path: Path) -> tuple[int, dict[str, Any]]:
-    """The data offset and the tensor entries of a safetensors file (the gate has validated them)."""
-    with open(path, "rb") as handle:
-        (length,) = struct.unpack("<Q", handle.read(8))
-        header = json.loads(handle.read(length))
-    header.pop("__metadata__", None)
-    return 8 + length, header
-
-
 def _reference(recipe: TorchScale, files: list[Path], device: str) -> tuple[dict[str, Any], Callable[[], None]]:
     torch = recipe.torch
     layouts, total = [], 0
     for file in files:
-        start, header = safetensors_header(file)
+        start, header = scale.safetensors_header(file)
         end = max((entry["data_offsets"][1] for entry in header.values()), default=0)
         layouts.append((file, start, end, total, header))
         total += end
@@ -262,6 +251,8 @@ class TorchScale:
     writers = WRITERS
     distributed_engine = "torch.distributed.checkpoint"
     distributed_backends: ClassVar[dict[str, str]] = {"cpu": "gloo", "cuda": "nccl"}
+    distributed_load_unpickles = True
+    """`dcp.load` reads the checkpoint's `.metadata` with `pickle.load`: `distributed_load` needs trust."""
 
     def __init__(self, adapter: Any) -> None:
         self.adapter = adapter
@@ -284,22 +275,15 @@ class TorchScale:
     ) -> Path:
         """Write `arrays` as Hugging Face lays out a checkpoint of `format_name`; returns what a loader is given
         (the single file, or the index)."""
-        stem, suffix = WRITERS[format_name]
-        directory.mkdir(parents=True, exist_ok=True)
-        plan = scale.shard_plan([(name, array.nbytes) for name, array in arrays.items()], max_shard_bytes)
-        names = scale.shard_names(len(plan), stem, suffix)
-        for file_name, shard in zip(names, plan, strict=True):
-            tensors = {name: self.tensor(arrays[name]) for name in shard}
+
+        def write(shard: dict[str, np.ndarray], path: Path) -> None:
+            tensors = {name: self.tensor(array) for name, array in shard.items()}
             if format_name == "safetensors":
-                self.adapter.safetensors.save_file(tensors, str(directory / file_name), metadata={"format": "pt"})
+                self.adapter.safetensors.save_file(tensors, str(path), metadata={"format": "pt"})
             else:
-                self.torch.save(tensors, directory / file_name)
-        if len(plan) == 1:
-            return directory / names[0]
-        index = directory / scale.index_name(stem, suffix)
-        total = sum(array.nbytes for array in arrays.values())
-        index.write_text(json.dumps(scale.index_document(plan, total, stem, suffix), indent=2))
-        return index
+                self.torch.save(tensors, path)
+
+        return scale.save_sharded(arrays, directory, WRITERS[format_name], max_shard_bytes, write)
 
     # Loading -------------------------------------------------------------------------------
     def unavailable(self, loader: ShardLoader, device: str) -> str:
@@ -431,11 +415,13 @@ class TorchScale:
             dist.destroy_process_group()
 
     def _shapes(self, source: list[Path]) -> dict[str, tuple[int, ...]]:
-        return {name: tuple(entry["shape"]) for file in source for name, entry in safetensors_header(file)[1].items()}
+        return {
+            name: tuple(entry["shape"]) for file in source for name, entry in scale.safetensors_header(file)[1].items()
+        }
 
     def _dtypes(self, source: list[Path]) -> dict[str, Any]:
         return {
             name: SAFETENSORS_TORCH_DTYPES[entry["dtype"]]
             for file in source
-            for name, entry in safetensors_header(file)[1].items()
+            for name, entry in scale.safetensors_header(file)[1].items()
         }
