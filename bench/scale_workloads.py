@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import ml_dtypes
 import numpy as np
 
 from frameworks.base import SEED
@@ -113,6 +112,8 @@ class Synthetic:
 
 def values(name: str, shape: tuple[int, ...]) -> np.ndarray:
     """Seeded bfloat16 values of a normal(0, 0.02) draw for the tensor `name` (rounded toward zero)."""
+    import ml_dtypes  # not in the MXNet environment, which imports this module only to collect tests
+
     generator = np.random.default_rng([SEED, 7_000, zlib.crc32(name.encode())])
     drawn = generator.standard_normal(int(np.prod(shape)), dtype=np.float32)
     drawn *= np.float32(0.02)
