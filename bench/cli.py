@@ -563,7 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--scale",
         action="store_true",
         help="checkpoints at scale: an LLM-shaped state dict (one file and shards) with every loader, the "
-        "distributed checkpoint engine across ranks, and the scaling sweep with fitted costs (about 20 minutes here)",
+        "distributed checkpoint engines across ranks, and the scaling sweep with fitted costs (about 12 minutes here)",
     )
     _add_selection_options(bench)
     bench.add_argument(
