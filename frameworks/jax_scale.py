@@ -74,7 +74,7 @@ class JaxScale:
         rows = {}
         for file in source:
             start, header = scale.safetensors_header(file)
-            mapped = np.memmap(file, dtype=np.uint8, mode="r")
+            mapped = np.memmap(file, dtype=np.uint8, mode="r")  # unmapped when the last view of it is dropped
             for name, entry in header.items():
                 shape = tuple(entry["shape"])
                 first_byte, last_byte = entry["data_offsets"]

@@ -3,9 +3,10 @@ Hugging Face tooling lays them out, how a sharded checkpoint is found again from
 the trust gate's rules), and how a framework's scale recipe is found: through its adapter's
 `scale_recipe` ("module:Class", imported on first use), never by the framework's name.
 
-The layout is Hugging Face's (`huggingface_hub.split_torch_state_dict_into_shards`, what
+The layout is Hugging Face's (`huggingface_hub.split_state_dict_into_shards_factory`, what
 `save_pretrained` writes): tensors in state-dict order, a new shard whenever the next tensor would take
-the current one past `max_shard_bytes` (a tensor larger than that gets a shard of its own), files named
+the current one past `max_shard_bytes`; a tensor larger than that is put in a shard of its own at once
+while the current one goes on filling (HF's storage sharing between tensors is not modelled); files named
 `model-00001-of-00003.safetensors`, and `model.safetensors.index.json` holding
 `{"metadata": {"total_size": ...}, "weight_map": {tensor name: file name}}`. One shard is written as
 `model.safetensors` with no index. It is written here rather than imported because huggingface_hub
@@ -25,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import frameworks
-from frameworks import gate
-from frameworks.errors import FormatMismatchError, ResourceLimitError
+from frameworks import gate, validators
+from frameworks.errors import FormatMismatchError, NotRegularFileError, ResourceLimitError
 
 INDEX_SUFFIX = ".index.json"
 MAX_INDEX_BYTES = 64 << 20
@@ -56,15 +57,21 @@ def shard_plan(sizes: Sequence[tuple[str, int]], max_shard_bytes: int) -> list[l
     """Tensor names per shard, in order, as Hugging Face splits a state dict (see the module docstring)."""
     if max_shard_bytes <= 0:
         raise ValueError(f"max_shard_bytes must be positive, not {max_shard_bytes}")
-    shards: list[list[str]] = [[]]
-    current = 0
+    shards: list[list[str]] = []
+    current: list[str] = []
+    size = 0
     for name, nbytes in sizes:
-        if shards[-1] and current + nbytes > max_shard_bytes:
-            shards.append([])
-            current = 0
-        shards[-1].append(name)
-        current += nbytes
-    return shards if shards[0] else []
+        if nbytes > max_shard_bytes:  # a tensor larger than a shard gets one of its own, at once
+            shards.append([name])
+            continue
+        if current and size + nbytes > max_shard_bytes:
+            shards.append(current)
+            current, size = [], 0
+        current.append(name)
+        size += nbytes
+    if current:
+        shards.append(current)
+    return shards
 
 
 def index_document(plan: list[list[str]], total_size: int, stem: str = "model", suffix: str = ".safetensors") -> dict:
@@ -112,12 +119,15 @@ def checkpoint_files(path: str | os.PathLike[str], format_name: str = "safetenso
     try:
         document = json.loads(source.read_bytes())
         weight_map = document["weight_map"]
-    except (ValueError, KeyError, TypeError) as error:
-        raise FormatMismatchError(f"refusing {source}: not a shard index ({type(error).__name__}: {error})") from None
+    except (ValueError, KeyError, TypeError, RecursionError) as error:
+        what = "nested too deeply" if isinstance(error, RecursionError) else f"{type(error).__name__}: {error}"
+        raise FormatMismatchError(f"refusing {source}: not a shard index ({what})") from None
     if not isinstance(weight_map, dict) or not all(
         isinstance(key, str) and isinstance(value, str) for key, value in weight_map.items()
     ):
         raise FormatMismatchError(f"refusing {source}: its weight_map is not a mapping of tensor names to file names")
+    if not weight_map:
+        raise FormatMismatchError(f"refusing {source}: its weight_map names no tensor")
     shards = sorted(set(weight_map.values()))
     gate.check_count(source, format_name, len(shards), "shards")
     for name in shards:
@@ -125,7 +135,29 @@ def checkpoint_files(path: str | os.PathLike[str], format_name: str = "safetenso
             raise FormatMismatchError(
                 f"refusing {source}: it names the shard {name!r}, which is not a file name in the index's folder"
             )
-    return [gate.regular_source(source.parent / name, format_name) for name in shards]
+        if (source.parent / name).is_symlink():
+            raise NotRegularFileError(
+                f"refusing {source}: its shard {name!r} is a symbolic link, which can point outside the index's folder"
+            )
+    files = [gate.regular_source(source.parent / name, format_name) for name in shards]
+    if format_name == "safetensors":
+        _check_index_against_headers(source, weight_map, files, format_name)
+    return files
+
+
+def _check_index_against_headers(source: Path, weight_map: dict[str, str], files: list[Path], format_name: str) -> None:
+    """Every tensor is in the shard the index names, and no shard holds a tensor the index does not map there
+    (else a load silently misses tensors or lets one shard's copy overwrite another's)."""
+    for file in files:
+        validators.safetensors_header(file, frozenset(validators.SAFETENSORS_ITEM_BYTES))
+        held = set(safetensors_header(file)[1])
+        mapped = {tensor for tensor, shard in weight_map.items() if shard == file.name}
+        if held != mapped:
+            extra, missing = sorted(held - mapped)[:3], sorted(mapped - held)[:3]
+            raise FormatMismatchError(
+                f"refusing {source}: shard {file.name!r} does not hold what the index maps to it "
+                f"(unmapped tensors {extra}, missing tensors {missing})"
+            )
 
 
 def with_scale_recipes() -> tuple[str, ...]:

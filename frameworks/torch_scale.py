@@ -40,6 +40,8 @@ READ_CHUNK = 32 << 20
 """Bytes per read of the reference loader: large enough to amortize a syscall, small enough to overlap."""
 READERS = 8
 """Reads the reference loader keeps in flight (preadv releases the GIL)."""
+ALIGNMENT = 64
+"""Where each shard's data starts in the reference loader's buffer (a view of any dtype needs its alignment)."""
 DISTRIBUTED_TIMEOUT = datetime.timedelta(minutes=10)
 
 WRITERS = {"safetensors": ("model", ".safetensors"), "torch": ("pytorch_model", ".bin")}
@@ -120,7 +122,7 @@ def _reference(recipe: TorchScale, files: list[Path], device: str) -> tuple[dict
         start, header = scale.safetensors_header(file)
         end = max((entry["data_offsets"][1] for entry in header.values()), default=0)
         layouts.append((file, start, end, total, header))
-        total += end
+        total += -(-end // ALIGNMENT) * ALIGNMENT  # each shard's data starts aligned for any dtype's view
     host = torch.empty(total, dtype=torch.uint8, pin_memory=device == "cuda")
     target = host if device == "cpu" else torch.empty(total, dtype=torch.uint8, device=_device_name(device))
     buffer = host.numpy()
@@ -129,7 +131,7 @@ def _reference(recipe: TorchScale, files: list[Path], device: str) -> tuple[dict
         for file, start, end, base, _ in layouts
         for offset in range(0, end, READ_CHUNK)
     ]
-    descriptors = {file: os.open(file, os.O_RDONLY) for file, *_ in layouts}
+    descriptors: dict[Path, int] = {}
 
     def read(chunk: tuple[Path, int, int, int]) -> tuple[int, int]:
         file, position, into, length = chunk
@@ -142,6 +144,8 @@ def _reference(recipe: TorchScale, files: list[Path], device: str) -> tuple[dict
         return into, length
 
     try:
+        for file, *_ in layouts:
+            descriptors[file] = os.open(file, os.O_RDONLY)
         with ThreadPoolExecutor(READERS) as pool:
             if device == "cpu":
                 list(pool.map(read, chunks))
@@ -260,8 +264,14 @@ class TorchScale:
         if not SAFETENSORS_TORCH_DTYPES:
             torch = self.torch
             SAFETENSORS_TORCH_DTYPES.update(
-                {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "U8": torch.uint8}
-            )
+                {
+                    "BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "F64": torch.float64,
+                    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+                    "U8": torch.uint8, "U16": torch.uint16, "U32": torch.uint32, "U64": torch.uint64,
+                    "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
+                    "C64": torch.complex64,
+                }
+            )  # fmt: skip
 
     # Writing -------------------------------------------------------------------------------
     def tensor(self, array: np.ndarray) -> Any:
@@ -295,6 +305,20 @@ class TorchScale:
         if loader.package and importlib.util.find_spec(loader.package.replace("-", "_")) is None:
             return f"{loader.package} is not installed here (pip install {loader.package})"
         return ""
+
+    def prepare(self, loader: ShardLoader, device: str) -> None:
+        """What a loader needs before its first load and a user pays once per process, kept out of the timed
+        load: its package imported, the CUDA context created (and the device's peak memory mark reset)."""
+        if loader.package:
+            importlib.import_module(loader.package.replace("-", "_"))
+        if device != "cpu":
+            self.torch.cuda.init()
+            self.torch.empty(1, device=_device_name(device))
+            self.adapter.reset_device_memory_peak(device)
+
+    def device_peak(self, device: str) -> int | None:
+        """Peak bytes the load allocated on the GPU (None on the CPU: the host's RSS is measured apart)."""
+        return self.adapter.device_memory_peak(device) if device != "cpu" else None
 
     def materialize(self, tensors: dict[str, Any], lazy: bool, device: str) -> list[Any]:
         """Every byte resident on its device: a mapped tensor is copied (as load_state_dict copies it into a

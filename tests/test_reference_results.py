@@ -102,3 +102,17 @@ def test_a_committed_scale_run_was_checked_cold_and_below_memcpy(run: Path) -> N
     env = json.loads((run / "env.json").read_text())
     assert {"python", "cpu", "gpu", "git_commit", "versions"} <= set(env)
     assert (run / "scale.md").read_text().startswith(f"# {run.name}:")
+
+
+@pytest.mark.parametrize("run", SCALE_RUNS, ids=[run.name for run in SCALE_RUNS])
+def test_a_committed_scale_report_is_what_its_record_gives(run: Path, tmp_path: Path) -> None:
+    """scale.md is regenerated from scale.json by the current report code (no hand edits, no stale report)."""
+    import shutil
+
+    from bench.reporting.scale import write_scale_report
+
+    copy = tmp_path / run.name
+    copy.mkdir()
+    for name in ("scale.json", "env.json"):
+        shutil.copy(run / name, copy / name)
+    assert write_scale_report(copy).read_text() == (run / "scale.md").read_text()

@@ -76,7 +76,8 @@ def test_the_fit_says_when_a_loader_is_not_linear_in_its_shape() -> None:
 # Layout and index ---------------------------------------------------------------------------
 def test_shards_split_as_hugging_face_splits_them() -> None:
     sizes = [("a", 40), ("b", 40), ("c", 40), ("huge", 500), ("d", 10)]
-    assert scale.shard_plan(sizes, 100) == [["a", "b"], ["c"], ["huge"], ["d"]]
+    # huggingface_hub's split_state_dict_into_shards_factory: an oversized tensor takes a shard of its own at once
+    assert scale.shard_plan(sizes, 100) == [["a", "b"], ["huge"], ["c", "d"]]
     assert scale.shard_names(3) == [f"model-0000{i}-of-00003.safetensors" for i in (1, 2, 3)]
     assert scale.shard_names(1, "pytorch_model", ".bin") == ["pytorch_model.bin"]
     document = scale.index_document([["a", "b"], ["c"]], 120)
@@ -109,6 +110,32 @@ def test_an_index_cannot_send_a_load_outside_its_folder(tmp_path: Path) -> None:
     for name in ("../secret.safetensors", "/etc/passwd", "sub/model.safetensors", ".."):
         with pytest.raises(FormatMismatchError, match="not a file name in the index's folder"):
             scale.checkpoint_files(_index(tmp_path / "ckpt", {"w": name}))
+
+
+def test_an_index_that_is_deep_empty_linked_or_wrong_about_its_shards_is_refused(tmp_path: Path) -> None:
+    from safetensors.numpy import save_file
+
+    folder = tmp_path / "ckpt"
+    deep = _index(folder, {})
+    deep.write_text('{"weight_map": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(FormatMismatchError, match="nested too deeply"):
+        scale.checkpoint_files(deep)
+    with pytest.raises(FormatMismatchError, match="names no tensor"):
+        scale.checkpoint_files(_index(folder, {}))
+    outside = tmp_path / "outside.safetensors"
+    save_file({"w": np.zeros(4, np.float32)}, str(outside))
+    (folder / "model-00001-of-00001.safetensors").symlink_to(outside)
+    with pytest.raises(NotRegularFileError, match="symbolic link"):
+        scale.checkpoint_files(_index(folder, {"w": "model-00001-of-00001.safetensors"}))
+    (folder / "model-00001-of-00001.safetensors").unlink()
+    save_file({"w": np.zeros(4, np.float32), "v": np.ones(2, np.float32)}, str(folder / "a.safetensors"))
+    with pytest.raises(FormatMismatchError, match=r"unmapped tensors \['v'\]"):
+        scale.checkpoint_files(_index(folder, {"w": "a.safetensors"}))
+    with pytest.raises(FormatMismatchError, match=r"missing tensors \['x'\]"):
+        scale.checkpoint_files(_index(folder, {"w": "a.safetensors", "v": "a.safetensors", "x": "a.safetensors"}))
+    assert scale.checkpoint_files(_index(folder, {"w": "a.safetensors", "v": "a.safetensors"})) == [
+        folder / "a.safetensors"
+    ]
 
 
 def test_an_index_naming_a_fifo_or_too_much_is_refused(tmp_path: Path) -> None:
@@ -157,6 +184,26 @@ def test_every_scale_loader_reads_every_tensor_bit_exactly(
     assert result["wrong"] == []
     assert result["seconds"] > 0
     assert result["peak_rss_bytes"] >= 0
+
+
+@pytest.mark.parametrize(("framework", "loader_name"), [(f, loader.name) for f, loader in LOADERS])
+def test_every_scale_loader_brings_the_whole_payload_into_memory(
+    framework: str, loader_name: str, data_dir: Path
+) -> None:
+    """The peak measurement sees the load: a loader that read nothing (or a timer that stopped before the bytes
+    were resident) would show a peak far below the payload."""
+    adapter_or_skip(framework)
+    recipe = scale.scale_recipe(framework)
+    loader = next(loader for loader in recipe.loaders if loader.name == loader_name)
+    if recipe.unavailable(loader, "cpu"):
+        pytest.skip(recipe.unavailable(loader, "cpu"))
+    point = workloads.Synthetic(16 << 20, 16, 2)
+    manifest = workloads.build(recipe, point, loader.format, data_dir)
+    result = child.load_once(recipe, loader, manifest, "cpu")
+    assert result["wrong"] == []
+    assert result["peak_rss_bytes"] >= 0.9 * manifest["payload_bytes"], result
+    if loader.lazy:  # a mapped file's pages are resident in RSS, and counted as such
+        assert result["mapped_file_bytes"] >= 0.9 * manifest["payload_bytes"], result
 
 
 @pytest.mark.parametrize(("framework", "loader_name"), [(f, loader.name) for f, loader in LOADERS])
@@ -211,12 +258,11 @@ def test_a_distributed_checkpoint_saved_by_n_ranks_loads_on_m_ranks_bit_exactly(
     recipe = scale.scale_recipe(framework)
     source = [Path(p) for p in _tiny(recipe, "safetensors", "single", data_dir)["files"] if p.endswith(".safetensors")]
     saved = distributed.launch(framework, "save", save_ranks, source, tmp_path / "dcp", timeout_s=300)
-    loaded = distributed.launch(framework, "load", load_ranks, source, tmp_path / "dcp", timeout_s=300)
+    loaded = distributed.launch(framework, "load", load_ranks, source, tmp_path / "dcp", timeout_s=300, trusted=True)
     assert [record["rank"] for record in saved["ranks"]] == list(range(save_ranks))
     assert saved["bytes"] == loaded["bytes"] == TINY.payload
     assert loaded["wrong"] == []
     assert len(loaded["ranks"]) == load_ranks
-    # the check can fail: a flipped byte in the ranks' data files is found
     # the check can fail: a flipped byte in the ranks' data is found, by serbench's comparison where the engine
     # stores raw bytes (DCP), or by the engine itself where it checksums or compresses them (Orbax's OCDBT)
     name, shape = TINY.shapes()[0]
@@ -232,17 +278,26 @@ def test_a_distributed_checkpoint_saved_by_n_ranks_loads_on_m_ranks_bit_exactly(
     damaged[at + 100] ^= 0x40
     data_file.write_bytes(bytes(damaged))
     try:
-        noticed = distributed.launch(framework, "load", load_ranks, source, tmp_path / "dcp", timeout_s=300)["wrong"]
+        noticed = distributed.launch(
+            framework, "load", load_ranks, source, tmp_path / "dcp", timeout_s=300, trusted=True
+        )["wrong"]
     except RuntimeError as error:  # the engine refused the damaged checkpoint: a rank failed, saying why
         noticed = [str(error)]
     assert noticed, f"a flipped byte in {data_file.name} went unnoticed"
 
 
 @pytest.mark.parametrize("framework", [f for f in ENGINES if scale.recipe_class(f).distributed_load_unpickles])
-def test_a_distributed_load_that_unpickles_needs_trust(framework: str, tmp_path: Path) -> None:
+def test_a_distributed_load_that_unpickles_needs_trust(framework: str, tmp_path: Path, data_dir: Path) -> None:
+    from bench.scale import distributed
+
     adapter_or_skip(framework)
     with pytest.raises(UnsafeLoadError, match="unpickles"):
         scale.scale_recipe(framework).distributed_load([], tmp_path, "cpu")
+    recipe = scale.scale_recipe(framework)
+    source = [Path(p) for p in _tiny(recipe, "safetensors", "single", data_dir)["files"] if p.endswith(".safetensors")]
+    distributed.launch(framework, "save", 1, source, tmp_path / "ckpt", timeout_s=300)
+    with pytest.raises(RuntimeError, match="unpickles"):  # the launcher does not trust by default either
+        distributed.launch(framework, "load", 1, source, tmp_path / "ckpt", timeout_s=300)
 
 
 # A whole (small) scale run and its report ------------------------------------------------------

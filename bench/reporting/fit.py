@@ -5,9 +5,10 @@ without it that cost lands in the per-file or per-tensor cost and the prediction
 
 The fit minimizes relative error (each point weighted by 1/median: the sweep spans 1 MiB to gigabytes, and
 an unweighted fit would only see the largest points), by non-negative least squares. Its uncertainty comes
-from the rounds: each point's rounds are resampled, the medians refitted, and the 5th-95th percentiles of
-each cost are its interval. A fit whose points miss it by more than MAX_GOOD_RESIDUAL is reported as not
-describing the loader (its costs are then not advice).
+from the rounds: each point's processes and the rounds within them are resampled, the medians refitted, and
+the 5th-95th percentiles of each cost are its interval. That interval is the noise of the timings only: how
+well the model describes the loader is `worst_residual`, reported beside it. A fit whose points miss it by
+more than MAX_GOOD_RESIDUAL is reported as not describing the loader (its costs are then not advice).
 """
 
 from __future__ import annotations
@@ -29,6 +30,14 @@ class Point:
     tensors: int
     bytes: int
     rounds: tuple[float, ...]
+    samples: tuple[tuple[float, ...], ...] = ()
+    """The rounds by process, where there were several: the bootstrap resamples processes, then rounds within
+    them, so a difference between processes widens the interval instead of vanishing in the pool."""
+
+    def resample(self, generator: np.random.Generator) -> float:
+        groups = self.samples or (self.rounds,)
+        chosen = [groups[i] for i in generator.integers(0, len(groups), len(groups))]
+        return float(np.median([value for group in chosen for value in generator.choice(group, len(group))]))
 
     @property
     def median(self) -> float:
@@ -99,7 +108,7 @@ def fit(points: Sequence[Point], seed: int = 0) -> Fit:
     generator = np.random.default_rng(seed)
     draws = []
     for _ in range(BOOTSTRAP):
-        resampled = np.array([np.median(generator.choice(p.rounds, len(p.rounds))) for p in points])
+        resampled = np.array([p.resample(generator) for p in points])
         draws.append(_solve(design, resampled))
     low, high = np.percentile(np.array(draws), [5, 95], axis=0)
     fitted = design @ coefficients

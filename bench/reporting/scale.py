@@ -97,6 +97,7 @@ def llm_frame(record: dict[str, Any]) -> pd.DataFrame:
         payload = row["payload_bytes"]
         wrong = sorted({problem for r in good for problem in r["wrong"]})
         peak = max((r["peak_rss_bytes"] for r in good), default=0) / payload
+        device_peaks = [r["device_peak_bytes"] for r in good if r.get("device_peak_bytes") is not None]
         mapped = max((r.get("mapped_file_bytes", 0) for r in good), default=0) / payload
         reference = references.get((row["layout"], row["device"], row["cache"]))
         stale = [r["resident"] for r in good if row["cache"] == "cold" and r.get("resident", 0) > 0.01]
@@ -106,7 +107,11 @@ def llm_frame(record: dict[str, Any]) -> pd.DataFrame:
                 "load": text or f"failed: {errors[0] if errors else 'no rounds'}",
                 "GB/s": _bandwidth(payload, spread),
                 "x reference": f"{spread.median / reference:.2f}" if spread and spread.stable and reference else "",
-                "peak memory (x payload)": (f"{peak:.2f}" + (f" ({mapped:.2f} mapped file)" if mapped >= 0.01 else ""))
+                "peak memory (x payload)": (
+                    f"{peak:.2f}"
+                    + (f" ({mapped:.2f} mapped file)" if mapped >= 0.01 else "")
+                    + (f"; GPU {max(device_peaks) / payload:.2f}" if device_peaks else "")
+                )
                 if good
                 else "",
                 "check": (
@@ -121,6 +126,8 @@ def llm_frame(record: dict[str, Any]) -> pd.DataFrame:
                 "peak": peak,
                 "mapped": mapped,
                 "median_s": spread.median if spread else float("nan"),
+                "low_s": spread.low if spread else float("nan"),
+                "high_s": spread.high if spread else float("nan"),
             }
         )
     return pd.DataFrame(table)
@@ -164,7 +171,8 @@ def sweep_points_of(rows: list[dict[str, Any]]) -> dict[tuple[str, str], list[fi
         if row["unavailable"] or not row["samples"] or row["wrong"]:
             continue
         rounds = tuple(t for sample in row["samples"] for t in sample)
-        point = fit.Point(row["files"], row["tensors"], row["payload_bytes"], rounds)
+        samples = tuple(tuple(sample) for sample in row["samples"])
+        point = fit.Point(row["files"], row["tensors"], row["payload_bytes"], rounds, samples)
         found.setdefault((row["framework"], row["loader"]), []).append(point)
     return found
 
@@ -303,8 +311,9 @@ def advice(llm: pd.DataFrame, payload: int) -> list[str]:
     for loader, group in heavy.groupby("loader"):
         worst = group.loc[group["peak"].idxmax()]
         mapped = (
-            f"; {worst['mapped']:.2f}x of it was the mapped file, page cache the kernel can take back under "
-            "pressure, but it counts against a container's memory limit while mapped"
+            f"; {worst['mapped']:.2f}x of it was the file's pages, counted in RSS because they are mapped (the other "
+            "loaders also bring the file into the page cache, outside their RSS; a cgroup charges page cache either "
+            "way, and the kernel can reclaim it)"
             if worst["mapped"] >= 0.01
             else ""
         )
@@ -319,15 +328,25 @@ def advice(llm: pd.DataFrame, payload: int) -> list[str]:
             lines.append(f"{device}, {cache}: no stable figure, so no fastest loader is named.")
             continue
         best = stable.loc[stable["median_s"].idxmin()]
+        tied = stable[(stable["low_s"] <= best["high_s"]) & (stable["loader"] != best["loader"])]
         ceiling = group[group["reference"] & group["stable"]]
-        beside = (
-            f"; serbench's reference loader took {ceiling['median_s'].min() / best['median_s']:.2f}x its time"
-            if not ceiling.empty
-            else ""
-        )
+        if not tied.empty:
+            names = ", ".join(f"{row.loader} ({row.layout})" for row in tied.itertuples())
+            lines.append(
+                f"{device}, {cache}: no single fastest load: **{best['loader']}** ({best['layout']}), {best['load']}, "
+                f"overlaps {names}."
+            )
+            continue
+        beside = ""
+        if not ceiling.empty:
+            reference = ceiling.loc[ceiling["median_s"].idxmin()]
+            overlap = reference["low_s"] <= best["high_s"] and best["low_s"] <= reference["high_s"]
+            beside = f"; serbench's reference loader: {reference['load']}" + (
+                " (their ranges overlap)" if overlap else ""
+            )
         lines.append(
             f"{device}, {cache}: fastest stable load is **{best['loader']}** ({best['layout']}), "
-            f"{best['load']}{beside}."
+            f"{best['load']}, its range clear of every other loader's stable loads{beside}."
         )
     return lines
 
@@ -339,7 +358,9 @@ def write_scale_report(run_dir: Path) -> Path:
     model = record["llm"]["workload"]
     payload = 2 * record["llm"]["parameters"]
     llm = llm_frame(record)
-    shown = [c for c in llm.columns if c not in ("stable", "reference", "peak", "mapped", "median_s")]
+    shown = [
+        c for c in llm.columns if c not in ("stable", "reference", "peak", "mapped", "median_s", "low_s", "high_s")
+    ]
     plots = plot_sweep(record, run_dir)
     fits = fit_frame(record, llm)
     limits = pd.DataFrame(
@@ -370,7 +391,8 @@ def write_scale_report(run_dir: Path) -> Path:
         "reference loader's (parallel preads into one buffer, a few dozen lines: what a plain load reaches here) for "
         "the same files, device and cache; below 1 the loader beat it. Peak memory: the most RSS the load added at "
         "any moment, as a multiple of the payload; mapped file pages count once touched, and how much of the RSS "
-        "at the end was mapped file is in brackets.",
+        "at the end was mapped file is in brackets (every loader brings the file into the page cache; only a "
+        "mapping puts it in RSS); for a GPU load, the host RSS and then the GPU's peak allocation.",
         "",
         llm[shown].fillna("").to_markdown(index=False),
         "",

@@ -1,7 +1,8 @@
 """One process loading checkpoints with one loader: `python -m bench.scale.child JOB.json`.
 
 For each checkpoint of the job, `rounds` times: admit every file through the trust gate (untimed: the same
-for every loader), settle, record the RSS and reset the kernel's peak mark (`/proc/self/clear_refs`), then
+for every loader), let the loader prepare what a process pays once (its package imported, a CUDA context),
+settle, record the RSS and reset the kernel's peak mark (`/proc/self/clear_refs`), then
 time the loader's read plus the materialization (a mapped tensor copied, an eager one touched page by
 page, CUDA waited for), read the peak (VmHWM minus the RSS before: the most memory the load needed at any
 moment, counting mapped file pages once touched) and how much of the RSS at the end is mapped file pages
@@ -64,6 +65,7 @@ def load_once(recipe: Any, loader: Any, manifest: dict[str, Any], device: str) -
     files = scale.checkpoint_files(manifest["checkpoint"], loader.format)
     for file in files:
         gate.admit(file, spec, trusted=False)
+    recipe.prepare(loader, device)
     _settle()
     baseline = _status_kib("VmRSS") * 1024
     file_baseline = _status_kib("RssFile") * 1024
@@ -74,6 +76,7 @@ def load_once(recipe: Any, loader: Any, manifest: dict[str, Any], device: str) -
     seconds = time.perf_counter() - start
     peak = _status_kib("VmHWM") * 1024 - baseline
     mapped = _status_kib("RssFile") * 1024 - file_baseline
+    device_peak = recipe.device_peak(device)
     checked = dict(tensors)
     if copies:
         checked = dict(zip(tensors, copies, strict=True))
@@ -85,6 +88,7 @@ def load_once(recipe: Any, loader: Any, manifest: dict[str, Any], device: str) -
         "seconds": seconds,
         "peak_rss_bytes": max(peak, 0),
         "mapped_file_bytes": max(mapped, 0),
+        "device_peak_bytes": device_peak,
         "baseline_rss_bytes": baseline,
         "wrong": wrong[:5],
     }

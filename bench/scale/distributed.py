@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import frameworks
 from frameworks import scale
@@ -41,8 +42,15 @@ def launch(
     directory: Path,
     device: str = "cpu",
     timeout_s: float = 900,
+    *,
+    trusted: bool = False,
 ) -> dict[str, object]:
-    """Run `op` ("save" or "load") with `world` ranks; the ranks' records, the slowest rank, the launch's time."""
+    """Run `op` ("save" or "load") with `world` ranks; the ranks' records, the slowest rank, the launch's time.
+    A load with an engine that unpickles its metadata (DCP) needs `trusted=True`: only for checkpoints you made.
+
+    All ranks are watched together: the first to fail stops the launch (the others would wait for it in a
+    collective until their timeout), and its error is the one reported; every rank is killed and reaped
+    whatever happens, so none is left writing into `directory`."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="serbench-ranks-") as scratch:
         job = Path(scratch) / "job.json"
@@ -54,48 +62,46 @@ def launch(
                     "source": [str(path) for path in source],
                     "directory": str(directory),
                     "device": device,
+                    "trusted": trusted,
                 }
             )
         )
         base = frameworks.child_environment(framework)
         if world > 1:
             base.update(frameworks.adapter_class(framework).thread_env("1"))
-        processes = []
+        processes, logs = [], []
         start = time.perf_counter()
-        for rank in range(world):
-            environment = {
-                **{key: value for key, value in base.items() if value is not None},
-                "RANK": str(rank),
-                "LOCAL_RANK": str(rank),
-                "WORLD_SIZE": str(world),
-                "MASTER_ADDR": "127.0.0.1",
-                "MASTER_PORT": str(port),
-            }
-            processes.append(
-                subprocess.Popen(
-                    [frameworks.python_for(framework), "-m", "bench.scale.distributed", str(job)],
-                    env=environment,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                )
-            )
-        outputs, failed = [], []
-        deadline = start + timeout_s
-        for rank, process in enumerate(processes):
-            try:
-                out, err = process.communicate(timeout=max(1.0, deadline - time.perf_counter()))
-            except subprocess.TimeoutExpired:
-                for other in processes:
-                    other.kill()
-                raise TimeoutError(f"{op} with {world} ranks did not finish within {timeout_s:.0f} s") from None
-            if process.returncode != 0:
-                failed.append(f"rank {rank} exited {process.returncode}: {(err.strip().splitlines() or ['?'])[-1]}")
-            else:
-                outputs.append(json.loads(out.strip().splitlines()[-1]))
-        end_to_end = time.perf_counter() - start
+        try:
+            for rank in range(world):
+                environment = {
+                    **{key: value for key, value in base.items() if value is not None},
+                    "RANK": str(rank),
+                    "LOCAL_RANK": str(rank),
+                    "WORLD_SIZE": str(world),
+                    "MASTER_ADDR": "127.0.0.1",
+                    "MASTER_PORT": str(port),
+                }
+                out, err = Path(scratch) / f"rank{rank}.out", Path(scratch) / f"rank{rank}.err"
+                logs.append((out, err))
+                with open(out, "w") as stdout, open(err, "w") as stderr:
+                    processes.append(
+                        subprocess.Popen(
+                            [frameworks.python_for(framework), "-m", "bench.scale.distributed", str(job)],
+                            env=environment,
+                            stdout=stdout,
+                            stderr=stderr,
+                        )
+                    )
+            failed = _wait_all(processes, logs, start + timeout_s, f"{op} with {world} ranks")
+            end_to_end = time.perf_counter() - start
+            outputs = [_record(out) for out, _ in logs] if not failed else []
+        finally:
+            for process in processes:
+                if process.poll() is None:
+                    process.kill()
+                process.wait()
     if failed:
-        raise RuntimeError(f"{op} with {world} ranks failed: " + "; ".join(failed))
+        raise RuntimeError(f"{op} with {world} ranks failed: {failed}")
     return {
         "op": op,
         "world": world,
@@ -107,6 +113,33 @@ def launch(
     }
 
 
+def _last_line(path: Path) -> str:
+    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1] if lines else "no output"
+
+
+def _wait_all(processes: list[subprocess.Popen], logs: list[tuple[Path, Path]], deadline: float, what: str) -> str:
+    """Wait for every rank; the first failure (a non-zero exit, or the deadline) as one line, else ""."""
+    while True:
+        for rank, process in enumerate(processes):
+            code = process.poll()
+            if code not in (None, 0):
+                return f"rank {rank} exited {code}: {_last_line(logs[rank][1])}"
+        if all(process.poll() == 0 for process in processes):
+            return ""
+        if time.perf_counter() > deadline:
+            waiting = [rank for rank, process in enumerate(processes) if process.poll() is None]
+            raise TimeoutError(f"{what}: ranks {waiting} did not finish in time") from None
+        time.sleep(0.05)
+
+
+def _record(out: Path) -> dict[str, Any]:
+    lines = [line for line in out.read_text().splitlines() if line.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"a rank exited without its record ({out.name})")
+    return json.loads(lines[-1])
+
+
 def main() -> int:
     job = json.loads(Path(sys.argv[1]).read_text())
     recipe = scale.scale_recipe(job["framework"])
@@ -115,8 +148,7 @@ def main() -> int:
     if job["op"] == "save":
         record = recipe.distributed_save(source, directory, job["device"])
     else:
-        # only checkpoints this run saved are loaded: the engine's metadata may be a pickle (DCP's is)
-        record = recipe.distributed_load(source, directory, job["device"], trusted=True)
+        record = recipe.distributed_load(source, directory, job["device"], trusted=job["trusted"])
     print(json.dumps(record), flush=True)
     return 0
 

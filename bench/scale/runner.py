@@ -222,7 +222,10 @@ def measure_distributed(
                     try:
                         saved = distributed.launch(framework, "save", save_world, source, directory, device)
                         pagecache.evict(directory)
-                        loaded = distributed.launch(framework, "load", load_world, source, directory, device)
+                        # this run wrote the checkpoint: its metadata may be a pickle (DCP's is), so trust is explicit
+                        loaded = distributed.launch(
+                            framework, "load", load_world, source, directory, device, trusted=True
+                        )
                         size = pagecache.size_on_disk(directory)
                         row["rounds"].append({"save": saved, "load": loaded, "size_on_disk": size})
                     except (RuntimeError, TimeoutError) as error:
