@@ -413,8 +413,8 @@ def write_scale_report(run_dir: Path) -> Path:
         *[f"![{name}]({name})" for name in plots],
         "",
         "Fitted: seconds = per load + per file x files + per tensor x tensors + per byte x bytes (non-negative, "
-        "relative "
-        "error; intervals: 5th-95th percentile of a bootstrap over rounds). `worst miss`: the largest relative "
+        "relative error; intervals: 5th-95th percentile of a bootstrap over processes and their rounds, the "
+        "timings' noise only). `worst miss`: the largest relative "
         "gap between the fit and a point's median. The prediction for the LLM uses its tensor count and payload.",
         "",
         fits.fillna("").to_markdown(index=False) if not fits.empty else "(no loader has sweep points)",
