@@ -80,14 +80,15 @@ class JaxScale:
                 first_byte, last_byte = entry["data_offsets"]
                 dtype = np.dtype(NUMPY_DTYPES[entry["dtype"]])
                 full = mapped[start + first_byte : start + last_byte].view(dtype).reshape(shape)
-                size = -(-shape[0] // world)
-                rows[name] = np.array(full[min(rank * size, shape[0]) : min((rank + 1) * size, shape[0])])
+                first, last = scale.row_range(shape[0], rank, world)
+                rows[name] = np.array(full[first:last])
         return rows
 
     def distributed_save(self, source: list[Path], directory: Path, device: str) -> dict[str, object]:
         sharding = self._init_ranks(device)
         jax = self.jax
         rank, world = jax.process_index(), jax.process_count()
+        scale.source_entries(self.adapter, source)  # the gate admits every source file before it is read
         local = self._rows(source, rank, world)
         state = {name: jax.make_array_from_process_local_data(sharding, rows) for name, rows in local.items()}
         jax.block_until_ready(state)
@@ -106,16 +107,13 @@ class JaxScale:
     ) -> dict[str, object]:
         """Orbax's checkpoint is JSON metadata and tensorstore arrays (nothing is unpickled), so no trust is
         needed; the rows are compared byte for byte with the source's."""
+        scale.admit_distributed(directory, self.distributed_engine)
         sharding = self._init_ranks(device)
         jax = self.jax
         rank, world = jax.process_index(), jax.process_count()
-        shapes = {
-            name: (tuple(entry["shape"]), np.dtype(NUMPY_DTYPES[entry["dtype"]]))
-            for file in source
-            for name, entry in scale.safetensors_header(file)[1].items()
-        }
         target = {
-            name: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding) for name, (shape, dtype) in shapes.items()
+            name: jax.ShapeDtypeStruct(tuple(entry["shape"]), np.dtype(NUMPY_DTYPES[entry["dtype"]]), sharding=sharding)
+            for name, entry in scale.source_entries(self.adapter, source).items()
         }
         checkpointer = self.adapter.ocp.StandardCheckpointer()
         try:

@@ -43,6 +43,30 @@ def safetensors_header(path: Path) -> tuple[int, dict[str, Any]]:
     return 8 + length, header
 
 
+def source_entries(adapter: Any, files: list[Path]) -> dict[str, dict[str, Any]]:
+    """The tensors (name -> dtype, shape, data offsets) of the safetensors files a distributed row starts from,
+    each file admitted by the trust gate as the adapter's safetensors format first."""
+    spec = adapter.spec("safetensors")
+    entries = {}
+    for file in files:
+        gate.admit(file, spec, trusted=False)
+        entries.update(safetensors_header(file)[1])
+    return entries
+
+
+def admit_distributed(directory: Path, engine: str) -> Path:
+    """A distributed checkpoint's directory, checked by the gate before an engine reads it: regular files and
+    directories of them only, no links or FIFOs, at most MAX_MEMBERS entries."""
+    return gate.regular_source(directory, engine, directory=True, subdirectories=True)
+
+
+def row_range(rows: int, rank: int, world: int) -> tuple[int, int]:
+    """The rows of a tensor split by rows over `world` ranks that `rank` holds (torch.chunk's split, which DTensor's
+    Shard(0) and JAX's row sharding both use: ceil-sized pieces, the last ones shorter or empty)."""
+    size = -(-rows // world)
+    return min(rank * size, rows), min((rank + 1) * size, rows)
+
+
 def shard_names(count: int, stem: str = "model", suffix: str = ".safetensors") -> list[str]:
     if count == 1:
         return [f"{stem}{suffix}"]

@@ -357,11 +357,6 @@ class TorchScale:
         dist.init_process_group(self.distributed_backends[device], timeout=DISTRIBUTED_TIMEOUT)
         return dist, init_device_mesh("cuda" if device != "cpu" else "cpu", (dist.get_world_size(),))
 
-    def _row_range(self, rows: int, rank: int, world: int) -> tuple[int, int]:
-        """Rows of a `Shard(0)` placement on `rank` (torch.chunk's split: ceil-sized pieces)."""
-        size = -(-rows // world)
-        return min(rank * size, rows), min((rank + 1) * size, rows)
-
     def _sharded(self, mesh: Any, local: Any, shape: tuple[int, ...]) -> Any:
         from torch.distributed.tensor import DTensor, Shard
 
@@ -375,7 +370,7 @@ class TorchScale:
             with self.adapter.safetensors.safe_open(str(file), framework="pt") as handle:
                 for name in handle.keys():
                     rows = handle.get_slice(name).get_shape()[0]
-                    first, last = self._row_range(rows, rank, world)
+                    first, last = scale.row_range(rows, rank, world)
                     tensors[name] = handle.get_slice(name)[first:last].to(_device_name(device))
         return tensors
 
@@ -387,7 +382,7 @@ class TorchScale:
         dist, mesh = self._init_ranks(device)
         try:
             rank, world = dist.get_rank(), dist.get_world_size()
-            shapes = self._shapes(source)
+            shapes = {name: tuple(entry["shape"]) for name, entry in scale.source_entries(self.adapter, source).items()}
             local = self._source_rows(source, rank, world, device)
             state = {name: self._sharded(mesh, local[name], shapes[name]) for name in shapes}
             dist.barrier()
@@ -411,14 +406,16 @@ class TorchScale:
                 f"refusing to load {directory} with torch.distributed.checkpoint: dcp.load unpickles its .metadata "
                 f"(pickle.load), which can run code from the file. Pass trusted=True only for checkpoints you made."
             )
+        scale.admit_distributed(directory, self.distributed_engine)
         dist, mesh = self._init_ranks(device)
         try:
             rank, world = dist.get_rank(), dist.get_world_size()
-            shapes, dtypes = self._shapes(source), self._dtypes(source)
             state = {}
-            for name, shape in shapes.items():
-                first, last = self._row_range(shape[0], rank, world)
-                local = self.torch.empty((last - first, *shape[1:]), dtype=dtypes[name], device=_device_name(device))
+            for name, entry in scale.source_entries(self.adapter, source).items():
+                shape = tuple(entry["shape"])
+                first, last = scale.row_range(shape[0], rank, world)
+                dtype = SAFETENSORS_TORCH_DTYPES[entry["dtype"]]
+                local = self.torch.empty((last - first, *shape[1:]), dtype=dtype, device=_device_name(device))
                 state[name] = self._sharded(mesh, local, shape)
             dist.barrier()
             start = time.perf_counter()
@@ -437,15 +434,3 @@ class TorchScale:
             return {"rank": rank, "world": world, "seconds": seconds, "bytes": nbytes, "wrong": wrong}
         finally:
             dist.destroy_process_group()
-
-    def _shapes(self, source: list[Path]) -> dict[str, tuple[int, ...]]:
-        return {
-            name: tuple(entry["shape"]) for file in source for name, entry in scale.safetensors_header(file)[1].items()
-        }
-
-    def _dtypes(self, source: list[Path]) -> dict[str, Any]:
-        return {
-            name: SAFETENSORS_TORCH_DTYPES[entry["dtype"]]
-            for file in source
-            for name, entry in scale.safetensors_header(file)[1].items()
-        }

@@ -165,14 +165,31 @@ def _tiny(recipe: object, format_name: str, layout: str, data: Path) -> dict:
     return workloads.build(recipe, workload, format_name, data)
 
 
+def _recipe_and_loader(framework: str, loader_name: str) -> tuple[object, object]:
+    adapter_or_skip(framework)
+    recipe = scale.scale_recipe(framework)
+    return recipe, next(loader for loader in recipe.loaders if loader.name == loader_name)
+
+
+def _usable_loader(framework: str, loader_name: str) -> tuple[object, object]:
+    """The recipe and the loader, skipping (with its reason) a loader that cannot load onto the CPU here."""
+    recipe, loader = _recipe_and_loader(framework, loader_name)
+    if why := recipe.unavailable(loader, "cpu"):
+        pytest.skip(why)
+    return recipe, loader
+
+
+def _tiny_source(recipe: object, data: Path) -> list[Path]:
+    """The single-file tiny checkpoint's safetensors file: the source of a distributed row."""
+    return [Path(p) for p in _tiny(recipe, "safetensors", "single", data)["files"] if p.endswith(".safetensors")]
+
+
 @pytest.mark.parametrize("layout", ["single", "sharded"])
 @pytest.mark.parametrize(("framework", "loader_name"), [(f, loader.name) for f, loader in LOADERS])
 def test_every_scale_loader_reads_every_tensor_bit_exactly(
     framework: str, loader_name: str, layout: str, data_dir: Path
 ) -> None:
-    adapter_or_skip(framework)
-    recipe = scale.scale_recipe(framework)
-    loader = next(loader for loader in recipe.loaders if loader.name == loader_name)
+    recipe, loader = _recipe_and_loader(framework, loader_name)
     manifest = _tiny(recipe, loader.format, layout, data_dir)
     assert len(scale.checkpoint_files(manifest["checkpoint"], loader.format)) == (3 if layout == "sharded" else 1)
     why = recipe.unavailable(loader, "cpu")
@@ -192,11 +209,7 @@ def test_every_scale_loader_brings_the_whole_payload_into_memory(
 ) -> None:
     """The peak measurement sees the load: a loader that read nothing (or a timer that stopped before the bytes
     were resident) would show a peak far below the payload."""
-    adapter_or_skip(framework)
-    recipe = scale.scale_recipe(framework)
-    loader = next(loader for loader in recipe.loaders if loader.name == loader_name)
-    if recipe.unavailable(loader, "cpu"):
-        pytest.skip(recipe.unavailable(loader, "cpu"))
+    recipe, loader = _usable_loader(framework, loader_name)
     point = workloads.Synthetic(16 << 20, 16, 2)
     manifest = workloads.build(recipe, point, loader.format, data_dir)
     result = child.load_once(recipe, loader, manifest, "cpu")
@@ -210,11 +223,7 @@ def test_every_scale_loader_brings_the_whole_payload_into_memory(
 def test_the_check_catches_a_flipped_byte_in_a_shard(
     framework: str, loader_name: str, data_dir: Path, tmp_path: Path
 ) -> None:
-    adapter_or_skip(framework)
-    recipe = scale.scale_recipe(framework)
-    loader = next(loader for loader in recipe.loaders if loader.name == loader_name)
-    if recipe.unavailable(loader, "cpu"):
-        pytest.skip(recipe.unavailable(loader, "cpu"))
+    recipe, loader = _usable_loader(framework, loader_name)
     manifest = _tiny(recipe, loader.format, "sharded", data_dir)
     copy = tmp_path / "copy"
     shutil.copytree(Path(manifest["checkpoint"]).parent, copy)
@@ -256,7 +265,7 @@ def test_a_distributed_checkpoint_saved_by_n_ranks_loads_on_m_ranks_bit_exactly(
 
     adapter_or_skip(framework)
     recipe = scale.scale_recipe(framework)
-    source = [Path(p) for p in _tiny(recipe, "safetensors", "single", data_dir)["files"] if p.endswith(".safetensors")]
+    source = _tiny_source(recipe, data_dir)
     saved = distributed.launch(framework, "save", save_ranks, source, tmp_path / "dcp", timeout_s=300)
     loaded = distributed.launch(framework, "load", load_ranks, source, tmp_path / "dcp", timeout_s=300, trusted=True)
     assert [record["rank"] for record in saved["ranks"]] == list(range(save_ranks))
@@ -294,7 +303,7 @@ def test_a_distributed_load_that_unpickles_needs_trust(framework: str, tmp_path:
     with pytest.raises(UnsafeLoadError, match="unpickles"):
         scale.scale_recipe(framework).distributed_load([], tmp_path, "cpu")
     recipe = scale.scale_recipe(framework)
-    source = [Path(p) for p in _tiny(recipe, "safetensors", "single", data_dir)["files"] if p.endswith(".safetensors")]
+    source = _tiny_source(recipe, data_dir)
     distributed.launch(framework, "save", 1, source, tmp_path / "ckpt", timeout_s=300)
     with pytest.raises(RuntimeError, match="unpickles"):  # the launcher does not trust by default either
         distributed.launch(framework, "load", 1, source, tmp_path / "ckpt", timeout_s=300)
@@ -352,3 +361,15 @@ def test_a_small_scale_run_checks_every_row_and_reports_fits_plots_and_memory(tm
     heavy = llm_frame(record).query(f"peak > {PEAK_ADVICE_MULTIPLE}")["loader"].unique()
     advice = report.split("### Advice")[1].split("##")[0]
     assert all(f"**{name}** needed up to" in advice for name in heavy)
+
+
+@pytest.mark.parametrize("framework", ENGINES)
+def test_a_distributed_checkpoint_is_admitted_by_the_gate_before_its_engine_reads_it(
+    framework: str, tmp_path: Path
+) -> None:
+    adapter_or_skip(framework)
+    checkpoint = tmp_path / "ckpt"
+    (checkpoint / "sub").mkdir(parents=True)
+    os.mkfifo(checkpoint / "sub" / "data")
+    with pytest.raises(NotRegularFileError, match="FIFO"):  # refused here, not hung in the engine's reader
+        scale.scale_recipe(framework).distributed_load([], checkpoint, "cpu", trusted=True)

@@ -247,12 +247,13 @@ def plot_sweep(record: dict[str, Any], directory: Path) -> list[str]:
                 "files": row["files"],
                 "tensors": row["tensors"],
                 "bytes": row["payload_bytes"],
-                "median": stats.spread(row["samples"]).median,
-                "low": stats.spread(row["samples"]).low,
-                "high": stats.spread(row["samples"]).high,
+                "median": spread.median,
+                "low": spread.low,
+                "high": spread.high,
                 "peak": max(row["peaks"]) if row["peaks"] else float("nan"),
             }
             for row in rows
+            for spread in [stats.spread(row["samples"])]
         ]
     )
     tensors_mode = frame["tensors"].mode().iloc[0]

@@ -21,6 +21,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+from bench.timing import peak_memory
 from frameworks import gate, scale
 
 
@@ -32,13 +33,6 @@ def _settle() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
-
-
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
 
 
 def check(recipe: Any, tensors: dict[str, Any], manifest: dict[str, Any]) -> list[str]:
@@ -67,15 +61,15 @@ def load_once(recipe: Any, loader: Any, manifest: dict[str, Any], device: str) -
         gate.admit(file, spec, trusted=False)
     recipe.prepare(loader, device)
     _settle()
-    baseline = _status_kib("VmRSS") * 1024
-    file_baseline = _status_kib("RssFile") * 1024
-    Path("/proc/self/clear_refs").write_text("5")
+    baseline = peak_memory.status_bytes("VmRSS")
+    file_baseline = peak_memory.status_bytes("RssFile")
+    method = peak_memory.reset_peak()
     start = time.perf_counter()
     tensors, release = loader.read(recipe, files, device)
     copies = recipe.materialize(tensors, loader.lazy and device == "cpu", device)
     seconds = time.perf_counter() - start
-    peak = _status_kib("VmHWM") * 1024 - baseline
-    mapped = _status_kib("RssFile") * 1024 - file_baseline
+    peak = peak_memory.peak_rss(method) - baseline
+    mapped = peak_memory.status_bytes("RssFile") - file_baseline
     device_peak = recipe.device_peak(device)
     checked = dict(tensors)
     if copies:
@@ -90,6 +84,7 @@ def load_once(recipe: Any, loader: Any, manifest: dict[str, Any], device: str) -
         "mapped_file_bytes": max(mapped, 0),
         "device_peak_bytes": device_peak,
         "baseline_rss_bytes": baseline,
+        "peak_method": method,
         "wrong": wrong[:5],
     }
 

@@ -15,12 +15,32 @@ import resource
 import sys
 from pathlib import Path
 
+RESET = "VmHWM after clear_refs"
+NOT_RESET = "ru_maxrss (peak RSS could not be reset: an underestimate if import peaked higher)"
 
-def _status_kib(field: str) -> int:
+
+def status_bytes(field: str) -> int:
+    """A field of /proc/self/status (VmRSS, VmHWM, RssFile, ...), in bytes."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
-            return int(line.split()[1])
+            return int(line.split()[1]) * 1024
     raise KeyError(field)
+
+
+def reset_peak() -> str:
+    """Reset the kernel's peak-RSS mark; returns how `peak_rss` will read the peak (RESET or NOT_RESET)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return NOT_RESET
+    return RESET
+
+
+def peak_rss(method: str) -> int:
+    """The process's peak RSS since `reset_peak` (since start where it could not reset), in bytes."""
+    if method == RESET:
+        return status_bytes("VmHWM")
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def measure(framework: str, format: str, workload: str, path: Path) -> dict[str, object]:
@@ -32,21 +52,14 @@ def measure(framework: str, format: str, workload: str, path: Path) -> dict[str,
     kind = kinds.kind_of(workload)
     subject = kind.load_only(adapter, workload)
     gc.collect()
-    baseline = _status_kib("VmRSS") * 1024
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        method = "VmHWM after clear_refs"
-    except OSError:
-        method = "ru_maxrss (peak RSS could not be reset: an underestimate if import peaked higher)"
+    baseline = status_bytes("VmRSS")
+    method = reset_peak()
     loaded = kind.load(adapter, subject, path, format)
     if kind.returns_tree:
         # Touch, never copy: a lazy loader's tensors are the mapped file, resident once touched; the
         # copy that the timing makes to read every byte is the harness's, not the loader's, memory.
         materialize(adapter, loaded, lazy=False)
-    if method.startswith("VmHWM"):
-        peak = _status_kib("VmHWM") * 1024
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = peak_rss(method)
     return {"peak_rss_bytes": max(0, peak - baseline), "baseline_rss_bytes": baseline, "method": method}
 
 
