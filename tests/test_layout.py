@@ -7,7 +7,8 @@
     3 bench.timing, bench.safety      the two products that run frameworks
     2 bench.conformance               round trips held to what each adapter declares
     1 bench.kinds, bench.checkpoints  one strategy per kind of workload; a user's checkpoint as a workload
-    0 bench.workloads, bench.scale_workloads, bench.environment, bench.errors, bench.pytest_outcomes
+    0 bench.workloads, bench.scale_workloads, bench.environment, bench.errors, bench.pytest_outcomes,
+      bench.decide (the comparison engine)
 
 A framework's facts live in its adapter: no module of bench/ imports a framework package, even lazily.
 """
@@ -24,6 +25,7 @@ import frameworks
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 LAYERS = {
     "bench.workloads": 0,
+    "bench.decide": 0,
     "bench.environment": 0,
     "bench.errors": 0,
     "bench.pytest_outcomes": 0,
