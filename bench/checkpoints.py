@@ -15,6 +15,7 @@ crashes or hangs a framework takes down the child, not the command; the child an
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -26,7 +27,7 @@ import numpy as np
 import frameworks
 from bench import workloads
 from bench.errors import UsageError
-from frameworks import environments
+from frameworks import environments, files, gate, stored
 from frameworks.errors import SerbenchError
 
 INDEX_SUFFIX = ".index.json"
@@ -52,20 +53,25 @@ def workload_name(path: Path, taken: set[str]) -> str:
     return name
 
 
-def flatten(tree: Any, prefix: str = "") -> tuple[dict[str, np.ndarray], list[str]]:
-    """A nested checkpoint as one dict of tensors (keys joined with '.', as a state_dict names them) and the
-    names of the leaves that are not tensors (an epoch number, a string), which a benchmark of tensors drops."""
+ROOT_NAME = "tensor"
+"""The name of a checkpoint that is one bare tensor, not a container of named ones."""
+
+
+def flatten(tree: Any, prefix: str | None = None) -> tuple[dict[str, np.ndarray], list[str]]:
+    """A nested checkpoint as one dict of tensors (keys joined with '.', as a state_dict names them; a key is
+    kept exactly, the empty one too) and the names of the leaves that are not tensors (an epoch number, a
+    string), which a benchmark of tensors drops."""
     arrays: dict[str, np.ndarray] = {}
     dropped: list[str] = []
     items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list | tuple) else None
     if items is None:
         if isinstance(tree, np.ndarray) and tree.dtype.kind in "biufcV":
-            arrays[prefix or "tensor"] = tree
+            arrays[ROOT_NAME if prefix is None else prefix] = tree
         else:
-            dropped.append(f"{prefix or 'value'} ({type(tree).__name__})")
+            dropped.append(f"{'value' if prefix is None else prefix or repr('')} ({type(tree).__name__})")
         return arrays, dropped
     for key, value in items:
-        name = f"{prefix}.{key}" if prefix else str(key)
+        name = str(key) if prefix is None else f"{prefix}.{key}"
         inner, lost = flatten(value, name)
         clash = arrays.keys() & inner.keys()
         if clash:
@@ -112,16 +118,11 @@ def read_index(directory: Path) -> tuple[Path, dict[str, str]]:
             f"(found {found}); give a checkpoint file instead"
         )
     index = indexes[0]
-    if not index.is_file() or index.stat().st_size > MAX_INDEX_BYTES:
-        raise Refused(f"{index} is not a regular file of at most {MAX_INDEX_BYTES:,} bytes")
+    schema = stored.Object(required={"weight_map": stored.MapOf(str)}, extra=True)
     try:
-        weight_map = json.loads(index.read_text())["weight_map"]
-    except (ValueError, KeyError, TypeError, RecursionError) as error:
-        raise Refused(f"{index} is not a shard index (JSON with a weight_map): {error!r:.200}") from None
-    if not isinstance(weight_map, dict) or not all(
-        isinstance(key, str) and isinstance(value, str) for key, value in weight_map.items()
-    ):
-        raise Refused(f"{index}: weight_map must map tensor names to shard file names")
+        weight_map = stored.read_json(index, what="shard index", schema=schema, cap=MAX_INDEX_BYTES)["weight_map"]
+    except stored.StoredFileError as error:
+        raise Refused(str(error)) from None
     for shard in set(weight_map.values()):
         if Path(shard).name != shard or shard in ("", ".", ".."):
             raise Refused(f"{index} names shard {shard!r}, which is not a file in {directory}")
@@ -179,23 +180,34 @@ def import_checkpoint(source: Path, store: Path, name: str, trusted: bool) -> di
     }
 
 
+def check_source(path: Path) -> None:
+    """UsageError unless `path` is a regular file, or a directory holding only regular files and directories of
+    them (no links, FIFOs or devices, at most MAX_MEMBERS entries): checked before any byte is read, so a FIFO
+    cannot block the command and a link cannot take the read outside the checkpoint."""
+    if not os.path.lexists(path):
+        raise UsageError(f"{path}: no such file or directory")
+    try:
+        gate.regular_source(path, "checkpoint", directory=True, subdirectories=True)
+    except SerbenchError as error:
+        raise UsageError(" ".join(str(error).split())) from None
+
+
 def _first_reader(path: Path) -> str | None:
     """The framework of the first reader of `path` (of a shard directory: of its first file), so that
     the child runs in that framework's environment (`frameworks.environments`)."""
     candidates = frameworks.readers_of(path)
     if path.is_dir() and not candidates:
-        files = sorted(child for child in path.iterdir() if child.is_file() and not child.name.endswith(INDEX_SUFFIX))
-        candidates = next(filter(None, map(frameworks.readers_of, files)), [])
+        members = sorted(c for c in path.iterdir() if c.is_file() and not c.name.endswith(INDEX_SUFFIX))
+        candidates = next(filter(None, map(frameworks.readers_of, members)), [])
     return candidates[0][0] if candidates else None
 
 
 def prepare(paths: list[Path], directory: Path, trusted: bool, timeout_s: float = READ_TIMEOUT_S) -> list[dict]:
     """Read each checkpoint in a child process (see the module docstring); UsageError says why one could not be."""
-    directory.mkdir(parents=True, exist_ok=True)
+    files.own_directory(directory)  # no link may redirect the stored tensors
     entries: list[dict] = []
     for path in paths:
-        if not path.exists():
-            raise UsageError(f"{path}: no such file or directory")
+        check_source(path)
         name = workload_name(path, {entry["name"] for entry in entries})
         reader = _first_reader(path)
         environment = frameworks.adapter_class(reader).environment if reader else environments.HOME
@@ -211,7 +223,9 @@ def prepare(paths: list[Path], directory: Path, trusted: bool, timeout_s: float 
         if result.returncode != 0 or not lines:
             last = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
             raise UsageError(f"{path}: the reader crashed ({last[:300]})")
-        entries.append(json.loads(lines[-1]))
+        entry = stored.parse_json(lines[-1], f"the reader of {path}", "checkpoint entry")
+        stored.check(entry, workloads.CHECKPOINTS_SCHEMA.required["checkpoints"].item, f"the reader of {path}", "entry")
+        entries.append(entry)
     return entries
 
 

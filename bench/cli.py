@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import frameworks
 from bench import __version__
 from bench.errors import NotComparableError, UsageError
+from frameworks.errors import SerbenchError
 
 EXIT_REGRESSION, EXIT_USAGE, EXIT_INTERNAL, EXIT_NOT_COMPARABLE, EXIT_INTERRUPTED = 1, 2, 3, 4, 130
 
@@ -35,11 +35,19 @@ def cmd_support_table(args: argparse.Namespace) -> int:
 
     table = support_markdown()
     if args.update_readme:
-        readme = Path(args.update_readme)
-        readme.write_text(replace_block(readme.read_text(), table))
+        _rewrite_readme(Path(args.update_readme), lambda text: replace_block(text, table))
     else:
         sys.stdout.write(table)
     return 0
+
+
+def _rewrite_readme(readme: Path, change: Callable[[str], str]) -> None:
+    """Replace a generated block of a README: read it as a regular file within a cap, write it atomically."""
+    from frameworks.files import write_bytes_atomic
+    from frameworks.stored import read_bytes
+
+    text = read_bytes(readme, cap=4 << 20, what="README").decode("utf-8")
+    write_bytes_atomic(readme, change(text).encode())
 
 
 def cmd_roundtrip(args: argparse.Namespace) -> int:
@@ -147,6 +155,25 @@ FORMAT_LIST = _vocabulary("a format", _all_formats)
 KIND_LIST = _vocabulary("a kind", _kinds)
 SIZE_LIST = _vocabulary("a size", _sizes)
 DEVICE_LIST = _vocabulary("a device", _devices)
+
+
+def _release(value: str) -> str:
+    """An argparse type: a release version (PEP 440), the only strings that name a variant's directory."""
+    from frameworks.variants import VERSION
+
+    if not VERSION.fullmatch(value):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a release version as PEP 440 writes it (for example 0.8.0 or 2.1.0rc1)"
+        )
+    return value
+
+
+def _package(value: str) -> str:
+    from frameworks.variants import PACKAGE
+
+    if not PACKAGE.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a package name (letters, digits, '.', '-', '_')")
+    return value
 
 
 def _thread_settings(value: str) -> tuple[str, ...]:
@@ -265,29 +292,30 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from bench.reporting.answer import checkpoint_answer
     from bench.reporting.report import load_run, write_report
     from bench.timing.rundir import RunDir
-    from frameworks.files import write_bytes_atomic
+    from frameworks.files import remove_marked, write_bytes_atomic
 
     out = _check_out(args, "checkpoint")
     run_dir = RunDir(out)
     created = not out.exists()
+    run_dir.prepare()
     try:
-        entries = prepare(args.paths, run_dir.checkpoint_store, args.trusted)
+        with run_dir.locked():
+            entries = prepare(args.paths, run_dir.own_scratch(run_dir.checkpoint_store.name), args.trusted)
+            write_bytes_atomic(run_dir.checkpoints, json.dumps({"checkpoints": entries}, indent=1).encode())
+            os.environ[workloads.CHECKPOINTS_VARIABLE] = str(run_dir.checkpoints.resolve())  # for every child
+            names = tuple(workload.name for workload in workloads.register_checkpoints(run_dir.checkpoints))
+            for entry in entries:
+                dropped = f"; dropped {len(entry['dropped'])} values that are not tensors" if entry["dropped"] else ""
+                print(
+                    f"{entry['source']}: {entry['tensor_count']} tensors, {entry['payload_bytes'] / 2**20:.1f} MiB "
+                    f"({', '.join(entry['dtypes'])}), {entry['reader']}{dropped}; timed as {entry['name']}",
+                    file=sys.stderr,
+                )
+            out = _timed_run("bench", _run_config(args, "checkpoint", out, workloads=names))
     except BaseException:
-        if created:  # a refused checkpoint leaves nothing behind
-            shutil.rmtree(out, ignore_errors=True)
+        if created and not run_dir.checkpoints.exists():  # a refused checkpoint leaves nothing behind
+            remove_marked(run_dir.root, "the run directory this command made")
         raise
-    run_dir.root.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(run_dir.checkpoints, json.dumps({"checkpoints": entries}, indent=1).encode())
-    os.environ[workloads.CHECKPOINTS_VARIABLE] = str(run_dir.checkpoints.resolve())  # for every child process
-    names = tuple(workload.name for workload in workloads.register_checkpoints(run_dir.checkpoints))
-    for entry in entries:
-        dropped = f"; dropped {len(entry['dropped'])} values that are not tensors" if entry["dropped"] else ""
-        print(
-            f"{entry['source']}: {entry['tensor_count']} tensors, {entry['payload_bytes'] / 2**20:.1f} MiB "
-            f"({', '.join(entry['dtypes'])}), {entry['reader']}{dropped}; timed as {entry['name']}",
-            file=sys.stderr,
-        )
-    out = _timed_run("bench", _run_config(args, "checkpoint", out, workloads=names))
     if out is None:
         return EXIT_INTERRUPTED
     report = write_report(out)
@@ -324,10 +352,10 @@ def cmd_versions(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from bench.reporting.report import write_report
-    from bench.reporting.versions import RECORD, write_versions_report
+    from bench.reporting.versions import RECORD, read_record, write_versions_report
 
-    if (args.run_dir / RECORD).is_file():  # a `serbench versions` run: every release's report, then theirs
-        record = json.loads((args.run_dir / RECORD).read_text())
+    if os.path.lexists(args.run_dir / RECORD):  # a `serbench versions` run: every release's report, then theirs
+        record = read_record(args.run_dir)
         for release in record["versions"]:
             if "not_installable" not in release:
                 write_report(args.run_dir / release["label"])
@@ -435,23 +463,24 @@ def cmd_safety(args: argparse.Namespace) -> int:
 
 
 def cmd_safety_table(args: argparse.Namespace) -> int:
-    import pandas as pd
+    from bench.safety.runner import read_safety, safety_markdown
 
-    from bench.safety.runner import safety_markdown
-
-    if not args.source.is_file():
-        raise UsageError(f"{args.source} is not a safety.csv: no such regular file")
+    frame = read_safety(args.source)
     try:
-        frame = pd.read_csv(args.source, keep_default_na=False)
         table = safety_markdown(frame)
     except (ValueError, KeyError, UnicodeDecodeError) as error:
         raise UsageError(f"{args.source} is not a safety.csv written by serbench safety ({error!r:.200})") from None
     if args.update_readme:
-        readme = Path(args.update_readme)
-        text = readme.read_text()
         begin = "<!-- safety:begin (generated by `serbench safety-table`; do not edit) -->"
-        start, end = text.index(begin) + len(begin), text.index("<!-- safety:end -->")
-        readme.write_text(text[:start] + "\n" + table + "\n" + text[end:])
+        end = "<!-- safety:end -->"
+
+        def replace(text: str) -> str:
+            if begin not in text or end not in text:
+                raise UsageError(f"{args.update_readme} has no generated safety block ({begin} ... {end})")
+            start, stop = text.index(begin) + len(begin), text.index(end)
+            return text[:start] + "\n" + table + "\n" + text[stop:]
+
+        _rewrite_readme(Path(args.update_readme), replace)
     else:
         sys.stdout.write(table)
     return 0
@@ -623,9 +652,15 @@ def build_parser() -> argparse.ArgumentParser:
         "release with its spread and change against the first VERSION, and every round-trip, status or safety "
         "outcome that changed. Each release's run is OUT/<package>-<version>/, for serbench report and compare.",
     )
-    versions.add_argument("package", help="a package pinned in an environment's lock, e.g. safetensors, numpy, torch")
     versions.add_argument(
-        "versions", nargs="+", metavar="VERSION", help="two or more releases; the first is the baseline"
+        "package", type=_package, help="a package pinned in an environment's lock, e.g. safetensors, numpy, torch"
+    )
+    versions.add_argument(
+        "versions",
+        nargs="+",
+        metavar="VERSION",
+        type=_release,
+        help="two or more releases as PEP 440 writes them (0.8.0, 2.1.0rc1); the first is the baseline",
     )
     versions_preset = versions.add_mutually_exclusive_group()
     versions_preset.add_argument("--quick", action="store_true", help="the quick preset (default): up to 64 MiB")
@@ -707,14 +742,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    prog = f"serbench {args.command}"
+    prog = "serbench"
     try:
+        args = build_parser().parse_args(argv)  # inside: SERBENCH_CHECKPOINTS is read when the workloads load
+        prog = f"serbench {args.command}"
         return args.func(args)
     except NotComparableError as error:
         sys.stderr.write(f"{prog}: not comparable: {error}\n")
         return EXIT_NOT_COMPARABLE
-    except (UsageError, OSError) as error:
+    except (UsageError, SerbenchError, OSError) as error:
         sys.stderr.write(f"{prog}: error: {_one_line(error)}\n")
         return EXIT_USAGE
     except KeyboardInterrupt:

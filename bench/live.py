@@ -12,6 +12,8 @@ the count of cases; it is the elapsed time scaled by the units left, shown once 
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 import time
 from collections.abc import Callable
@@ -22,8 +24,11 @@ from rich.console import Console
 from rich.progress import BarColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as RichProgress
 
+from frameworks.files import open_for_writing
+
 PLAIN_INTERVAL_S = 30.0
 POLL_S = 0.2
+MAX_EVENTS_READ = 16 << 20
 ETA_AFTER = 0.02
 """The share of the work done before the time left is shown (before it, one slow start decides it)."""
 
@@ -31,7 +36,7 @@ ETA_AFTER = 0.02
 def append_event(path: str | Path | None, **event: str) -> None:
     """A child's report of a case starting or ending (no-op without an events file)."""
     if path:
-        with open(path, "a", encoding="utf-8") as handle:
+        with open_for_writing(path, append=True) as handle:
             handle.write(json.dumps(event) + "\n")
 
 
@@ -55,11 +60,14 @@ class _EventReader:
 
     def read(self) -> list[dict[str, str]]:
         try:
-            with open(self.path, "rb") as handle:
-                handle.seek(self.offset)
-                data = handle.read()
-        except FileNotFoundError:
-            return []
+            descriptor = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except (FileNotFoundError, OSError):
+            return []  # not there yet, or a link or FIFO planted in its place: no events from it
+        with os.fdopen(descriptor, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+                return []
+            handle.seek(self.offset)
+            data = handle.read(MAX_EVENTS_READ)
         self.offset += len(data)
         *lines, self.pending = (self.pending + data).split(b"\n")
         events = []

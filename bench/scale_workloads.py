@@ -12,7 +12,6 @@ something. A checkpoint is written once per workload and format under the data d
 from __future__ import annotations
 
 import json
-import shutil
 import zlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -21,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from frameworks import files, stored
 from frameworks.base import SEED
 
 MANIFEST = "serbench-manifest.json"
@@ -130,30 +130,62 @@ def _arrays(shapes: list[tuple[str, tuple[int, ...]]]) -> Iterator[tuple[str, np
         yield name, values(name, shape)
 
 
+MANIFEST_SCHEMA = stored.Object(
+    required={
+        "key": stored.MapOf(stored.ANY),
+        "workload": str,
+        "format": str,
+        "checkpoint": str,
+        "files": stored.ListOf(str),
+        "payload_bytes": int,
+        "tensors": stored.MapOf(stored.Object(required={"dtype": str, "shape": stored.ListOf(int), "crc32": int})),
+    }
+)
+MANIFEST_CAP = 64 << 20
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's manifest, checked: a regular file within its cap, of the manifest's schema, naming only
+    files in its own directory (a manifest cannot send a loader elsewhere)."""
+    manifest = stored.read_json(path, what="scale checkpoint manifest", schema=MANIFEST_SCHEMA, cap=MANIFEST_CAP)
+    directory = Path(path).parent
+    for named in [manifest["checkpoint"], *manifest["files"]]:
+        if Path(named).parent != directory:
+            raise stored.StoredFileError(f"{path} names {named!r}, which is not in its own directory {directory}")
+    return manifest
+
+
 def build(recipe: Any, workload: Transformer | Synthetic, format_name: str, data: Path) -> dict[str, Any]:
     """The checkpoint of `workload` in `format_name` under `data`, written by the framework's `recipe` unless an
-    up-to-date one is there; returns its manifest (`checkpoint` is the path a loader is given)."""
+    up-to-date one is there; returns its manifest (`checkpoint` is the path a loader is given).
+
+    The checkpoint's directory is written whole or not at all (staged beside it, renamed into place, with
+    serbench's marker), and an existing one is replaced only if serbench made it: a directory of the same name
+    that holds your files is refused, never removed."""
     directory = data / f"{workload.name}-{format_name}"
-    manifest_path = directory / MANIFEST
     key = {"workload": asdict(workload), "format": format_name, "layout": LAYOUT_VERSION}
-    if manifest_path.exists():
-        manifest = json.loads(manifest_path.read_text())
-        if manifest.get("key") == key and Path(manifest["checkpoint"]).exists():
+    if files.is_marked(directory):
+        try:
+            manifest = read_manifest(directory / MANIFEST)
+        except stored.StoredFileError:
+            manifest = {}  # damaged or from another layout: rebuilt below
+        if manifest.get("key") == key and all(files.is_regular(Path(name)) for name in manifest["files"]):
             return manifest
-    shutil.rmtree(directory, ignore_errors=True)
     arrays = dict(_arrays(workload.shapes()))
-    checkpoint = recipe.save_checkpoint(arrays, directory, format_name, workload.max_shard_bytes)
-    manifest = {
-        "key": key,
-        "workload": workload.name,
-        "format": format_name,
-        "checkpoint": str(checkpoint),
-        "files": sorted(str(path) for path in directory.iterdir() if path.name != MANIFEST),
-        "payload_bytes": sum(array.nbytes for array in arrays.values()),
-        "tensors": {
-            name: {"dtype": array.dtype.name, "shape": list(array.shape), "crc32": crc32(array)}
-            for name, array in arrays.items()
-        },
-    }
-    manifest_path.write_text(json.dumps(manifest))
+    with files.atomic_path(directory) as staging:
+        staging.mkdir()
+        written = recipe.save_checkpoint(arrays, staging, format_name, workload.max_shard_bytes)
+        manifest = {
+            "key": key,
+            "workload": workload.name,
+            "format": format_name,
+            "checkpoint": str(directory / Path(written).name),
+            "files": sorted(str(directory / path.name) for path in staging.iterdir()),
+            "payload_bytes": sum(array.nbytes for array in arrays.values()),
+            "tensors": {
+                name: {"dtype": array.dtype.name, "shape": list(array.shape), "crc32": crc32(array)}
+                for name, array in arrays.items()
+            },
+        }
+        (staging / MANIFEST).write_bytes(json.dumps(manifest).encode())
     return manifest

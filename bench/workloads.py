@@ -9,8 +9,8 @@ only one of the two.
 from __future__ import annotations
 
 import functools
-import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +19,7 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
+from frameworks import files, gate, stored
 from frameworks.base import SEED, mlp_parameters
 from frameworks.trees import leaves
 
@@ -294,29 +295,71 @@ def size_of(payload: int) -> str:
 
 def store_arrays(arrays: dict[str, np.ndarray], path: Path) -> list[dict[str, Any]]:
     """Write a user's tensors where every process of a run can rebuild them exactly (an uncompressed npz of
-    their bytes, so bfloat16 and other ml_dtypes survive); returns name, dtype and shape of each, in order."""
+    their bytes, so bfloat16 and other ml_dtypes survive), atomically; returns name, dtype and shape of each."""
     entries = [{"name": name, "dtype": array.dtype.name, "shape": list(array.shape)} for name, array in arrays.items()]
     members = {
         str(index): np.ascontiguousarray(array).reshape(-1).view(np.uint8)
         for index, array in enumerate(arrays.values())
     }
-    with open(path, "wb") as handle:
+    with files.atomic_path(path) as temporary, open(temporary, "wb") as handle:
         np.savez(handle, **members)
     return entries
 
 
 def _read_stored(path: str, entries: list[dict[str, Any]]) -> dict[str, np.ndarray]:
-    with np.load(path) as stored:
-        return {
-            entry["name"]: stored[str(index)].view(np.dtype(entry["dtype"])).reshape(entry["shape"])
-            for index, entry in enumerate(entries)
-        }
+    from frameworks.numpy_adapter import NPZ, read_npz
+
+    members = read_npz(gate.admit(path, NPZ, trusted=False))
+    arrays = {}
+    for index, entry in enumerate(entries):
+        raw = members.get(str(index))
+        dtype = np.dtype(entry["dtype"])
+        if raw is None or raw.dtype != np.uint8 or raw.size != dtype.itemsize * int(np.prod(entry["shape"])):
+            raise stored.StoredFileError(f"{path} does not hold tensor {entry['name']!r} as its checkpoints.json says")
+        arrays[entry["name"]] = raw.view(dtype).reshape(entry["shape"])
+    return arrays
+
+
+CHECKPOINTS_SCHEMA = stored.Object(
+    required={
+        "checkpoints": stored.ListOf(
+            stored.Object(
+                required={
+                    "name": str,
+                    "source": str,
+                    "store": str,
+                    "payload_bytes": stored.COUNT,
+                    "tensors": stored.ListOf(
+                        stored.Object(required={"name": str, "dtype": str, "shape": stored.ListOf(stored.COUNT)})
+                    ),
+                },
+                extra=True,
+            ),
+            max_items=1000,
+        )
+    }
+)
+
+
+def read_checkpoints(manifest: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The entries of a run's checkpoints.json: a regular file within its cap, of CHECKPOINTS_SCHEMA, each name a
+    user workload's (`user-...`) and each dtype one NumPy knows."""
+    document = stored.read_json(manifest, what="checkpoints.json", schema=CHECKPOINTS_SCHEMA, cap=256 << 20)
+    for entry in document["checkpoints"]:
+        if not re.fullmatch(r"user-[A-Za-z0-9._-]+", entry["name"]):
+            raise stored.StoredFileError(f"{manifest}: {entry['name']!r} is not the name of a user's checkpoint")
+        for tensor in entry["tensors"]:
+            try:
+                np.dtype(tensor["dtype"])
+            except TypeError:
+                raise stored.StoredFileError(f"{manifest}: {tensor['dtype']!r} is not a dtype") from None
+    return document["checkpoints"]
 
 
 def register_checkpoints(manifest: str | os.PathLike[str]) -> list[Workload]:
     """Add the checkpoints listed in a run's checkpoints.json to WORKLOADS (group `user`, kind `dict`)."""
     added = []
-    for entry in json.loads(Path(manifest).read_text())["checkpoints"]:
+    for entry in read_checkpoints(manifest):
         dtypes = {tensor["dtype"] for tensor in entry["tensors"]}
         workload = Workload(
             entry["name"],

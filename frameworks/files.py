@@ -106,6 +106,7 @@ directory holding it may be replaced by a later save."""
 TEMPORARY_PREFIX = ".tmp-serbench-"
 RETIRED_PREFIX = ".old-serbench-"
 NAME_MAX = 255
+LOCK_NAME = ".serbench-lock"
 
 
 def _sibling_name(prefix: str, target_name: str) -> str:
@@ -220,6 +221,144 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     """Write `data` to `path` atomically (results files use this too)."""
     with atomic_path(path) as temporary:
         temporary.write_bytes(data)
+
+
+def write_figure(figure: object, path: str | os.PathLike[str], dpi: int = 110) -> None:
+    """A matplotlib figure as a PNG at `path`, atomically (never through a link planted there)."""
+    import io
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)  # type: ignore[attr-defined]
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def open_for_writing(
+    path: str | os.PathLike[str], *, append: bool = False, replace: bool = False, encoding: str | None = "utf-8"
+):
+    """`path` opened for writing (truncated unless `append`), refusing to write through a link: a symbolic
+    link there is refused by the open itself (O_NOFOLLOW), a hard link (a second name for another file) and
+    anything not a regular file are refused before a byte is written or truncated. With `replace`, a file
+    or link already at `path` (in a directory serbench owns: a run's raw/) is unlinked first and a new file
+    made in its place, as a rename would. For logs and JSON-lines files that a process writes as it goes; a
+    file written whole goes through `write_bytes_atomic`."""
+    target = Path(path)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | (os.O_APPEND if append else 0)
+    if replace:
+        with contextlib.suppress(FileNotFoundError):
+            if not stat.S_ISDIR(os.lstat(target).st_mode):
+                target.unlink()
+        flags |= os.O_EXCL
+    try:
+        descriptor = os.open(target, flags, 0o644)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise UnsafeTargetError(
+                f"refusing to write {target}: it is a symbolic link, and writing would change the file it points to; "
+                "remove the link"
+            ) from None
+        raise
+    status = os.fstat(descriptor)
+    if not stat.S_ISREG(status.st_mode) or status.st_nlink != 1:
+        os.close(descriptor)
+        what = "not a regular file" if not stat.S_ISREG(status.st_mode) else f"a file with {status.st_nlink} names"
+        raise UnsafeTargetError(
+            f"refusing to write {target}: it is {what}, so writing would change a file serbench did not make; remove it"
+        )
+    os.set_blocking(descriptor, True)
+    if not append:
+        os.ftruncate(descriptor, 0)
+    if encoding is None:
+        return os.fdopen(descriptor, "ab" if append else "wb")
+    return os.fdopen(descriptor, "a" if append else "w", encoding=encoding)
+
+
+def own_directory(path: str | os.PathLike[str]) -> Path:
+    """`path` as a directory serbench writes into, made if missing (with its parents): refused if it is a
+    symbolic link or anything but a directory, since what is written there would land elsewhere."""
+    directory = Path(path)
+    directory.mkdir(parents=True, exist_ok=True)
+    mode = os.lstat(directory).st_mode
+    if not stat.S_ISDIR(mode):
+        what = "a symbolic link" if stat.S_ISLNK(mode) else "not a directory"
+        raise UnsafeTargetError(
+            f"refusing to write into {directory}: it is {what}, so what serbench writes would land elsewhere; "
+            "remove it or choose another directory"
+        )
+    return directory
+
+
+def mark(directory: Path) -> None:
+    """Leave serbench's marker in a directory it made, so that only it may later be replaced or removed."""
+    write_bytes_atomic(Path(directory) / SERBENCH_MARKER, b"")
+
+
+def is_regular(path: Path) -> bool:
+    """Whether `path` is itself a regular file (not a link to one)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def is_marked(directory: Path) -> bool:
+    """Whether `directory` is a real directory (not a link) holding serbench's marker."""
+    try:
+        return stat.S_ISDIR(os.lstat(directory).st_mode) and is_regular(Path(directory) / SERBENCH_MARKER)
+    except FileNotFoundError:
+        return False
+
+
+def remove_marked(directory: str | os.PathLike[str], what: str) -> None:
+    """Remove `directory` if it is missing or serbench made it (its marker); else UnsafeTargetError: serbench
+    deletes only what a marker proves it wrote."""
+    target = Path(directory)
+    if not os.path.lexists(target):
+        return
+    if not is_marked(target):
+        raise UnsafeTargetError(
+            f"refusing to remove {target} ({what}): serbench did not make it (no {SERBENCH_MARKER} marker in it), and "
+            "it may hold your files; move it away or choose another directory"
+        )
+    shutil.rmtree(target)
+
+
+_HELD: dict[str, int] = {}
+"""The directories this process holds locked, with how many blocks hold each (a block inside another is free)."""
+
+
+@contextlib.contextmanager
+def locked(directory: str | os.PathLike[str], what: str) -> Iterator[None]:
+    """Hold an exclusive lock on `directory` (a `.serbench-lock` file in it) for the block; UnsafeTargetError,
+    naming the holder, if another process holds it (two writers would interleave their files). Within one
+    process the lock nests: `serbench bench` holds it while it reads checkpoints and while it times them."""
+    import fcntl
+
+    key = os.path.realpath(directory)
+    if _HELD.get(key):
+        _HELD[key] += 1
+        try:
+            yield
+        finally:
+            _HELD[key] -= 1
+        return
+    path = Path(directory) / LOCK_NAME
+    with open_for_writing(path, append=True) as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = path.read_text(errors="replace").strip()[-40:] or "another process"
+            raise UnsafeTargetError(
+                f"{directory} is being written by {holder} ({what}); wait for it to finish, or choose another directory"
+            ) from None
+        handle.truncate(0)
+        handle.write(f"serbench pid {os.getpid()}\n")
+        handle.flush()
+        _HELD[key] = 1
+        try:
+            yield
+        finally:
+            _HELD.pop(key, None)
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def require_existing(path: str | os.PathLike[str]) -> Path:

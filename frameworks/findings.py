@@ -51,7 +51,6 @@ NPY_BFLOAT16 = (
     "the .npy header names dtypes by their array-protocol string and ml_dtypes.bfloat16's is '<V2': "
     "the bits survive but the array comes back as raw 2-byte voids"
 )
-NP_SAFETENSORS_0D = "safetensors.numpy (0.8) gives a 0-d tensor back with shape (1,); safetensors.torch keeps ()"
 STACKED_LIST = (
     "np.save calls np.asarray on a list: equal-length arrays stack into one array and int64 with "
     "float32 promotes to float64 (d2l's TensorFlow recipe shows the same)"
@@ -66,19 +65,6 @@ SAFETENSORS_KEY_ORDER = Finding(
 NPY_PICKLE_STACKED_LIST = Finding(
     ("npy-pickle",), ("d2l-list",), Expectation("drift", STACKED_LIST, ("root: list -> tensor float64(2, 4)",))
 )
-NP_SAFETENSORS_0D_DICT = Finding(
-    ("safetensors",), ("shape-0d/dict",), Expectation("drift", NP_SAFETENSORS_0D, ("root['value']: shape () -> (1,)",))
-)
-NP_SAFETENSORS_DOTTED_KEYS = Finding(
-    ("safetensors",),
-    ("keys-dotted",),
-    Expectation(
-        "drift",
-        (SAFETENSORS_ORDER, NP_SAFETENSORS_0D),
-        ("root: key order changed", "root['layer1.1.num_batches_tracked']: shape () -> (1,)"),
-    ),
-)
-"""safetensors.numpy, used by the NumPy and MXNet adapters: a 0-d tensor comes back with shape (1,)."""
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,6 @@ from frameworks import files, forgeries, gate
 from frameworks.base import Adapter, FormatSpec, check_mlp_file, check_mlp_state, safetensors_spec
 from frameworks.errors import FormatMismatchError, UnsupportedError
 from frameworks.findings import (
-    NP_SAFETENSORS_0D_DICT,
-    NP_SAFETENSORS_DOTTED_KEYS,
     SAFETENSORS_KEY_ORDER,
     TRAILING_IGNORED,
     UNCHECKED_DATA,
@@ -161,7 +159,7 @@ def _read_parameters(adapter: MXNetAdapter, path: Path) -> Any:
 
 
 def _save_safetensors(adapter: MXNetAdapter, tree: dict[str, Any], path: Path) -> None:
-    arrays = {key: np.ascontiguousarray(value) for key, value in adapter.to_numpy(tree).items()}
+    arrays = {key: np.require(value, requirements="C") for key, value in adapter.to_numpy(tree).items()}
     adapter.safetensors.save_file(arrays, str(path))
 
 
@@ -324,8 +322,6 @@ FINDINGS = (
             "ml_dtypes.bfloat16 into float32, so the adapter refuses it",
         ),
     ),
-    NP_SAFETENSORS_0D_DICT,
-    NP_SAFETENSORS_DOTTED_KEYS,
     SAFETENSORS_KEY_ORDER,
     Finding(
         ("mx-ndarray",),

@@ -16,10 +16,8 @@ import numpy as np
 
 from frameworks import files, forgeries, gate
 from frameworks.base import Adapter, FormatSpec, check_mlp_state, safetensors_load_file, safetensors_spec
-from frameworks.errors import FormatMismatchError, UnsafeLoadError
+from frameworks.errors import FormatMismatchError, ResourceLimitError, UnsafeLoadError
 from frameworks.findings import (
-    NP_SAFETENSORS_0D_DICT,
-    NP_SAFETENSORS_DOTTED_KEYS,
     NPY_BFLOAT16,
     NPY_PICKLE_STACKED_LIST,
     SAFETENSORS_KEY_ORDER,
@@ -35,6 +33,10 @@ from frameworks.findings import (
 )
 from frameworks.trees import map_tree
 
+MAX_INFLATION = 100
+"""The most an npz's members may inflate over their compressed size, once they are over MAX_INFLATED_FREELY
+(deflate reaches about 1000x on zeros; the float tensors of a checkpoint compress by well under 10x)."""
+MAX_INFLATED_FREELY = 64 << 20
 MAPPING_KINDS = frozenset({"dict", "mlp"})
 PICKLE_KINDS = frozenset({"tensor", "list", "dict", "nested", "mlp"})
 
@@ -78,7 +80,16 @@ def _npz_members(path: Path, archive: zipfile.ZipFile, allow_objects: bool) -> l
     """The archive's members, each checked: an .npy whose header matches its size, within the budget."""
     members = archive.infolist()
     gate.check_count(path, "npz", len(members), "members")
-    gate.check_declared(path, "npz", sum(info.file_size for info in members), "its members (uncompressed)")
+    inflated = sum(info.file_size for info in members)
+    gate.check_declared(path, "npz", inflated, "its members (uncompressed)")
+    compressed = sum(info.compress_size for info in members)
+    if inflated > MAX_INFLATED_FREELY and inflated > MAX_INFLATION * max(compressed, 1):
+        raise ResourceLimitError(
+            f"refusing {path} as 'npz': its members inflate from {compressed:,} to {inflated:,} bytes "
+            f"({inflated / max(compressed, 1):,.0f}x), more than the {MAX_INFLATION}x serbench inflates an npz "
+            "beyond 64 MiB (a deflate bomb looks like this; real tensors compress far less). If you made it, "
+            "save it without compression (np.savez) or load it with np.load yourself"
+        )
     for info in members:
         where = f" (member {info.filename!r})"
         if not info.filename.endswith(".npy"):
@@ -188,7 +199,9 @@ def _load_npy_pickle(adapter: Adapter, path: Path, device: str) -> Any:
 
 
 def _save_safetensors(adapter: NumpyAdapter, arrays: dict[str, np.ndarray], path: Path) -> None:
-    adapter.safetensors.save_file({key: np.ascontiguousarray(value) for key, value in arrays.items()}, str(path))
+    adapter.safetensors.save_file(
+        {key: np.require(value, requirements="C") for key, value in arrays.items()}, str(path)
+    )
 
 
 def _load_safetensors(adapter: NumpyAdapter, path: Path, device: str) -> dict[str, np.ndarray]:
@@ -364,8 +377,6 @@ FINDINGS = (
         Expectation("drift", NPY_BFLOAT16, ("root['value']: dtype bfloat16 -> |V2",)),
     ),
     NPY_PICKLE_STACKED_LIST,
-    NP_SAFETENSORS_0D_DICT,
-    NP_SAFETENSORS_DOTTED_KEYS,
     SAFETENSORS_KEY_ORDER,
     Finding(
         ("safetensors",),

@@ -27,8 +27,29 @@ from typing import Any
 import numpy as np
 
 import frameworks
+from frameworks import gate, stored
 
 TIMEOUT_S = 600
+REQUEST_CAP = 64 << 10
+"""A request names a few paths; anything larger is not one."""
+FILES = {
+    "save": ("values", "path", "format"),
+    "load": ("path", "format", "out"),
+    "native_mlp_state": ("directory", "parameters", "blank", "out"),
+    "mlp_forward": ("state", "inputs", "out"),
+}
+"""The string fields each operation's request carries, besides framework, operation and trusted."""
+
+
+def request_schema(operation: str) -> stored.Object:
+    return stored.Object(
+        required={
+            "framework": stored.OneOf(*frameworks.names()),
+            "operation": stored.OneOf(operation),
+            "trusted": bool,
+            **dict.fromkeys(FILES[operation], str),
+        }
+    )
 
 
 class RemoteError(RuntimeError):
@@ -36,8 +57,11 @@ class RemoteError(RuntimeError):
 
 
 def _read(path: str | Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as archive:
-        return {name: archive[name] for name in archive.files}
+    """The arrays of an .npz passed in (values, parameters, inputs), admitted as an untrusted npz: a FIFO,
+    an object array or a declared bomb is refused before NumPy reads it."""
+    from frameworks.numpy_adapter import NPZ, read_npz
+
+    return read_npz(gate.admit(path, NPZ, trusted=False))
 
 
 def _save(adapter: frameworks.Adapter, request: dict[str, Any]) -> None:
@@ -45,7 +69,7 @@ def _save(adapter: frameworks.Adapter, request: dict[str, Any]) -> None:
 
 
 def _load(adapter: frameworks.Adapter, request: dict[str, Any]) -> None:
-    loaded = adapter.to_numpy(adapter.load(Path(request["path"]), request["format"], trusted=True))
+    loaded = adapter.to_numpy(adapter.load(Path(request["path"]), request["format"], trusted=request["trusted"]))
     np.savez(request["out"], **loaded)
 
 
@@ -53,7 +77,7 @@ def _native_mlp_state(adapter: frameworks.Adapter, request: dict[str, Any]) -> N
     fmt = adapter.native_mlp_format
     path = Path(request["directory"]) / f"{adapter.name}-mlp{adapter.spec(fmt).suffix}"
     adapter.save_mlp(adapter.new_mlp(_read(request["parameters"])), path, fmt)
-    clone = adapter.load_mlp(path, fmt, adapter.new_mlp(_read(request["blank"])), trusted=True)
+    clone = adapter.load_mlp(path, fmt, adapter.new_mlp(_read(request["blank"])), trusted=request["trusted"])
     np.savez(request["out"], **adapter.mlp_state(clone))
 
 
@@ -70,8 +94,18 @@ OPERATIONS: dict[str, Callable[[frameworks.Adapter, dict[str, Any]], None]] = {
 }
 
 
+def check_request(request: Any, where: str = "the request") -> dict[str, Any]:
+    """The request, if it is an object with exactly the fields of its operation, each of its type."""
+    stored.check(
+        request, stored.Object(required={"operation": stored.OneOf(*OPERATIONS)}, extra=True), where, "request"
+    )
+    stored.check(request, request_schema(request["operation"]), where, "request")
+    return request
+
+
 def perform(request: dict[str, Any]) -> None:
     """Run one request in this interpreter."""
+    check_request(request)
     OPERATIONS[request["operation"]](frameworks.get_adapter(request["framework"]), request)
 
 
@@ -82,8 +116,13 @@ class Side:
         self.framework = framework
         self.local = frameworks.runs_here(framework)
 
-    def _call(self, operation: str, **files: str | Path) -> None:
-        request = {"framework": self.framework, "operation": operation, **{k: str(v) for k, v in files.items()}}
+    def _call(self, operation: str, trusted: bool = False, **files: str | Path) -> None:
+        request = {
+            "framework": self.framework,
+            "operation": operation,
+            "trusted": trusted,
+            **{k: str(v) for k, v in files.items()},
+        }
         if self.local:
             perform(request)
             return
@@ -106,20 +145,24 @@ class Side:
             np.savez(Path(scratch) / "values.npz", **values)
             self._call("save", values=Path(scratch) / "values.npz", path=path, format=fmt)
 
-    def load(self, path: Path, fmt: str) -> dict[str, np.ndarray]:
+    def load(self, path: Path, fmt: str, *, trusted: bool = False) -> dict[str, np.ndarray]:
+        """`path` read as `fmt` by this framework; a format that unpickles needs `trusted=True`."""
         with tempfile.TemporaryDirectory() as scratch:
-            self._call("load", path=path, format=fmt, out=Path(scratch) / "out.npz")
+            self._call("load", trusted, path=path, format=fmt, out=Path(scratch) / "out.npz")
             return _read(Path(scratch) / "out.npz")
 
     def native_mlp_state(
-        self, directory: Path, parameters: dict[str, np.ndarray], blank: dict[str, np.ndarray]
+        self, directory: Path, parameters: dict[str, np.ndarray], blank: dict[str, np.ndarray], *, trusted: bool = False
     ) -> dict[str, np.ndarray]:
+        """The MLP saved in the native format under `directory` and loaded into a clone (a native format that
+        unpickles, torch's, needs `trusted=True`: the file is the one this call writes)."""
         with tempfile.TemporaryDirectory() as scratch:
             folder = Path(scratch)
             np.savez(folder / "parameters.npz", **parameters)
             np.savez(folder / "blank.npz", **blank)
             self._call(
                 "native_mlp_state",
+                trusted,
                 directory=directory,
                 parameters=folder / "parameters.npz",
                 blank=folder / "blank.npz",
@@ -138,8 +181,10 @@ class Side:
 
 def main(argv: list[str]) -> int:
     try:
-        request = json.loads(Path(argv[0]).read_text())
-        perform(request)
+        if len(argv) != 1:
+            raise stored.StoredFileError("usage: python -m frameworks.remote REQUEST.json")
+        request = stored.read_json(argv[0], what="remote request", schema=stored.ANY, cap=REQUEST_CAP)
+        perform(check_request(request, argv[0]))
     except ImportError as error:
         print(json.dumps({"ok": False, "kind": "import", "error": str(error)}))
         return 0

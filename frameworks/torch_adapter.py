@@ -29,15 +29,18 @@ from frameworks.errors import FormatMismatchError, ResourceLimitError, UnsafeLoa
 from frameworks.findings import SAFETENSORS_KEY_ORDER, TRAILING, TRAILING_IGNORED, UNPICKLES, SafetyFinding, fifo_blocks
 from frameworks.trees import leaves, map_tree
 
+FLOAT8 = ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz")
+"""torch's float8 dtypes; ml_dtypes names them alike, so they reach NumPy bit for bit."""
 MAX_PICKLE_BYTES = 256 << 20
 TENSOR_GLOBALS = re.compile(
-    r"collections OrderedDict|torch\._utils _rebuild_tensor_v2|torch\._utils _rebuild_parameter"
+    r"collections OrderedDict|torch\._utils _rebuild_tensor_v[23]|torch\._utils _rebuild_parameter"
     r"|torch \w+Storage|torch\.storage UntypedStorage"
+    r"|torch float8_e4m3fn|torch float8_e5m2|torch float8_e4m3fnuz|torch float8_e5m2fnuz"
 )
 """What the data.pkl of a `torch.save` of tensors, containers, state_dicts and optimizer states names
-(protocol 2, the default). torch's own weights_only allowlist is wider: it admits
-`builtins.bytearray` (a 407-byte pickle took 3 GiB) and sparse tensors (an out-of-bounds COO
-tensor segfaults when used), so serbench checks the pickle's globals against this list first."""
+(protocol 2, the default; a float8 storage names its dtype, a plain object). torch's own weights_only
+allowlist is wider: it admits `builtins.bytearray` (a 407-byte pickle took 3 GiB) and sparse tensors (an
+out-of-bounds COO tensor segfaults when used), so serbench checks the pickle's globals against this list first."""
 PICKLE_STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING"}
 
 
@@ -274,9 +277,16 @@ class TorchAdapter(Adapter):
         import torch
 
         self.torch = torch
-        self._bfloat16 = ml_dtypes.bfloat16
         self.safetensors = safetensors.torch
         self._mlp = _mlp_class(torch)
+        # dtypes NumPy lacks, as ml_dtypes names them too, with an integer of their width to move the bits through
+        widths = {"bfloat16": (torch.int16, np.int16), **dict.fromkeys(FLOAT8, (torch.uint8, np.uint8))}
+        self._through_bits = {
+            getattr(torch, name): (np.dtype(getattr(ml_dtypes, name)), *width)
+            for name, width in widths.items()
+            if hasattr(torch, name) and hasattr(ml_dtypes, name)
+        }
+        self._from_bits = {dtype: (ours, numpy_bits) for ours, (dtype, _, numpy_bits) in self._through_bits.items()}
 
     def thread_settings(self) -> dict[str, object]:
         return {
@@ -324,8 +334,9 @@ class TorchAdapter(Adapter):
         return seconds, torch.cuda.get_device_name()
 
     def tensor_from_numpy(self, array: np.ndarray) -> Any:
-        if array.dtype == self._bfloat16:
-            return self.torch.from_numpy(array.view(np.int16)).view(self.torch.bfloat16)
+        if array.dtype in self._from_bits:
+            ours, numpy_bits = self._from_bits[array.dtype]
+            return self.torch.from_numpy(array.view(numpy_bits)).view(ours)
         return self.torch.from_numpy(array)
 
     def ready(self, tensor: Any) -> np.ndarray | None:
@@ -336,8 +347,9 @@ class TorchAdapter(Adapter):
 
     def tensor_to_numpy(self, tensor: Any) -> np.ndarray:
         tensor = tensor.detach().cpu()
-        if tensor.dtype == self.torch.bfloat16:
-            return tensor.view(self.torch.int16).numpy().view(self._bfloat16)
+        if tensor.dtype in self._through_bits:
+            numpy_dtype, torch_bits, _ = self._through_bits[tensor.dtype]
+            return tensor.view(torch_bits).numpy().view(numpy_dtype)
         return tensor.numpy()
 
     def save_to_file(self, obj: Any, path: Path) -> None:
@@ -358,6 +370,7 @@ class TorchAdapter(Adapter):
                 f"them runs code. If you trust the file, use load_whole_model(path, trusted=True). "
                 f"torch said: {str(error).splitlines()[0][:200]}"
             ) from error
+        count, total = 0, 0
         for tensor in leaves(loaded):
             if not isinstance(tensor, self.torch.Tensor):
                 continue
@@ -366,7 +379,12 @@ class TorchAdapter(Adapter):
                     f"refusing {path}: it holds a {tensor.layout} tensor on {tensor.device.type}; serbench loads "
                     f"dense tensors with data only (a sparse tensor can index out of bounds, a meta one holds nothing)"
                 )
-            gate.check_declared(path, "torch", tensor.numel() * tensor.element_size(), "a tensor's shape")
+            nbytes = tensor.numel() * tensor.element_size()
+            gate.check_declared(path, "torch", nbytes, "a tensor's shape")
+            count, total = count + 1, total + nbytes
+            gate.check_count(path, "torch", count, "tensors (each reference to a shared storage counted)")
+        # pickle memoizes: a few bytes can name one storage a million times, and every name is converted apart
+        gate.check_declared(path, "torch", total, "its tensors, each reference to a shared storage counted")
         return loaded
 
     def load_whole_model(self, path: str | Path, device: str = "cpu", *, trusted: bool = False) -> Any:

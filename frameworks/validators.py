@@ -43,6 +43,7 @@ def safetensors_header(path: Path, dtypes: frozenset[str]) -> None:
     gate.check_count(path, "safetensors", len(header), "tensors")
     data_bytes = size - 8 - header_size
     total = 0
+    ranges = []
     for name, entry in header.items():
         if name == "__metadata__":
             continue
@@ -73,4 +74,28 @@ def safetensors_header(path: Path, dtypes: frozenset[str]) -> None:
                 f"(it reads {', '.join(sorted(dtypes))}); load the file with a framework that has {dtype}"
             )
         total += nbytes
+        ranges.append((offsets[0], offsets[1], name))
+    _check_tiling(path, sorted(ranges), data_bytes)
     gate.check_declared(path, "safetensors", total, "its tensors")
+
+
+def _check_tiling(path: Path, ranges: list[tuple[int, int, str]], data_bytes: int) -> None:
+    """The tensors' byte ranges, in order, tile the data exactly, as the safetensors library requires: each
+    starts where the one before ends (no overlap, so no two tensors alias the same bytes; no gap), and the
+    last ends where the file does. A reader that trusts the offsets (serbench's reference loader, a memory
+    map) would otherwise return aliased or shifted tensors silently."""
+    position = 0
+    for start, end, name in ranges:
+        if start != position:
+            what = (
+                "overlaps the tensor before it" if start < position else f"leaves a gap of {start - position:,} bytes"
+            )
+            raise _damaged(path, "safetensors", f"tensor {name!r} starts at byte {start:,} and {what}")
+        position = end
+    if position != data_bytes:
+        raise _damaged(
+            path,
+            "safetensors",
+            f"its tensors end at byte {position:,} of the data but the file holds {data_bytes:,} (bytes appended or "
+            "a tensor missing)",
+        )

@@ -19,16 +19,32 @@ Standard library only, like `frameworks.environments`.
 from __future__ import annotations
 
 import json
-import shutil
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from frameworks import environments
+from frameworks import environments, files
 
 DIRECTORY = ".venv-versions"
 BUILD_TIMEOUT_S = 1200
 CHECK_TIMEOUT_S = 120
+VERSION = re.compile(
+    r"(?:[0-9]+!)?[0-9]+(?:\.[0-9]+)*(?:(?:a|b|rc)[0-9]+)?(?:\.post[0-9]+)?(?:\.dev[0-9]+)?(?:\+[a-z0-9]+(?:\.[a-z0-9]+)*)?",
+    re.IGNORECASE,
+)
+"""A release as PEP 440 writes it in normalized form (`2.13.0`, `0.8.0rc1`, `1.0.post1`, `2.13.0+cpu`): the only
+strings that become a variant's directory name, so `x/../../victim` can never name a path."""
+PACKAGE = re.compile(r"[A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9]", re.IGNORECASE)
+"""A distribution name as PEP 508 allows it."""
+
+
+def check_release(package: str, version: str) -> None:
+    """ValueError unless `package` is a distribution name and `version` a normalized PEP 440 release."""
+    if not PACKAGE.fullmatch(package):
+        raise ValueError(f"{package!r} is not a package name (letters, digits, '.', '-', '_')")
+    if not VERSION.fullmatch(version):
+        raise ValueError(f"{version!r} is not a release version as PEP 440 writes it (for example 0.8.0 or 2.1.0rc1)")
 
 
 class NotInstallable(Exception):
@@ -40,6 +56,9 @@ class Variant:
     environment: str
     package: str
     version: str
+
+    def __post_init__(self) -> None:
+        check_release(self.package, self.version)
 
     @property
     def label(self) -> str:
@@ -76,22 +95,27 @@ class Variant:
             raise NotInstallable(f"the {self.environment} environment is not built (make setup builds it)")
         if self.locked:
             return self._record(str(self.base.python), replaced=[], conflicts=[])
-        if self.stamp.exists() and self.python.exists():
-            cached = json.loads(self.stamp.read_text())
+        if files.is_marked(self.directory) and self.stamp.is_file() and self.python.exists():
+            cached = _read_stamp(self.stamp)
             if cached.get("key") == self.key():
                 return cached["record"]
-        shutil.rmtree(self.directory, ignore_errors=True)
+        files.remove_marked(self.directory, "a version variant")
         try:
             record = self._build()
         except BaseException:
-            shutil.rmtree(self.directory, ignore_errors=True)
+            if files.is_marked(self.directory):
+                files.remove_marked(self.directory, "a version variant whose build failed")
             raise
-        self.stamp.write_text(json.dumps({"key": self.key(), "record": record}, indent=1))
+        files.write_bytes_atomic(self.stamp, json.dumps({"key": self.key(), "record": record}, indent=1).encode())
         return record
 
     def _build(self) -> dict[str, object]:
         base_python = str(self.base.python)
-        self.directory.parent.mkdir(parents=True, exist_ok=True)
+        files.own_directory(self.directory.parent)
+        if self.directory.parent not in self.directory.parents or self.directory.exists():
+            raise NotInstallable(f"{self.directory} is not a new directory under {self.directory.parent}")
+        self.directory.mkdir()
+        files.mark(self.directory)  # from here on, this directory is serbench's to remove
         _checked([base_python, "-m", "venv", "--without-pip", str(self.directory)], "create the virtualenv")
         own = Path(_checked([str(self.python), "-c", _PURELIB], "find its site-packages").strip())
         base = _checked([base_python, "-c", _PURELIB], "find the environment's site-packages").strip()
@@ -152,6 +176,16 @@ class Variant:
             "replaced": replaced or [f"nothing: {self.package} {self.version} is what {self.base.lock} pins"],
             "conflicts": conflicts,
         }
+
+
+def _read_stamp(path: Path) -> dict:
+    """A variant's cache stamp ({} if it is not one: the variant is then rebuilt)."""
+    from frameworks import stored
+
+    try:
+        return stored.read_json(path, what="variant stamp", cap=1 << 20)
+    except stored.StoredFileError:
+        return {}
 
 
 _PURELIB = "import sysconfig; print(sysconfig.get_path('purelib'))"

@@ -47,7 +47,9 @@ def test_weights_move_between_frameworks(writer: str, reader: str, tmp_path: Pat
     source, target = side_or_skip(writer), side_or_skip(reader)
     inputs = workloads.mlp_input()
     try:
-        state = source.native_mlp_state(tmp_path, workloads.mlp_parameters(0), workloads.mlp_parameters(1))
+        state = source.native_mlp_state(
+            tmp_path, workloads.mlp_parameters(0), workloads.mlp_parameters(1), trusted=True
+        )
     except ImportError as error:
         pytest.skip(f"{writer} unavailable: {error}")
     for key, value in workloads.mlp_parameters(0).items():

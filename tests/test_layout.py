@@ -8,7 +8,7 @@
     2 bench.conformance               round trips held to what each adapter declares
     1 bench.kinds, bench.checkpoints  one strategy per kind of workload; a user's checkpoint as a workload
     0 bench.workloads, bench.scale_workloads, bench.environment, bench.errors, bench.pytest_outcomes,
-      bench.decide (the comparison engine)
+      bench.decide (the comparison engine), bench.markdown (escaping stored text)
 
 A framework's facts live in its adapter: no module of bench/ imports a framework package, even lazily.
 """
@@ -26,6 +26,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 LAYERS = {
     "bench.workloads": 0,
     "bench.decide": 0,
+    "bench.markdown": 0,
     "bench.environment": 0,
     "bench.errors": 0,
     "bench.pytest_outcomes": 0,

@@ -122,7 +122,7 @@ def test_a_shard_directory_is_read_through_its_index(tmp_path: Path) -> None:
         ({"encoder.weight": "model-00001-of-00002.safetensors"}, "does not hold what"),
         (dict.fromkeys(STATE, "model-00001-of-00002.safetensors"), "does not hold what"),
         (dict.fromkeys(STATE, "../outside.safetensors"), "not a file in"),
-        ({"encoder.weight": 3}, "weight_map must map"),
+        ({"encoder.weight": 3}, "weight_map.encoder.weight: expected a string"),
     ],
     ids=["tensors-not-in-index", "tensor-in-wrong-shard", "shard-outside-directory", "not-a-name"],
 )
@@ -143,6 +143,7 @@ def test_stored_tensors_come_back_with_their_bits_dtypes_and_order(tmp_path: Pat
     store = tmp_path / "store.npz"
     entry = {
         "name": "user-test",
+        "source": "test.safetensors",
         "store": str(store),
         "payload_bytes": 16,
         "tensors": workloads.store_arrays(arrays, store),

@@ -108,7 +108,14 @@ def _summary(out: Path, *versions: str) -> None:
         | {"replaced": [f"safetensors=={v}"], "conflicts": []}
         for v in versions
     ]
-    records.append({"label": "safetensors-9.9", "version": "9.9", "not_installable": "Could not find a version"})
+    records.append(
+        {
+            "label": "safetensors-9.9",
+            "package": "safetensors",
+            "version": "9.9",
+            "not_installable": "Could not find a version",
+        }
+    )
     summary = {"package": "safetensors", "environment": "core", "frameworks": ["torch", "numpy"], "preset": "quick"}
     summary |= {"date": "2026-11-24T00:00:00+00:00", "versions": records, "order": "A, B", "safety": True}
     (out / "versions.json").write_text(json.dumps(summary))

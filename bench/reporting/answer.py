@@ -14,6 +14,7 @@ from __future__ import annotations
 import pandas as pd
 
 from bench.conformance.roundtrip import exact_by_name
+from bench.markdown import escape
 from bench.reporting.report import SMALL_BYTES, _bytes, gbps_figure, time_figure
 from bench.reporting.trust import reads_untrusted
 from bench.timing.results import baseline_rows
@@ -118,12 +119,14 @@ def answer_section(frame: pd.DataFrame, entries: list[dict]) -> list[str]:
         dropped = entry.get("dropped") or []
         lost = f"; {len(dropped)} values (not tensors) were dropped: {', '.join(dropped[:10])}" if dropped else ""
         sections += [
-            f"### {entry['name']}: {entry['source']}",
+            f"### {escape(entry['name'])}: {escape(entry['source'])}",
             "",
-            f"{entry['tensor_count']} tensors, {_bytes(entry['payload_bytes'])} ({', '.join(entry['dtypes'])}), "
-            f"{entry['reader']}{lost}.",
+            escape(
+                f"{entry.get('tensor_count')} tensors, {_bytes(entry['payload_bytes'])} "
+                f"({', '.join(map(str, entry.get('dtypes') or []))}), {entry.get('reader')}{lost}."
+            ),
             "",
-            *[f"- {line}" for line in checkpoint_answer(frame, entry["name"])],
+            *[f"- {escape(line)}" for line in checkpoint_answer(frame, entry["name"])],
             "",
         ]
     return sections

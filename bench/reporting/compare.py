@@ -17,10 +17,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench import markdown
 from bench.errors import UsageError
 from bench.timing.plan import CASE_KEY, case_id
+from bench.timing.results import RAW_CAP
 from bench.timing.rundir import RunDir
 from bench.timing.stats import paired_direction, rank_test_p, relative_noise
+from frameworks import stored
 
 KEY = list(CASE_KEY)
 SPREAD = ["q1_s", "q3_s", "sample_low_s", "sample_high_s"]
@@ -43,15 +46,34 @@ MACHINE_FIELDS = ("cpu", "cores_logical", "ram_bytes", "gpu", "python")
 """What must match for two runs' times to be compared (with every package version both record)."""
 
 
+PYTEST_BENCHMARK_SCHEMA = stored.Object(
+    required={
+        "benchmarks": stored.ListOf(
+            stored.Object(
+                required={
+                    "stats": stored.Object(
+                        required={"median": stored.POSITIVE},
+                        optional={
+                            "iqr": stored.Number(),
+                            "q1": stored.POSITIVE,
+                            "q3": stored.POSITIVE,
+                            "data": stored.ListOf(stored.POSITIVE),
+                        },
+                        extra=True,
+                    )
+                },
+                optional={"extra_info": stored.MapOf(stored.ANY)},
+                extra=True,
+            )
+        )
+    },
+    extra=True,
+)
+"""What compare reads of a pytest-benchmark file: every median (and every round) a finite time above zero."""
+
+
 def _benchmark_json(source: Path) -> dict:
-    data = RunDir.read_json_object(source)
-    benchmarks = data.get("benchmarks")
-    if not isinstance(benchmarks, list) or not all(
-        isinstance(bench, dict) and isinstance(bench.get("stats"), dict) and "median" in bench["stats"]
-        for bench in benchmarks
-    ):
-        raise UsageError(f"{source} is not a pytest-benchmark JSON file: no list of benchmarks with stats")
-    return data
+    return stored.read_json(source, what="pytest-benchmark JSON file", schema=PYTEST_BENCHMARK_SCHEMA, cap=RAW_CAP)
 
 
 def machine_of_env(env: dict) -> dict[str, object]:
@@ -73,7 +95,7 @@ def machine_of(source: Path) -> dict[str, object]:
     machine_info (which records no package versions)."""
     source = Path(source)
     if source.is_dir():
-        return machine_of_env(RunDir.read_json_object(RunDir(source).env))
+        return machine_of_env(RunDir.read_env(RunDir(source).env))
     info = _benchmark_json(source).get("machine_info") or {}
     cpu = info.get("cpu") if isinstance(info.get("cpu"), dict) else {}
     return {"cpu": cpu.get("brand_raw"), "cores_logical": cpu.get("count"), "python": info.get("python_version")}
@@ -82,7 +104,7 @@ def machine_of(source: Path) -> dict[str, object]:
 def env_of(source: Path) -> dict:
     """A run directory's env.json ({} for a pytest-benchmark file, which records none)."""
     source = Path(source)
-    return RunDir.read_json_object(RunDir(source).env) if source.is_dir() else {}
+    return RunDir.read_env(RunDir(source).env) if source.is_dir() else {}
 
 
 def releases_under_test(base_env: dict, new_env: dict) -> set[str]:
@@ -351,5 +373,5 @@ def render(table: pd.DataFrame, show_all: bool = False) -> str:
         noise=shown["noise"].map(lambda v: "" if pd.isna(v) else f"{v:.1%}"),
         **({"p": shown["p"].map(lambda v: "" if pd.isna(v) else f"{v:.2g}")} if "p" in shown else {}),
     ).rename(columns={"median_s_base": "median base", "median_s_new": "median new"})
-    body = view.to_markdown(index=False) if not view.empty else "(no differences)"
+    body = markdown.table(view, empty="(no differences)")
     return f"{body}\n\nsummary: {counts}"

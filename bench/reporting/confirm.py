@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -53,11 +54,40 @@ class Confirmation:
     confirmed: bool
 
 
+COMMIT = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?(?:-dirty)?")
+"""What env.json's git_commit must be for re-timing: a full hex object id (SHA-1 or SHA-256), with '-dirty' when
+the run's tree differed from it. Anything else (an option such as `--lock`, a ref name, a path) is never given to
+git."""
+
+
 def _commit(run: Path) -> str:
-    commit = str(RunDir.read_json_object(RunDir(run).env).get("git_commit") or "unknown")
-    if "SERBENCH_GIT_COMMIT" in commit or commit == "unknown":
-        raise Unconfirmable(f"{run} does not record the commit its code came from ({commit})")
+    commit = RunDir.read_env(RunDir(run).env).get("git_commit")
+    if not isinstance(commit, str) or "SERBENCH_GIT_COMMIT" in commit or commit == "unknown":
+        raise Unconfirmable(f"{run} does not record the commit its code came from ({str(commit)[:80]!r})")
+    if not COMMIT.fullmatch(commit):
+        raise Unconfirmable(f"{run}'s env.json records git_commit {commit[:80]!r}, which is not a commit id")
     return commit
+
+
+def resolve(commit: str, repo: Path) -> str:
+    """The full id of `commit` in `repo` if it names a commit there (`git rev-parse --verify --end-of-options
+    ID^{commit}`: never read as an option), else Unconfirmable naming the fix."""
+    if not COMMIT.fullmatch(commit) or commit.endswith("-dirty"):
+        raise Unconfirmable(f"{commit[:80]!r} is not a commit id")
+    found = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "--verify", "--quiet", "--end-of-options", f"{commit}^{{commit}}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    resolved = found.stdout.strip()
+    if found.returncode != 0 or resolved != commit:
+        raise Unconfirmable(
+            f"commit {commit[:12]} is not in {repo}: fetch it (git fetch origin {commit[:12]}) or run compare from a "
+            "checkout that has it"
+        )
+    return resolved
 
 
 @contextlib.contextmanager
@@ -71,10 +101,11 @@ def source_tree(commit: str, repo: Path | None = None) -> Iterator[Path]:
         return
     if commit.endswith("-dirty"):
         raise Unconfirmable(f"a run was made from uncommitted changes to {commit.removesuffix('-dirty')[:12]}")
+    resolve(commit, repo)
     with tempfile.TemporaryDirectory(prefix="serbench-worktree-") as parent:
         tree = Path(parent) / "tree"
         added = subprocess.run(
-            ["git", "-C", str(repo), "worktree", "add", "--detach", str(tree), commit],
+            ["git", "-C", str(repo), "worktree", "add", "--detach", "--", str(tree), commit],
             capture_output=True,
             text=True,
             timeout=120,
@@ -127,7 +158,7 @@ def selection(flagged: pd.DataFrame) -> list[str]:
     ]
 
 
-def _retime(tree: Path, options: list[str], out: Path, pause_page_reporting: bool) -> pd.DataFrame:
+def _retime(tree: Path, options: list[str], out: Path, pause_page_reporting: bool, commit: str) -> pd.DataFrame:
     command = [sys.executable, "-m", "bench.cli", "run", *options, "--out", str(out)]
     command += ["--pause-page-reporting"] if pause_page_reporting else []
     # the tree's code, this checkout's environments (a worktree has none)
@@ -138,6 +169,9 @@ def _retime(tree: Path, options: list[str], out: Path, pause_page_reporting: boo
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
         raise Unconfirmable(f"re-timing in {tree} failed: {last[:300]}")
+    ran = RunDir.read_env(RunDir(out).env).get("git_commit")
+    if ran != commit:
+        raise Unconfirmable(f"the re-timing in {tree} ran the code of {str(ran)[:60]!r}, not of commit {commit[:12]}")
     frame = RunDir(out).read_results()
     timed = frame[frame["status"] == "ok"].copy()
     timed.index = pd.Index([case_id(row) for _, row in timed.iterrows()])
@@ -174,7 +208,7 @@ def confirm(
     """Re-time the flagged cases, both sides alternately; Confirmation by case id. Unconfirmable says why not."""
     base_commit, new_commit = _commit(base_run), _commit(new_run)
     options = selection(flagged)
-    pause = bool((RunDir.read_json_object(RunDir(new_run).env).get("page_reporting") or {}).get("paused"))
+    pause = bool((RunDir.read_env(RunDir(new_run).env).get("page_reporting") or {}).get("paused"))
     frames: dict[str, list[pd.DataFrame]] = {"base": [], "new": []}
     with contextlib.ExitStack() as stack:
         trees = {"base": stack.enter_context(source_tree(base_commit))}
@@ -185,7 +219,8 @@ def confirm(
                 if callable(progress):
                     progress(f"re-timing {len(flagged)} flagged cases: {side} code, run {alternation + 1}")
                 out = scratch / f"{side}-{alternation}"
-                frames[side].append(_retime(trees[side], options, out, pause))
+                commit = base_commit if side == "base" else new_commit
+                frames[side].append(_retime(trees[side], options, out, pause, commit))
     results = {}
     for _, row in flagged.iterrows():
         case = case_id(row)

@@ -13,6 +13,7 @@ from matplotlib.container import BarContainer
 from matplotlib.patches import Patch
 
 from bench.timing.results import baseline_rows
+from frameworks.files import write_figure
 
 
 def _real(frame: pd.DataFrame) -> pd.DataFrame:
@@ -75,7 +76,7 @@ def load_throughput(frame: pd.DataFrame, limits: dict, path: Path) -> None:
     handles += [Patch(facecolor="white", edgecolor="black", hatch="//", label="unstable figure"), *lines_drawn]
     axes.legend(handles=handles, fontsize=8, title="series (device, page cache)", title_fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    write_figure(figure, path)
     plt.close(figure)
 
 
@@ -105,7 +106,7 @@ def file_overhead(frame: pd.DataFrame, path: Path) -> None:
     axes.set_title("Per-file overhead against payload size")
     axes.legend(fontsize=7, ncol=2)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    write_figure(figure, path)
     plt.close(figure)
 
 
@@ -122,7 +123,7 @@ def peak_memory(frame: pd.DataFrame, path: Path) -> None:
     axes.set_title(f"Peak memory per loader, {largest['workload'].iloc[0]}")
     axes.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    write_figure(figure, path)
     plt.close(figure)
 
 

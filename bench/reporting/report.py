@@ -11,6 +11,8 @@ printed as `unstable low-high`, its range, and no advice is built on it.
 from __future__ import annotations
 
 import math
+import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,10 +20,13 @@ import numpy as np
 import pandas as pd
 
 import frameworks
+from bench import markdown
+from bench.markdown import escape
 from bench.reporting.trust import Verdicts, verdicts
 from bench.timing.results import baseline_rows
 from bench.timing.rundir import RunDir
-from frameworks.files import write_bytes_atomic
+from bench.workloads import read_checkpoints
+from frameworks.files import own_directory, write_bytes_atomic
 
 NA = "n/a"
 SMALL_BYTES = 1 << 20
@@ -36,8 +41,8 @@ def load_run(run_dir: Path) -> tuple[pd.DataFrame, dict, dict]:
     run.check_readable()
     frame = run.read_results()
     frame = frame.reindex(columns=list(dict.fromkeys([*COLUMNS, *frame.columns])))
-    env = run.read_json_object(run.env)
-    limits = run.read_json_object(run.limits)
+    env = run.read_env(run.env)
+    limits = run.read_limits()
     return frame, env, limits
 
 
@@ -179,7 +184,7 @@ def not_held(frame: pd.DataFrame, workload: str) -> str:
         if (group["status"] == "unsupported").all()
     ]
     kind = subset["kind"].iloc[0] if not subset.empty else "workload"
-    return f"Cannot hold a {kind}, so not timed: {', '.join(dict.fromkeys(names))}." if names else ""
+    return f"Cannot hold a {escape(kind)}, so not timed: {escape(', '.join(dict.fromkeys(names)))}." if names else ""
 
 
 def _unavailable(row: pd.Series) -> str:
@@ -246,7 +251,7 @@ def untimed_on_gpu(frame: pd.DataFrame) -> list[str]:
     reasons = [_unavailable(row) if row["status"] == "unavailable" else str(row["note"]) for _, row in cuda.iterrows()]
     lines = []
     for (framework, reason), group in cuda.assign(reason=reasons).groupby(["framework", "reason"], sort=False):
-        lines.append(f"- {framework} ({', '.join(dict.fromkeys(group['format']))}): {reason}")
+        lines.append(f"- {escape(framework)} ({escape(', '.join(dict.fromkeys(group['format'])))}): {escape(reason)}")
     return lines
 
 
@@ -372,18 +377,20 @@ def harness_overhead(frame: pd.DataFrame) -> str:
 
 
 def _markdown(frame: pd.DataFrame) -> str:
-    return frame.to_markdown(index=False, disable_numparse=True) if not frame.empty else "(no rows)"
+    return markdown.table(frame)
 
 
 def environment_block(env: dict, limits: dict) -> str:
     fs = env.get("filesystem", {})
     thp = env.get("transparent_huge_pages", {})
     lines = [
-        f"- date: {env.get('date')}, commit: `{env.get('git_commit')}`",
-        f"- machine: {env.get('cpu')}, {env.get('cores_logical')} logical cores, "
-        f"{_bytes(env.get('ram_bytes', np.nan))} RAM; kernel {env.get('kernel')}; Python {env.get('python')}",
-        f"- GPU: {env.get('gpu')}",
-        f"- filesystem of the results: {fs.get('type')} on {fs.get('device', '?')} ({fs.get('mountpoint', '?')})",
+        f"- date: {escape(env.get('date'))}, commit: {markdown.code(env.get('git_commit'))}",
+        f"- machine: {escape(env.get('cpu'))}, {escape(env.get('cores_logical'))} logical cores, "
+        f"{_bytes(env.get('ram_bytes', np.nan))} RAM; kernel {escape(env.get('kernel'))}; "
+        f"Python {escape(env.get('python'))}",
+        f"- GPU: {escape(env.get('gpu'))}",
+        f"- filesystem of the results: {escape(fs.get('type'))} on {escape(fs.get('device', '?'))} "
+        f"({escape(fs.get('mountpoint', '?'))})",
         f"- transparent huge pages: {thp['enabled']} (defrag: {thp.get('defrag', '?')})"
         if thp
         else "- transparent huge pages: not recorded (the run predates that field)",
@@ -405,7 +412,7 @@ def environment_block(env: dict, limits: dict) -> str:
                 }
                 for name, item in limits.items()
             ]
-        ).to_markdown(index=False, disable_numparse=True),
+        ).pipe(markdown.table),
     ]
     return "\n".join(lines)
 
@@ -414,7 +421,10 @@ def _environments_line(env: dict) -> str:
     record = env.get("environments")
     if not isinstance(record, dict) or not record:
         return "- environments: one interpreter for every framework (the run predates per-framework environments)"
-    parts = [f"{name}: {item.get('frameworks')} ({item.get('lock')})" for name, item in record.items()]
+    parts = [
+        f"{escape(name)}: {escape(item.get('frameworks'))} ({escape(item.get('lock'))})"
+        for name, item in record.items()
+    ]
     return "- environments (versions of another one are marked `[name]`): " + "; ".join(parts)
 
 
@@ -426,7 +436,7 @@ def _threads_line(env: dict) -> str:
     for framework, settings in record.items():
         for setting, effect in settings.items():
             shown = ", ".join(f"{k}={v}" for k, v in (effect or {}).items() if v != "unset") or "framework defaults"
-            parts.append(f"{framework} `{setting}`: {shown}")
+            parts.append(f"{escape(framework)} {markdown.code(setting)}: {escape(shown)}")
     return "- threads in effect: " + "; ".join(parts)
 
 
@@ -435,9 +445,12 @@ def _page_reporting_line(env: dict) -> str:
     if not state:
         return "- free page reporting (VM balloon): not recorded (the run predates that field)"
     if state.get("paused"):
-        return f"- free page reporting (VM balloon): paused for this run ({state.get('device')} unbound, rebound after)"
+        return (
+            f"- free page reporting (VM balloon): paused for this run ({escape(state.get('device'))} unbound, "
+            "rebound after)"
+        )
     status = "ACTIVE" if state.get("active") else "not active"
-    return f"- free page reporting (VM balloon): {status}: {state.get('note')}"
+    return f"- free page reporting (VM balloon): {status}: {escape(state.get('note'))}"
 
 
 def _machine_line(env: dict) -> str:
@@ -469,10 +482,10 @@ def reading_guide(frame: pd.DataFrame) -> str:
 
 def safety_section(run_dir: Path) -> list[str]:
     """The safety table when the run directory holds one (`serbench safety --out RUN_DIR`), else a pointer."""
-    from bench.safety.runner import safety_markdown
+    from bench.safety.runner import read_safety, safety_markdown
 
     source = Path(run_dir) / "safety.csv"
-    if not source.exists():
+    if not os.path.lexists(source):
         return [
             "## Safety",
             "",
@@ -480,8 +493,23 @@ def safety_section(run_dir: Path) -> list[str]:
             "the committed reference is `results/reference-safety/safety.md`.",
             "",
         ]
-    table = safety_markdown(pd.read_csv(source, keep_default_na=False)).replace("## ", "### ")
+    table = safety_markdown(read_safety(source)).replace("## ", "### ")
     return ["## Safety", "", table, ""]
+
+
+def _write_csv(table: pd.DataFrame, path: Path) -> None:
+    write_bytes_atomic(path, table.to_csv(index=False).encode())
+
+
+def safe_file_name(name: str) -> str:
+    """A workload's name as a file name: letters, digits, '.', '_' and '-' only, never hidden or a path, with a
+    digest of the name when anything was replaced (two names never share a file)."""
+    import hashlib
+
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", name).lstrip(".")[:100] or "workload"
+    if cleaned == name:
+        return cleaned
+    return f"{cleaned}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 
 def write_report(run_dir: Path) -> Path:
@@ -490,14 +518,12 @@ def write_report(run_dir: Path) -> Path:
 
     run_dir = Path(run_dir)
     frame, env, limits = load_run(run_dir)
-    tables_dir, plots_dir = RunDir(run_dir).tables, RunDir(run_dir).plots
-    tables_dir.mkdir(exist_ok=True)
-    plots_dir.mkdir(exist_ok=True)
-    sections = [f"# serbench report: {run_dir.name}", ""]
+    tables_dir, plots_dir = own_directory(RunDir(run_dir).tables), own_directory(RunDir(run_dir).plots)
+    sections = [f"# serbench report: {escape(run_dir.name)}", ""]
     if RunDir(run_dir).checkpoints.exists():
         from bench.reporting.answer import answer_section
 
-        entries = RunDir(run_dir).read_json_object(RunDir(run_dir).checkpoints).get("checkpoints", [])
+        entries = read_checkpoints(RunDir(run_dir).checkpoints)
         sections += answer_section(frame, entries)
     trust = verdicts(run_dir)
     advice = recommendations(frame, trust)
@@ -522,15 +548,15 @@ def write_report(run_dir: Path) -> Path:
         _markdown(advice),
         "",
     ]
-    advice.to_csv(tables_dir / "recommendations.csv", index=False)
+    _write_csv(advice, tables_dir / "recommendations.csv")
     real = frame[~baseline_rows(frame)]
     workloads_in_run = real.sort_values("payload_bytes", kind="stable")["workload"].unique()
     for workload in workloads_in_run:
         table = workload_table(frame, workload)
         kind = frame.loc[frame["workload"] == workload, "kind"].iloc[0]
         payload = frame.loc[frame["workload"] == workload, "payload_bytes"].max()
-        table.to_csv(tables_dir / f"{workload.replace('/', '_')}.csv", index=False)
-        sections += [f"## {kind}: {workload} ({_bytes(payload)})", ""]
+        _write_csv(table, tables_dir / f"{safe_file_name(workload)}.csv")
+        sections += [f"## {escape(kind)}: {escape(workload)} ({_bytes(payload)})", ""]
         if payload < SMALL_BYTES:
             sections += [f"Times only: below {_bytes(SMALL_BYTES)} a figure is per-call overhead, not throughput.", ""]
         sections += [_markdown(table), ""]
@@ -547,7 +573,7 @@ def write_report(run_dir: Path) -> Path:
         "",
     ]
     sections += ["Not timed on cuda:", "", *untimed, ""] if untimed else []
-    gpu.to_csv(tables_dir / "gpu_vs_cpu.csv", index=False)
+    _write_csv(gpu, tables_dir / "gpu_vs_cpu.csv")
     sections += safety_section(run_dir)
     figures = plots.draw_all(frame, limits, plots_dir)
     sections += ["## Plots", ""] + [f"![{name}](plots/{name}.png)" for name in figures] + [""]

@@ -10,7 +10,7 @@ load they predict.
 
 from __future__ import annotations
 
-import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +20,119 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from bench import scale_workloads
+from bench import markdown, scale_workloads
 from bench.reporting import fit
 from bench.timing import stats
-from frameworks.files import write_bytes_atomic
+from bench.timing.rundir import ENV_CAP
+from frameworks import stored
+from frameworks.files import write_bytes_atomic, write_figure
 
 RECORD = "scale.json"
 REPORT = "scale.md"
 PEAK_ADVICE_MULTIPLE = 2.0
 """A loader whose peak memory is above this multiple of the payload is named in the advice."""
+
+
+_ERROR = stored.Object(required={"error": str}, extra=True)
+_LLM_ROUND = (
+    _ERROR,
+    stored.Object(
+        required={"seconds": stored.POSITIVE, "peak_rss_bytes": stored.COUNT, "wrong": stored.ListOf(str)},
+        optional={
+            "mapped_file_bytes": stored.COUNT,
+            "device_peak_bytes": (stored.COUNT, type(None)),
+            "resident": stored.Number(),
+        },
+        extra=True,
+    ),
+)
+_RANKS = stored.Object(
+    required={
+        "max_rank_s": stored.POSITIVE,
+        "end_to_end_s": stored.POSITIVE,
+        "bytes": stored.COUNT,
+        "wrong": stored.ListOf(str),
+    },
+    extra=True,
+)
+SCALE_SCHEMA = stored.Object(
+    required={
+        "limits": stored.MapOf(stored.MapOf(stored.ANY)),
+        "llm": stored.Object(
+            required={
+                "workload": stored.MapOf(stored.ANY),
+                "parameters": stored.COUNT,
+                "rows": stored.ListOf(
+                    stored.Object(
+                        required={
+                            "framework": str,
+                            "loader": str,
+                            "format": str,
+                            "layout": str,
+                            "files": stored.COUNT,
+                            "device": str,
+                            "cache": str,
+                            "payload_bytes": stored.Number(above=True, integer=True),
+                            "rounds": stored.ListOf(_LLM_ROUND),
+                            "unavailable": str,
+                        },
+                        optional={"reference": bool},
+                        extra=True,
+                    )
+                ),
+            },
+            extra=True,
+        ),
+        "distributed": stored.ListOf(
+            stored.Object(
+                required={
+                    "engine": str,
+                    "backend": str,
+                    "device": str,
+                    "save_ranks": stored.COUNT,
+                    "load_ranks": stored.COUNT,
+                    "rounds": stored.ListOf(
+                        (_ERROR, stored.Object(required={"save": _RANKS, "load": _RANKS, "size_on_disk": stored.COUNT}))
+                    ),
+                    "unavailable": str,
+                },
+                extra=True,
+            )
+        ),
+        "sweep": stored.Object(
+            required={
+                "rows": stored.ListOf(
+                    stored.Object(
+                        required={
+                            "framework": str,
+                            "loader": str,
+                            "point": str,
+                            "files": stored.COUNT,
+                            "tensors": stored.COUNT,
+                            "payload_bytes": stored.Number(above=True, integer=True),
+                            "samples": stored.ListOf(stored.ListOf(stored.POSITIVE)),
+                            "peaks": stored.ListOf(stored.COUNT),
+                            "wrong": stored.ListOf(str),
+                            "unavailable": str,
+                        },
+                        extra=True,
+                    )
+                )
+            },
+            extra=True,
+        ),
+    },
+    extra=True,
+)
+"""What the report reads of scale.json, with exact types: a stored run that is not this is refused in one line."""
+
+
+def read_scale_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(scale.json, env.json) of a scale run, each a regular file within its cap and of its schema."""
+    record = stored.read_json(run_dir / RECORD, what="scale run record", schema=SCALE_SCHEMA, cap=256 << 20)
+    env_path = run_dir / "env.json"
+    env = stored.read_json(env_path, what="env.json", cap=ENV_CAP) if os.path.lexists(env_path) else {}
+    return record, env
 
 
 def _seconds(value: float) -> str:
@@ -282,7 +386,7 @@ def plot_sweep(record: dict[str, Any], directory: Path) -> list[str]:
     times.legend(fontsize=7)
     peaks.legend(fontsize=7)
     figure.tight_layout()
-    figure.savefig(directory / "scale-payload.png", dpi=110)
+    write_figure(figure, directory / "scale-payload.png")
     plt.close(figure)
     written.append("scale-payload.png")
     figure, (by_tensors, by_files) = plt.subplots(1, 2, figsize=(13, 5))
@@ -299,7 +403,7 @@ def plot_sweep(record: dict[str, Any], directory: Path) -> list[str]:
         if not chosen.empty:
             axis.legend(fontsize=7)
     figure.tight_layout()
-    figure.savefig(directory / "scale-counts.png", dpi=110)
+    write_figure(figure, directory / "scale-counts.png")
     plt.close(figure)
     written.append("scale-counts.png")
     return written
@@ -354,8 +458,7 @@ def advice(llm: pd.DataFrame, payload: int) -> list[str]:
 
 def write_scale_report(run_dir: Path) -> Path:
     run_dir = Path(run_dir)
-    record = json.loads((run_dir / RECORD).read_text())
-    env = json.loads((run_dir / "env.json").read_text()) if (run_dir / "env.json").exists() else {}
+    record, env = read_scale_run(run_dir)
     model = record["llm"]["workload"]
     payload = 2 * record["llm"]["parameters"]
     llm = llm_frame(record)
@@ -382,7 +485,7 @@ def write_scale_report(run_dir: Path) -> Path:
         "",
         "## The machine's limits",
         "",
-        limits.to_markdown(index=False),
+        markdown.table(limits),
         "",
         f"## {model['name']}: {record['llm']['parameters'] / 1e9:.2f} billion parameters, bfloat16, "
         f"{_gb(payload)} ({model['source']})",
@@ -395,7 +498,7 @@ def write_scale_report(run_dir: Path) -> Path:
         "at the end was mapped file is in brackets (every loader brings the file into the page cache; only a "
         "mapping puts it in RSS); for a GPU load, the host RSS and then the GPU's peak allocation.",
         "",
-        llm[shown].fillna("").to_markdown(index=False),
+        markdown.table(llm[shown].fillna("")),
         "",
         "### Advice",
         "",
@@ -407,7 +510,7 @@ def write_scale_report(run_dir: Path) -> Path:
         "the launch end to end (process start, imports, rendezvous included). Loads at another world size "
         "reshard; every rank's rows are compared byte for byte with the source.",
         "",
-        dcp.fillna("").to_markdown(index=False) if not dcp.empty else "(no framework here has a distributed engine)",
+        markdown.table(dcp.fillna(""), empty="(no framework here has a distributed engine)"),
         "",
         "## How cost grows (warm, one process per loader and pass, several rounds each)",
         "",
@@ -418,7 +521,7 @@ def write_scale_report(run_dir: Path) -> Path:
         "timings' noise only). `worst miss`: the largest relative "
         "gap between the fit and a point's median. The prediction for the LLM uses its tensor count and payload.",
         "",
-        fits.fillna("").to_markdown(index=False) if not fits.empty else "(no loader has sweep points)",
+        markdown.table(fits.fillna(""), empty="(no loader has sweep points)"),
         "",
     ]
     path = run_dir / REPORT

@@ -10,10 +10,9 @@ matrix; a format that neither covers falls back to what its adapter declares.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import pandas as pd
 
 import frameworks
 
@@ -61,14 +60,15 @@ class Verdicts:
 
 def verdicts(run_dir: Path | None = None) -> Verdicts:
     """The run's own safety matrix if it has one, else the committed reference, else none."""
+    from bench.safety.runner import read_safety
     from bench.safety.runner import verdicts as matrix_verdicts
 
     own = Path(run_dir) / "safety.csv" if run_dir is not None else None
-    source = own if own is not None and own.is_file() else REFERENCE
+    source = own if own is not None and os.path.lexists(own) else REFERENCE
     if not source.is_file():
         return Verdicts()
     try:
-        table = matrix_verdicts(pd.read_csv(source, keep_default_na=False))
+        table = matrix_verdicts(read_safety(source))
     except (ValueError, KeyError) as error:
         return Verdicts(source=f"{source} unreadable ({error!r:.100})")
     by_format = {}

@@ -7,7 +7,7 @@ a plot of the largest loads under OUT/plots/.
 
 from __future__ import annotations
 
-import json
+import re
 from pathlib import Path
 
 import matplotlib
@@ -17,11 +17,14 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 import frameworks
+from bench import markdown
 from bench.reporting.compare import INTERLEAVED_ALPHA, KEY, compare, load_any
 from bench.reporting.report import load_run, time_figure
+from bench.safety.runner import read_safety
 from bench.timing.results import baseline_rows
-from frameworks import environments
-from frameworks.files import write_bytes_atomic
+from bench.timing.rundir import RunDir
+from frameworks import environments, stored
+from frameworks.files import own_directory, write_bytes_atomic, write_figure
 
 RECORD = "versions.json"
 SAFETY_KEY = ["framework", "format", "mode", "input"]
@@ -33,6 +36,48 @@ CROSS_DAY = (
     "project's VM the same torch.load of the VGG16-shaped dict took 353 ms one day and 265 ms the next "
     "through the same code."
 )
+
+
+LABEL = re.compile(r"[a-z0-9][a-z0-9_+-]*(?:\.[a-z0-9_+-]+)*", re.IGNORECASE)
+"""A release's directory name: one plain name inside OUT (never `..`, never a path)."""
+RELEASE_SCHEMA = (
+    stored.Object(required={"label": str, "package": str, "version": str, "not_installable": str}, extra=True),
+    stored.Object(
+        required={
+            "label": str,
+            "package": str,
+            "version": str,
+            "locked": bool,
+            "replaced": stored.ListOf(str),
+            "conflicts": stored.ListOf(str),
+        },
+        extra=True,
+    ),
+)
+RECORD_SCHEMA = stored.Object(
+    required={
+        "package": str,
+        "environment": str,
+        "frameworks": stored.ListOf(str),
+        "preset": str,
+        "date": str,
+        "versions": stored.ListOf(RELEASE_SCHEMA, max_items=100),
+        "order": str,
+    },
+    extra=True,
+)
+
+
+def read_record(out: Path) -> dict:
+    """OUT/versions.json, checked: its schema, and every release's label a plain directory name in OUT."""
+    path = Path(out) / RECORD
+    summary = stored.read_json(path, what="versions record", schema=RECORD_SCHEMA, cap=1 << 20)
+    for release in summary["versions"]:
+        if not LABEL.fullmatch(release["label"]):
+            raise stored.StoredFileError(
+                f"{path}: the release label {release['label']!r} is not a plain directory name inside {out}"
+            )
+    return summary
 
 
 def _installed(summary: dict) -> list[dict]:
@@ -56,7 +101,7 @@ def releases_table(out: Path, summary: dict) -> pd.DataFrame:
         if "not_installable" in record:
             rows.append({"release": record["version"], "timed": f"no: {record['not_installable']}"})
             continue
-        env = json.loads((out / record["label"] / "env.json").read_text())
+        env = RunDir.read_env(out / record["label"] / "env.json")
         imported = imported_versions(env, summary["package"])
         wrong = {framework: v for framework, v in imported.items() if v != record["version"]}
         rows.append(
@@ -131,7 +176,7 @@ def safety_changes(out: Path, summary: dict) -> pd.DataFrame | None:
         path = out / record["label"] / "safety" / "safety.csv"
         if not path.exists():
             return None
-        frame = pd.read_csv(path, keep_default_na=False)[[*SAFETY_KEY, "outcome"]]
+        frame = read_safety(path)[[*SAFETY_KEY, "outcome"]]
         frames.append(frame.rename(columns={"outcome": record["version"]}))
     merged = frames[0]
     for frame in frames[1:]:
@@ -201,15 +246,15 @@ def largest_loads_plot(out: Path, summary: dict, path: Path) -> bool:
     axes.set_title(f"{summary['package']} releases, largest workload, interleaved in one run")
     axes.legend()
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
+    own_directory(path.parent)
+    write_figure(figure, path)
     plt.close(figure)
     return True
 
 
 def write_versions_report(out: Path) -> Path:
     out = Path(out)
-    summary = json.loads((out / RECORD).read_text())
+    summary = read_record(out)
     installed = _installed(summary)
     releases = releases_table(out, summary)
     speed = speed_table(out, summary)
@@ -224,10 +269,9 @@ def write_versions_report(out: Path) -> Path:
     outcome_columns = [column for column in speed if column.startswith("verdict ")]
     outcomes = speed[speed[outcome_columns].fillna("").apply(lambda c: c.map(is_outcome_change)).any(axis=1)]
     safety = safety_changes(out, summary)
-    tables = out / "tables"
-    tables.mkdir(parents=True, exist_ok=True)
+    tables = own_directory(out / "tables")
     write_bytes_atomic(tables / "versions-speed.csv", speed.to_csv(index=False).encode())
-    write_bytes_atomic(tables / "versions-speed.md", _format_change(speed).to_markdown(index=False).encode())
+    write_bytes_atomic(tables / "versions-speed.md", markdown.table(_format_change(speed)).encode())
     plotted = largest_loads_plot(out, summary, out / "plots" / "versions-largest-loads.png")
     first = installed[0]["version"]
     lines = [
@@ -241,7 +285,7 @@ def write_versions_report(out: Path) -> Path:
         "",
         "## Releases",
         "",
-        releases.fillna("").to_markdown(index=False),
+        markdown.table(releases.fillna(""), markup=("run",)),
         "",
         f"## Speed: what changed against {summary['package']} {first}",
         "",
@@ -256,18 +300,16 @@ def write_versions_report(out: Path) -> Path:
         "table instead of in it. "
         f"All {len(speed)} cases: [tables/versions-speed.md](tables/versions-speed.md).",
         "",
-        _format_change(changed).to_markdown(index=False) if len(changed) else "No case changed by this rule.",
+        markdown.table(_format_change(changed), empty="No case changed by this rule."),
         "",
         f"**Controls**: by the same rule, {alarms} of {compared} comparisons of formats that do not use "
         f"{summary['package']} changed. That is this run's false-alarm rate: weigh the changes above against "
         "it (a change no larger and no more frequent than the controls' is not evidence)."
-        + ("" if false_alarms.empty else "\n\n" + _format_change(false_alarms).to_markdown(index=False)),
+        + ("" if false_alarms.empty else "\n\n" + markdown.table(_format_change(false_alarms))),
         "",
         "## Round-trip and status changes",
         "",
-        _format_change(outcomes).to_markdown(index=False)
-        if len(outcomes)
-        else "No round-trip or status outcome changed.",
+        markdown.table(_format_change(outcomes), empty="No round-trip or status outcome changed."),
         "",
         "## Safety outcome changes",
         "",
@@ -277,7 +319,7 @@ def write_versions_report(out: Path) -> Path:
     elif safety.empty:
         lines.append("No safety outcome changed: every hostile or damaged input met the same outcome in every release.")
     else:
-        lines.append(safety.to_markdown(index=False))
+        lines.append(markdown.table(safety))
     if plotted:
         lines += ["", "## Largest loads", "", "![largest loads per release](plots/versions-largest-loads.png)"]
     lines += [

@@ -12,12 +12,15 @@ import pandas as pd
 from rich.console import Console
 
 import frameworks
+from bench import markdown
 from bench.environment import environment
 from bench.live import Progress
 from bench.safety.inputs import safety_formats
-from frameworks.files import write_bytes_atomic
+from frameworks import stored
+from frameworks.files import own_directory, write_bytes_atomic
 
 COLUMNS = ["framework", "format", "mode", "input", "group", "outcome", "detail"]
+OUTCOME_SCHEMA = stored.Object(required=dict.fromkeys(COLUMNS, str))
 HOST_TIMEOUT_S = 3600
 console = Console(stderr=True)
 SHORT = {
@@ -69,8 +72,8 @@ def run_safety(out: Path, framework_names: tuple[str, ...] | None = None, timeou
     """Generate every framework's inputs first (so the progress bar knows every load), then load them."""
     from bench.safety.host import planned_loads
 
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "raw").mkdir(exist_ok=True)
+    own_directory(out)
+    own_directory(out / "raw")
     write_bytes_atomic(out / "env.json", json.dumps(environment(out), indent=1, default=str).encode())
     records: list[dict[str, str]] = []
     inputs = Path(tempfile.mkdtemp(prefix=".safety-inputs-", dir=out))  # ours alone: nothing of the user's is touched
@@ -111,13 +114,22 @@ def run_safety(out: Path, framework_names: tuple[str, ...] | None = None, timeou
                 if code != 0:
                     records += _unavailable(framework, reason)
                 if jsonl.exists():
-                    records += [json.loads(line) for line in jsonl.read_text().splitlines()]
+                    records += stored.read_jsonl(jsonl, what="safety outcomes", schema=OUTCOME_SCHEMA, cap=64 << 20)
     finally:
         shutil.rmtree(inputs, ignore_errors=True)
     frame = pd.DataFrame(records).reindex(columns=COLUMNS)
     write_bytes_atomic(out / "safety.csv", frame.to_csv(index=False).encode())
     write_bytes_atomic(out / "safety.md", safety_markdown(frame).encode())
     return out
+
+
+def read_safety(path: Path) -> pd.DataFrame:
+    """A safety.csv written by `run_safety`, checked: a regular file within its cap, with every column."""
+    frame = stored.read_csv(path, what="safety.csv", empty_as_nan=False)
+    missing = [column for column in COLUMNS if column not in frame]
+    if missing:
+        raise stored.StoredFileError(f"{path} lacks the columns {', '.join(missing)}: not a safety.csv of serbench")
+    return frame.astype(str)
 
 
 def loader_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -159,12 +171,13 @@ def safety_markdown(frame: pd.DataFrame) -> str:
     lines = [
         "## Which loaders are safe for untrusted files",
         "",
-        verdicts(frame).to_markdown(index=False, disable_numparse=True),
+        markdown.table(verdicts(frame)),
         "",
     ]
     if not unavailable.empty:
         lines += [
-            "Not measured: " + "; ".join(sorted(set(unavailable["framework"] + ": " + unavailable["detail"]))),
+            "Not measured: "
+            + markdown.escape("; ".join(sorted(set(unavailable["framework"] + ": " + unavailable["detail"])))),
             "",
         ]
     lines += [
@@ -172,7 +185,7 @@ def safety_markdown(frame: pd.DataFrame) -> str:
         "",
         f"Legend: {legend}.",
         "",
-        loader_table(frame).to_markdown(disable_numparse=True),
+        markdown.table(loader_table(frame), index=True),
         "",
     ]
     return "\n".join(lines)

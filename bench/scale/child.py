@@ -18,11 +18,12 @@ import json
 import sys
 import time
 import zlib
-from pathlib import Path
 from typing import Any
 
+from bench.scale_workloads import read_manifest
 from bench.timing import peak_memory
-from frameworks import gate, scale
+from frameworks import gate, scale, stored
+from frameworks.errors import SerbenchError
 
 
 def _settle() -> None:
@@ -89,16 +90,33 @@ def load_once(recipe: Any, loader: Any, manifest: dict[str, Any], device: str) -
     }
 
 
+JOB_SCHEMA = stored.Object(
+    required={
+        "framework": str,
+        "loader": str,
+        "device": stored.OneOf("cpu", "cuda"),
+        "rounds": int,
+        "manifests": stored.ListOf(str),
+    }
+)
+
+
 def main() -> int:
-    job = json.loads(Path(sys.argv[1]).read_text())
+    job = stored.read_json(sys.argv[1], what="scale job", schema=JOB_SCHEMA, cap=1 << 20)
     recipe = scale.scale_recipe(job["framework"])
-    loader = next(loader for loader in recipe.loaders if loader.name == job["loader"])
+    loader = next((loader for loader in recipe.loaders if loader.name == job["loader"]), None)
+    if loader is None:
+        raise stored.StoredFileError(f"{sys.argv[1]}: {job['framework']} has no scale loader {job['loader']!r}")
     for manifest_path in job["manifests"]:
-        manifest = json.loads(Path(manifest_path).read_text())
+        manifest = read_manifest(manifest_path)
         rounds = [load_once(recipe, loader, manifest, job["device"]) for _ in range(job["rounds"])]
         print(json.dumps({"manifest": manifest_path, "rounds": rounds}), flush=True)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except SerbenchError as error:
+        print(f"bench.scale.child: {' '.join(str(error).split())[:500]}", file=sys.stderr)
+        sys.exit(2)

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import frameworks
-from frameworks import scale
+from frameworks import scale, stored
+from frameworks.errors import SerbenchError
 
 
 def free_port() -> int:
@@ -140,8 +141,22 @@ def _record(out: Path) -> dict[str, Any]:
     return json.loads(lines[-1])
 
 
+def job_schema() -> stored.Object:
+    """A rank's job file: exact types, trust a JSON boolean (the string "false" is refused, not read as true)."""
+    return stored.Object(
+        required={
+            "framework": stored.OneOf(*scale.with_scale_recipes()),
+            "op": stored.OneOf("save", "load"),
+            "source": stored.ListOf(str),
+            "directory": str,
+            "device": stored.OneOf("cpu", "cuda"),
+            "trusted": bool,
+        }
+    )
+
+
 def main() -> int:
-    job = json.loads(Path(sys.argv[1]).read_text())
+    job = stored.read_json(sys.argv[1], what="distributed job", schema=job_schema(), cap=1 << 20)
     recipe = scale.scale_recipe(job["framework"])
     source = [Path(path) for path in job["source"]]
     directory = Path(job["directory"])
@@ -155,4 +170,8 @@ def main() -> int:
 
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except SerbenchError as error:
+        print(f"bench.scale.distributed: {' '.join(str(error).split())[:500]}", file=sys.stderr)
+        sys.exit(2)

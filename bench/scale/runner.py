@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,7 @@ from bench import scale_workloads as workloads
 from bench.environment import environment
 from bench.scale import distributed
 from bench.timing import limits, machine, pagecache
-from frameworks import gate, scale
+from frameworks import files, gate, scale
 
 MiB = 1 << 20
 CHILD_TIMEOUT_S = 1800
@@ -237,8 +236,11 @@ def measure_distributed(
                 if unavailable:
                     continue
                 for round_number in range(config.distributed_rounds):
-                    directory = config.data / f"dcp-{framework}-{save_world}to{load_world}"
-                    shutil.rmtree(directory, ignore_errors=True)
+                    holder = config.data / f"dcp-{framework}-{save_world}to{load_world}"
+                    files.remove_marked(holder, "a distributed checkpoint of an earlier round")
+                    files.own_directory(holder)
+                    files.mark(holder)
+                    directory = holder / "checkpoint"
                     say(
                         f"{engine}: {save_world} ranks save, {load_world} load "
                         f"({round_number + 1}/{config.distributed_rounds})"
@@ -255,7 +257,7 @@ def measure_distributed(
                     except (RuntimeError, TimeoutError) as error:
                         row["rounds"].append({"error": str(error)})
                     finally:
-                        shutil.rmtree(directory, ignore_errors=True)
+                        files.remove_marked(holder, "a distributed checkpoint this round wrote")
     return rows
 
 
@@ -314,9 +316,8 @@ def measure_sweep(config: ScaleConfig, say: Callable[[str], None]) -> dict[str, 
 
 
 def run(config: ScaleConfig) -> Path:
-    out = config.out
-    out.mkdir(parents=True, exist_ok=True)
-    config.data.mkdir(parents=True, exist_ok=True)
+    out = files.own_directory(config.out)
+    files.own_directory(config.data)
     progress = Progress()
     start = machine.snapshot()
     with machine.page_reporting_paused(config.pause_page_reporting) as reporting:
@@ -333,7 +334,7 @@ def run(config: ScaleConfig) -> Path:
     env["page_reporting"] = reporting
     env["scale"] = {"data": str(config.data), "config": {k: str(v) for k, v in dataclasses.asdict(config).items()}}
     record = {"limits": measured, "llm": llm, "distributed": dcp, "sweep": sweep}
-    (out / "env.json").write_text(json.dumps(env, indent=1, default=str))
-    (out / "scale.json").write_text(json.dumps(record, indent=1))
+    files.write_bytes_atomic(out / "env.json", json.dumps(env, indent=1, default=str).encode())
+    files.write_bytes_atomic(out / "scale.json", json.dumps(record, indent=1).encode())
     progress.say(f"done: {out}")
     return out

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.timing import pagecache
+from frameworks.files import open_for_writing
 
 
 @dataclass(frozen=True)
@@ -63,8 +64,9 @@ def measure_disk(directory: Path, nbytes: int, rounds: int = 3) -> list[Limit]:
     try:
         for _ in range(rounds):
             start = time.perf_counter()
-            with open(path, "wb", buffering=0) as handle:
+            with open_for_writing(path, encoding=None) as handle:  # never through a link planted there
                 handle.write(payload)
+                handle.flush()
                 os.fsync(handle.fileno())
             writes.append(time.perf_counter() - start)
         _read_all(path, buffer)

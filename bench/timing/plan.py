@@ -207,9 +207,25 @@ def write_plan(cases: list[Case], path: Path, passes: int = 1) -> None:
     write_bytes_atomic(path, json.dumps(document, indent=1).encode())
 
 
+def _plan_schema() -> object:
+    from frameworks import stored
+
+    case = stored.Object(
+        required={**dict.fromkeys(("framework", "format", "workload", "device", "cache", "op"), str), "rounds": int},
+        optional={"held": bool, "threads": str, "id": str},
+    )
+    passes = stored.Number(minimum=1, integer=True)
+    return stored.ListOf(case), stored.Object(required={"passes": passes, "cases": stored.ListOf(case)})
+
+
+PLAN_SCHEMA = _plan_schema()
+
+
 def read_plan_file(path: Path) -> tuple[list[Case], int]:
     """The cases and passes of a plan file (a bare list, from runs before passes, is one pass)."""
-    document = json.loads(Path(path).read_text())
+    from frameworks import stored
+
+    document = stored.read_json(path, what="plan", schema=PLAN_SCHEMA, cap=64 << 20)
     items, passes = (document, 1) if isinstance(document, list) else (document["cases"], document["passes"])
     # runs before the threads axis ran with the frameworks' default threads
     return [Case(**{"threads": "default", **{k: v for k, v in item.items() if k != "id"}}) for item in items], passes

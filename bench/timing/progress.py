@@ -17,6 +17,7 @@ import pytest
 
 from bench.live import append_event
 from bench.pytest_outcomes import failure_message, skip_reason
+from frameworks.files import open_for_writing
 
 _outcomes: str | None = None
 _events: str | None = None
@@ -45,7 +46,7 @@ def case_of(nodeid: str) -> str:
 
 def _record(item_id: str, outcome: str, detail: str) -> None:
     if _outcomes:
-        with open(_outcomes, "a", encoding="utf-8") as handle:
+        with open_for_writing(_outcomes, append=True) as handle:
             handle.write(json.dumps({"id": item_id, "outcome": outcome, "detail": detail}) + "\n")
 
 

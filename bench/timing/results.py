@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,6 +22,7 @@ from bench import workloads
 from bench.timing import stats
 from bench.timing.plan import CASE_KEY, Case, case_id, read_plan
 from bench.timing.rundir import RunDir
+from frameworks import stored
 
 COLUMNS = [
     "framework",
@@ -91,8 +93,33 @@ def limit_for(op: str, device: str, cache: str, limits: dict | None = None) -> s
     return "disk_read_cold" if cache == "cold" else "memcpy"
 
 
-def read_json(path: Path) -> object:
-    return json.loads(Path(path).read_text())
+RAW_CAP = 256 << 20
+"""The most bytes one raw file of a run may have (a full run's largest pytest-benchmark file is under 20 MiB)."""
+BENCHMARK_SCHEMA = stored.Object(
+    required={
+        "benchmarks": stored.ListOf(
+            stored.Object(
+                required={
+                    "extra_info": stored.Object(required={"id": str}, extra=True),
+                    "stats": stored.Object(
+                        required={"median": stored.POSITIVE},
+                        optional={"data": stored.ListOf(stored.POSITIVE)},
+                        extra=True,
+                    ),
+                },
+                extra=True,
+            )
+        )
+    },
+    extra=True,
+)
+OUTCOME_SCHEMA = stored.Object(required={"id": str, "outcome": str, "detail": str})
+PEAK_KEY = {"framework": str, "format": str, "workload": str}
+
+
+def read_json(path: Path, schema: object = stored.ANY) -> Any:
+    """A raw file of the run: a regular file within RAW_CAP, of `schema`."""
+    return stored.read_json(path, what=f"raw file {Path(path).name}", schema=schema, cap=RAW_CAP)
 
 
 INFO_FIELDS = (
@@ -117,8 +144,12 @@ def _benchmark_rows(paths: list[Path]) -> list[dict[str, object]]:
     """One row per case, pooling the rounds of every process and pass that timed it."""
     pooled: dict[str, tuple[dict, list[list[float]], list[dict], set[str]]] = {}
     for path in paths:
-        for bench in read_json(path)["benchmarks"]:
+        for bench in read_json(path, BENCHMARK_SCHEMA)["benchmarks"]:
             info, timing = bench["extra_info"], bench["stats"]
+            if "roundtrip" not in info:
+                # timed, but the case failed after its rounds (its file could not be read back, say): its outcome
+                # (unsupported, failed) is the row, not a time without a round trip
+                continue
             case_id = info["id"] if "threads" in info else f"{info['id']}|default"  # runs before the threads axis
             _, samples, evidence, files = pooled.setdefault(case_id, (info, [], [], set()))
             data = list(timing.get("data") or [timing["median"]])
@@ -195,8 +226,7 @@ def assemble(run_dir: Path) -> pd.DataFrame:
     for plan_path, outcome_path in run.plans():
         outcomes: dict[str, dict] = {}
         if outcome_path.exists():
-            for line in outcome_path.read_text().splitlines():
-                record = json.loads(line)
+            for record in stored.read_jsonl(outcome_path, what="outcomes", schema=OUTCOME_SCHEMA, cap=RAW_CAP):
                 if record["id"].count("|") == len(CASE_KEY) - 2:  # runs before the threads axis
                     record["id"] += "|default"
                 # a case outcome per pass; a failure in any pass is the one that is kept
@@ -229,7 +259,7 @@ def assemble(run_dir: Path) -> pd.DataFrame:
 
 
 def _add_derived(frame: pd.DataFrame, run: RunDir) -> pd.DataFrame:
-    limits = read_json(run.raw_limits) if run.raw_limits.exists() else {}
+    limits = read_json(run.raw_limits, stored.MapOf(stored.MapOf(stored.ANY))) if run.raw_limits.exists() else {}
     frame["gbps"] = np.where(frame["op"] == "open", np.nan, frame["payload_bytes"] / frame["median_s"] / 1e9)
     frame["limit"] = [
         limit_for(o, d, c, limits) for o, d, c in zip(frame["op"], frame["device"], frame["cache"], strict=True)
@@ -239,7 +269,7 @@ def _add_derived(frame: pd.DataFrame, run: RunDir) -> pd.DataFrame:
     frame["frac_of_limit"] = frame["gbps"] / frame["limit_gbps"]
     peaks = {}
     for path in run.all_peaks():
-        for record in read_json(path):
+        for record in read_json(path, stored.ListOf(stored.Object(required=PEAK_KEY, extra=True))):
             peaks[(record["framework"], record["format"], record["workload"])] = record.get("peak_rss_bytes")
     keys = zip(
         frame["framework"],

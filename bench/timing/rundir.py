@@ -14,12 +14,50 @@ framework at one thread setting (`<framework>-t<threads>`), timed by one or more
 
 from __future__ import annotations
 
-import json
+import contextlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench.errors import UsageError
+from frameworks import files, stored
+from frameworks.errors import UnsafeTargetError
+
+ENV_CAP = 4 << 20
+"""The most bytes a run's env.json or limits.json may have (one is about 10 KiB)."""
+_TEXT = (str, type(None))
+ENV_SCHEMA = stored.Object(
+    optional={
+        **dict.fromkeys(("date", "hostname", "python", "platform", "kernel", "cpu", "gpu", "git_commit"), _TEXT),
+        "cores_logical": (stored.COUNT, type(None)),
+        "cores_physical": (stored.COUNT, type(None)),
+        "ram_bytes": stored.COUNT,
+        "filesystem": stored.MapOf(stored.ANY),
+        "versions": stored.MapOf(_TEXT),
+        "versions_in_effect": stored.MapOf(stored.MapOf(_TEXT)),
+        "environments": stored.MapOf(stored.MapOf(stored.ANY)),
+        "threads": stored.MapOf(stored.MapOf(stored.ANY)),
+        "page_reporting": stored.MapOf(stored.ANY),
+        "variant": stored.MapOf(stored.ANY),
+        "machine": stored.Object(
+            optional={
+                "busy": bool,
+                "warnings": stored.ListOf(str),
+                "other_cpu_fraction": stored.Number(),
+                "steal_fraction": stored.Number(),
+                "load_average_start": stored.ListOf(stored.Number()),
+                "load_average_end": stored.ListOf(stored.Number()),
+            },
+            extra=True,
+        ),
+    },
+    extra=True,
+)
+"""What the report, compare and the index read of env.json, each field of its type (a run may lack any)."""
+LIMITS_SCHEMA = stored.MapOf(
+    stored.Object(optional={"gbps": (stored.POSITIVE, type(None)), "bytes": stored.COUNT, "note": str}, extra=True)
+)
 
 
 @dataclass(frozen=True)
@@ -123,43 +161,101 @@ class RunDir:
     def is_benchmark_run(self) -> bool:
         return self.results_csv.exists()
 
+    def prepare(self) -> None:
+        """Make (or check) the run directory and its subdirectories for writing: real directories, no links
+        (a planted `raw -> elsewhere` would send the run's files there), and serbench's marker in the root,
+        which is what lets serbench later remove a run directory it made."""
+        fresh = not self.root.exists()
+        files.own_directory(self.root)
+        if fresh:
+            files.mark(self.root)
+        for directory in (self.raw, self.tables, self.plots, self.scratch):
+            if os.path.lexists(directory):
+                files.own_directory(directory)
+
+    def own_scratch(self, name: str) -> Path:
+        """`scratch/<name>/` (a framework's saved files, users' checkpoints), made and marked as serbench's if
+        missing: serbench removes these, so an existing one it did not make (no marker) is refused."""
+        for directory in (self.scratch, self.scratch / name):
+            if not os.path.lexists(directory):
+                files.own_directory(directory)
+                files.mark(directory)
+            elif not files.is_marked(directory):
+                raise UnsafeTargetError(
+                    f"{directory} exists and serbench did not make it (no marker): serbench saves and removes files "
+                    "there, so it will not use it; move it away"
+                )
+        return self.scratch / name
+
+    def locked(self) -> contextlib.AbstractContextManager[None]:
+        """The run directory held by this process while it writes (a second run or resume there is refused)."""
+        return files.locked(self.root, "a serbench run")
+
     def check_readable(self) -> None:
         """UsageError unless this is a finished run: results.csv, env.json and limits.json, regular files."""
         if not self.root.is_dir():
             raise UsageError(f"{self.root} is not a run directory: no such directory")
         for path in (self.results_csv, self.env, self.limits):
-            if not path.exists():
+            if not os.path.lexists(path):
                 raise UsageError(f"{self.root} is not a finished serbench run: {path.name} is missing")
-            if not path.is_file():
-                raise UsageError(f"{path} is not a regular file")
+            stored.regular_file(path, f"{path.name} of a run")
 
     @staticmethod
-    def read_json_object(path: Path) -> dict[str, Any]:
-        """A JSON file that must hold an object, or UsageError saying what is wrong with it."""
-        if not Path(path).is_file():
-            raise UsageError(f"{path} is not a regular file")
-        try:
-            value = json.loads(Path(path).read_bytes())
-        except (ValueError, RecursionError) as error:
-            raise UsageError(f"{path} is not valid JSON: {str(error)[:200]}") from None
-        if not isinstance(value, dict):
-            raise UsageError(f"{path} holds a JSON {type(value).__name__}, not an object")
-        return value
+    def read_json_object(path: Path, cap: int = ENV_CAP, schema: Any = None) -> dict[str, Any]:
+        """A JSON file of a stored run that must hold an object: a regular file within `cap` bytes (env.json's,
+        by default), of `schema` (any object by default), or StoredFileError saying what is wrong with it."""
+        return stored.read_json(path, what=Path(path).name, cap=cap, schema=schema)
+
+    @staticmethod
+    def read_env(path: Path) -> dict[str, Any]:
+        """A run's env.json, checked against ENV_SCHEMA."""
+        return stored.read_json(path, what="env.json", cap=ENV_CAP, schema=ENV_SCHEMA)
+
+    def read_limits(self) -> dict[str, Any]:
+        return stored.read_json(self.limits, what="limits.json", cap=ENV_CAP, schema=LIMITS_SCHEMA)
 
     def read_results(self) -> Any:
-        """results.csv as a DataFrame with every case-key column, or UsageError saying what is wrong."""
-        import pandas as pd
+        """results.csv as a DataFrame with every case-key column, or UsageError saying what is wrong.
 
+        Every timed figure must be a finite time above zero, and `rounds_s` a JSON list of them: a NaN or
+        negative median would otherwise compare as "same" or "faster"."""
         from bench.timing.plan import CASE_KEY
 
-        try:
-            frame = pd.read_csv(self.results_csv, keep_default_na=False, na_values=[""])
-        except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as error:
-            raise UsageError(f"{self.results_csv} is not a readable CSV: {str(error).splitlines()[0][:200]}") from None
+        frame = stored.read_csv(self.results_csv, what="results.csv")
         missing = [column for column in (*CASE_KEY, "status", "median_s") if column not in frame]
         if missing == ["threads"]:
             frame["threads"] = "default"  # runs before the threads axis
         elif missing:
             raise UsageError(f"{self.results_csv} lacks the columns {', '.join(missing)}: not a serbench results table")
         frame["threads"] = frame["threads"].astype(str)
+        _check_figures(self.results_csv, frame)
         return frame
+
+
+TIME_COLUMNS = ("median_s", "iqr_s", "min_s", "q1_s", "q3_s", "low_s", "high_s", "sample_low_s", "sample_high_s")
+
+
+def _check_figures(path: Path, frame: Any) -> None:
+    """StoredFileError naming the first timed row whose figures are not finite times (NaN, zero, negative,
+    text) or whose rounds are not a JSON list of them."""
+    import numpy as np
+    import pandas as pd
+
+    timed = frame[frame["status"].astype(str) == "ok"]
+    for column in (c for c in TIME_COLUMNS if c in timed):
+        values = pd.to_numeric(timed[column], errors="coerce")
+        positive = column not in ("iqr_s",)
+        # the median must be there; the spread may be absent (hand-made tables), but never wrong
+        absent = timed[column].isna() & (column != "median_s")
+        bad = ~absent & (~np.isfinite(values) | ((values <= 0) if positive else (values < 0)))
+        if bad.any():
+            row = timed.index[bad.to_numpy()][0]
+            raise stored.StoredFileError(
+                f"{path} row {row + 2}: {column} is {timed.loc[row, column]!r}, not a finite time"
+                f"{' above zero' if positive else ''}: not a results table serbench wrote"
+            )
+    if "rounds_s" in timed:
+        schema = stored.ListOf(stored.POSITIVE)
+        for row, text in timed["rounds_s"].dropna().items():  # absent in hand-made tables: compare then uses medians
+            where = f"{path} row {row + 2} rounds_s"
+            stored.check(stored.parse_json(str(text), where, "results table"), schema, where, "results table")

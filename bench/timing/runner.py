@@ -14,10 +14,10 @@ directory's files are named by `bench.timing.rundir.RunDir`.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
-import shutil
 import signal
 import subprocess
 from contextlib import AbstractContextManager, nullcontext
@@ -32,9 +32,9 @@ from bench.errors import UsageError
 from bench.live import Progress
 from bench.timing import limits, machine
 from bench.timing.plan import PRESETS, Case, headline_loads, plan, write_plan
-from bench.timing.results import assemble
-from bench.timing.rundir import RunDir
-from frameworks import environments
+from bench.timing.results import BENCHMARK_SCHEMA, assemble, read_json
+from bench.timing.rundir import ENV_CAP, RunDir
+from frameworks import environments, files, stored
 from frameworks.files import write_bytes_atomic
 
 BENCH_MODULE = Path(__file__).resolve().parent / "test_io.py"
@@ -161,6 +161,7 @@ def _run_chunk(
     if process == 0:
         outcomes.unlink(missing_ok=True)
     events.unlink(missing_ok=True)
+    partial.unlink(missing_ok=True)  # pytest-benchmark opens this path itself: nothing may be planted there
     if not any(case.held for case in cases):
         write_json(final, {"benchmarks": [], "note": "no case of this selection is held by these formats"})
         return
@@ -194,7 +195,7 @@ def _run_chunk(
         "ignore::DeprecationWarning",
     ]
     per_case = {case.id: round_units(case) for case in cases}
-    with open(log_path, "w") as log:
+    with files.open_for_writing(log_path, replace=True) as log:
         child = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         if progress is None:
             returncode = child.wait(CHUNK_TIMEOUT_S)
@@ -293,9 +294,19 @@ def run_interleaved(configs: list[RunConfig]) -> list[Path]:
             "`serbench support-table` shows what each format holds"
         )
     runs = [(config, RunDir(Path(config.out or default_out(config.preset)))) for config in configs]
+    with contextlib.ExitStack() as held:
+        for _, run_dir in runs:
+            run_dir.prepare()
+            held.enter_context(run_dir.locked())
+            files.own_directory(run_dir.raw)
+        _run_locked(runs, cases)
+    return [run_dir.root for _, run_dir in runs]
+
+
+def _run_locked(runs: list[tuple[RunConfig, RunDir]], cases: list[Case]) -> None:
+    first = runs[0][0]
     envs = []
     for config, run_dir in runs:
-        run_dir.raw.mkdir(parents=True, exist_ok=True)
         with config.interpreter():  # the versions of the interpreter that runs it
             env = environment.environment(run_dir.root)
         if config.variant:
@@ -327,14 +338,13 @@ def run_interleaved(configs: list[RunConfig]) -> list[Path]:
         write_json(run_dir.env, env)
         write_bytes_atomic(run_dir.results_csv, frame.to_csv(index=False).encode())
         write_bytes_atomic(run_dir.results_json, frame.to_json(orient="records", indent=1).encode())
-    return [run_dir.root for _, run_dir in runs]
 
 
 def thread_record(run_dir: RunDir) -> dict[str, dict[str, object]]:
     """Per framework and thread setting, the settings its processes reported (first case of each)."""
     record: dict[str, dict[str, object]] = {}
     for path in run_dir.benchmarks():
-        for bench in json.loads(path.read_text()).get("benchmarks", [])[:1]:
+        for bench in read_json(path, BENCHMARK_SCHEMA)["benchmarks"][:1]:
             info = bench["extra_info"]
             record.setdefault(info["framework"], {})[info.get("threads", "default")] = info.get("threads_in_effect")
     return record
@@ -345,7 +355,7 @@ def versions_in_effect(run_dir: RunDir) -> dict[str, dict[str, str]]:
     first process): what a version variant's figures were measured with, from the process itself."""
     record: dict[str, dict[str, str]] = {}
     for path in run_dir.benchmarks():
-        for bench in json.loads(path.read_text()).get("benchmarks", [])[:1]:
+        for bench in read_json(path, BENCHMARK_SCHEMA)["benchmarks"][:1]:
             info = bench["extra_info"]
             record.setdefault(info["framework"], info.get("versions_in_effect") or {})
     return record
@@ -381,10 +391,11 @@ def _time_everything(runs: list[tuple[RunConfig, RunDir]], cases: list[Case]) ->
         console.print(f"measuring limits with {probe / 2**20:.0f} MiB buffers ...")
         measured = {name: limit.as_dict() for name, limit in limits.measure_all(first_dir.root, probe).items()}
         write_json(first_dir.limits, measured)
+    measured_limits = stored.read_bytes(first_dir.limits, cap=ENV_CAP, what="limits.json")
     for _, run_dir in runs:  # one machine, measured once
         if run_dir != first_dir:
-            shutil.copyfile(first_dir.limits, run_dir.limits)
-        shutil.copyfile(first_dir.limits, run_dir.raw_limits)
+            write_bytes_atomic(run_dir.limits, measured_limits)
+        write_bytes_atomic(run_dir.raw_limits, measured_limits)
 
     passes = PRESETS[first.preset].passes
     todo: dict[str, list[Step]] = {}
@@ -414,7 +425,7 @@ def _time_everything(runs: list[tuple[RunConfig, RunDir]], cases: list[Case]) ->
                                 framework,
                                 step.cases,
                                 run_dir,
-                                run_dir.scratch / framework,
+                                run_dir.own_scratch(framework),
                                 step.process,
                                 step.plan_name,
                                 passes,
@@ -429,6 +440,6 @@ def _time_everything(runs: list[tuple[RunConfig, RunDir]], cases: list[Case]) ->
                         write_json(run_dir.peaks(framework), measured)
             finally:
                 for _, run_dir in runs:
-                    shutil.rmtree(run_dir.scratch / framework, ignore_errors=True)
+                    files.remove_marked(run_dir.scratch / framework, "the files a framework's cases saved")
     for _, run_dir in runs:
-        shutil.rmtree(run_dir.scratch, ignore_errors=True)
+        files.remove_marked(run_dir.scratch, "the run's saved files")
