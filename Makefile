@@ -1,18 +1,20 @@
 # The README's two commands: `make bench` and `make test`. Both build the environments if they are
-# missing or out of date: .venv (core: numpy 2, torch, TensorFlow) and .venv-mxnet (MXNet 1.9.1 on
-# numpy 1.26); frameworks/environments.py says what each holds and why.
+# missing or out of date: .venv (core: numpy 2, torch, TensorFlow), .venv-mxnet (MXNet 1.9.1 on
+# numpy 1.26) and .venv-corpus (transformers & co., layered on core, for the test corpus);
+# frameworks/environments.py says what each holds and why.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 ENVIRONMENTS := $(PYTHON) frameworks/environments.py
-STAMPS := $(VENV)/.installed $(VENV)-mxnet/.installed
+STAMPS := $(VENV)/.installed $(VENV)-mxnet/.installed $(VENV)-corpus/.installed
 RESULTS ?= results
 
 .PHONY: setup test bench lint support-table lock clean
 
 setup: $(STAMPS)
 
-$(STAMPS): pyproject.toml requirements/core.lock.txt requirements/mxnet.lock.txt frameworks/environments.py
+$(STAMPS): pyproject.toml requirements/core.lock.txt requirements/mxnet.lock.txt requirements/corpus.lock.txt \
+		frameworks/environments.py
 	$(ENVIRONMENTS) setup
 
 # pytest in each environment on its frameworks; every framework must be exercised: a run where one
@@ -35,4 +37,4 @@ lock: $(STAMPS)
 	$(ENVIRONMENTS) lock
 
 clean:
-	rm -rf $(VENV) $(VENV)-mxnet .pytest_cache .benchmarks
+	rm -rf $(VENV) $(VENV)-mxnet $(VENV)-corpus .pytest_cache .benchmarks

@@ -6,6 +6,13 @@
 - `mxnet` (`.venv-mxnet`): MXNet 1.9.1, the last release (the project is retired); it does not
   import on numpy 2, so this environment keeps numpy 1.26. It holds the harness too, so a benchmark
   process, a safety load or a test of MXNet runs entirely inside it.
+- `corpus` (`.venv-corpus`): the libraries whose own save functions write the test corpus of real
+  checkpoints (`tests/corpus`): transformers, accelerate, peft, huggingface_hub. It is layered on
+  core (`base`): a small virtualenv whose own site-packages holds only these and what they add, with
+  a `.pth` line that puts core's site-packages after it, as `frameworks.variants` does. So its torch
+  is core's CPU build, never a second copy (a torch pip picked for these libraries would be a
+  multi-GB CUDA build), and it is installed with core's lock as constraints too: pip cannot change
+  a core package. Its lock pins what the layer adds; rebuilding core rebuilds it.
 
 Why each pin exists is written next to it in pyproject.toml and at the top of each lock file.
 
@@ -59,6 +66,8 @@ class Environment:
     """Exact versions (`pip -c`), relative to the repository; its header says why each pin exists."""
     extras: str
     """serbench's optional dependencies installed here (pyproject.toml)."""
+    base: str | None = None
+    """The environment whose site-packages this one is layered on (see the module docstring), or None."""
 
     @property
     def python(self) -> Path:
@@ -68,8 +77,13 @@ class Environment:
     def stamp(self) -> Path:
         return root() / self.directory / ".installed"
 
+    @property
+    def constraints(self) -> list[str]:
+        """The lock files installed with (`pip -c`): a layered environment's base's too, then its own."""
+        return [*(ENVIRONMENTS[self.base].constraints if self.base else []), self.lock]
+
     def pins(self) -> dict[str, str]:
-        """The lock's `name==version` lines, by normalized package name."""
+        """The lock's `name==version` lines, by normalized package name (a layered environment's: its layer's)."""
         pins = {}
         for line in (ROOT / self.lock).read_text().splitlines():
             name, found, version = line.split("#")[0].strip().partition("==")
@@ -78,9 +92,9 @@ class Environment:
         return pins
 
     def fingerprint(self) -> str:
-        """What the environment was built from: pyproject.toml and the lock file."""
+        """What the environment was built from: pyproject.toml and the lock files (a base's too)."""
         digest = hashlib.sha256()
-        for name in ("pyproject.toml", self.lock):
+        for name in ("pyproject.toml", *self.constraints):
             digest.update((ROOT / name).read_bytes())
         return digest.hexdigest()
 
@@ -88,6 +102,7 @@ class Environment:
 ENVIRONMENTS = {
     "core": Environment("core", ".venv", "requirements/core.lock.txt", "torch,tensorflow,jax,dev"),
     "mxnet": Environment("mxnet", ".venv-mxnet", "requirements/mxnet.lock.txt", "mxnet,dev"),
+    "corpus": Environment("corpus", ".venv-corpus", "requirements/corpus.lock.txt", "corpus", base="core"),
 }
 
 
@@ -181,18 +196,41 @@ def _run(command: list[str]) -> None:
     subprocess.run(command, cwd=ROOT, check=True)
 
 
+_PURELIB = "import sysconfig; print(sysconfig.get_path('purelib'))"
+
+
+def _purelib(python: Path) -> str:
+    return subprocess.run([str(python), "-c", _PURELIB], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def _layer(environment: Environment) -> None:
+    """Create a layered environment: a virtualenv without pip whose `.pth` adds its base's site-packages
+    (and runs the base's `.pth` files: serbench's editable install, pip) after its own."""
+    base = ENVIRONMENTS[environment.base].python
+    _run([str(base), "-m", "venv", "--without-pip", str(ROOT / environment.directory)])
+    own = Path(_purelib(environment.python))
+    (own / "_serbench_base.pth").write_text(f"import site; site.addsitedir({_purelib(base)!r})\n")
+
+
 def setup(names: list[str]) -> None:
     for name in names:
         environment = ENVIRONMENTS[name]
+        if environment.base and environment.base not in names:
+            setup([environment.base])
         fingerprint = environment.fingerprint()
         if environment.stamp.exists() and environment.stamp.read_text() == fingerprint:
             environment.stamp.touch()  # newer than what make compares it with
             continue
         if not environment.python.exists():
-            _run([sys.executable, "-m", "venv", str(ROOT / environment.directory)])
+            if environment.base:
+                _layer(environment)
+            else:
+                _run([sys.executable, "-m", "venv", str(ROOT / environment.directory)])
         python = str(environment.python)
-        _run([python, "-m", "pip", "install", "--quiet", "--upgrade", "pip"])
-        _run([python, "-m", "pip", "install", "--quiet", "-c", environment.lock, "-e", f".[{environment.extras}]"])
+        if not environment.base:  # a layered environment runs its base's pip
+            _run([python, "-m", "pip", "install", "--quiet", "--upgrade", "pip"])
+        constraints = [flag for lock in environment.constraints for flag in ("-c", lock)]
+        _run([python, "-m", "pip", "install", "--quiet", *constraints, "-e", f".[{environment.extras}]"])
         environment.stamp.write_text(fingerprint)
 
 
@@ -201,8 +239,9 @@ def lock(names: list[str]) -> None:
         environment = ENVIRONMENTS[name]
         path = ROOT / environment.lock
         header = [line for line in path.read_text().splitlines() if line.startswith("#")] if path.exists() else []
+        own = ["--path", _purelib(environment.python)] if environment.base else []  # the layer's packages
         frozen = subprocess.run(
-            [str(environment.python), "-m", "pip", "freeze", "--exclude-editable"],
+            [str(environment.python), "-m", "pip", "freeze", "--exclude-editable", *own],
             cwd=ROOT,
             capture_output=True,
             text=True,

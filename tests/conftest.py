@@ -5,7 +5,8 @@ SERBENCH_REQUIRE_FRAMEWORKS really ran tests.
 Environments (`frameworks.environments`): `make test` runs pytest once per environment. A session
 keeps the tests whose frameworks run in its environment; tests of no framework, and tests marked
 `crosses_environments` (their other side runs in its own environment through `frameworks.remote`),
-run in the home one. On a machine without serbench's environments everything runs in one session.
+run in the home one; a test marked `environment(name)` runs in that one (the corpus environment has no
+framework of its own). On a machine without serbench's environments everything runs in one session.
 SERBENCH_REQUIRE_FRAMEWORKS=all names every framework of the session's environment."""
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ def framework_of(item: pytest.Item) -> str | None:
 
 def home_of(item: pytest.Item) -> str:
     """The environment a test runs in (see the module docstring)."""
+    if (marked := item.get_closest_marker("environment")) is not None:
+        return marked.args[0]
     names = frameworks_of(item)
     if item.get_closest_marker("crosses_environments") or not names:
         return environments.HOME
@@ -64,6 +67,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "crosses_environments: runs in the home environment; its other side through frameworks.remote"
     )
     config.addinivalue_line("markers", "framework(name): a test of one framework that is not parametrized by it")
+    config.addinivalue_line("markers", "environment(name): runs in that environment (frameworks.environments)")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
