@@ -9,7 +9,7 @@ ENVIRONMENTS := $(PYTHON) frameworks/environments.py
 STAMPS := $(VENV)/.installed $(VENV)-mxnet/.installed $(VENV)-corpus/.installed
 RESULTS ?= results
 
-.PHONY: setup test bench lint support-table lock clean
+.PHONY: setup test bench lint support-table lock clean gpu gpu-dry-run
 
 setup: $(STAMPS)
 
@@ -26,6 +26,22 @@ test: $(STAMPS)
 # it then runs 20x slower), pause that for the run, as root; a no-op elsewhere (see bench/timing/machine.py).
 bench: $(STAMPS)
 	$(VENV)/bin/serbench run --quick --pause-page-reporting $(BENCH_ARGS)
+
+# The prepared GPU run (bench/gpu, issue 32). On a GPU machine, in the copied tree, with its own python3 (3.12, no
+# virtualenv): installs the carried .whl/ wheels it lacks, measures within GPU_BUDGET seconds (default 480), and
+# writes results/reference-gpu-<gpu>-<date>/. Without a CUDA device it refuses in one line (exit 2).
+# `make gpu-dry-run` (or `make gpu DRY_RUN=1`) plans it anywhere: fetches and checks the wheels, fails over budget.
+GPU_BUDGET ?= 480
+GPU_ARGS ?=
+gpu: $(if $(filter 1,$(DRY_RUN)),$(STAMPS))
+ifeq ($(DRY_RUN),1)
+	$(PY) -m bench.gpu --dry-run --budget-s $(GPU_BUDGET) $(GPU_ARGS)
+else
+	PYTHONPATH=$(CURDIR) $(PYTHON) -m bench.gpu --budget-s $(GPU_BUDGET) $(GPU_ARGS)
+endif
+
+gpu-dry-run: $(STAMPS)
+	$(PY) -m bench.gpu --dry-run --budget-s $(GPU_BUDGET) $(GPU_ARGS)
 
 lint: $(STAMPS)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -2,6 +2,7 @@
 
     6 bench.cli                       the command line
     5 bench.version_matrix            releases of a package built, timed interleaved, checked and compared
+    5 bench.gpu                       the prepared GPU run: plan, wheels, budgeted steps, its report (uses 3 and 4)
     4 bench.reporting                 stored runs -> tables, plots, comparisons, the index
     4 bench.scale                     checkpoints at scale: loaders, distributed engines, the sweep (uses timing)
     3 bench.timing, bench.safety      the two products that run frameworks
@@ -40,6 +41,7 @@ LAYERS = {
     "bench.reporting": 4,
     "bench.scale": 4,
     "bench.version_matrix": 5,
+    "bench.gpu": 5,
     "bench.cli": 6,
 }
 FRAMEWORK_PACKAGES = ("torch", "tensorflow", "keras", "mxnet", "jax", "flax", "orbax", "safetensors", "h5py")
