@@ -174,13 +174,16 @@ def build(recipe: Any, workload: Transformer | Synthetic, format_name: str, data
     arrays = dict(_arrays(workload.shapes()))
     with files.atomic_path(directory) as staging:
         staging.mkdir()
+        files.mark(staging)  # so that a build killed half way is provably serbench's to remove
         written = recipe.save_checkpoint(arrays, staging, format_name, workload.max_shard_bytes)
         manifest = {
             "key": key,
             "workload": workload.name,
             "format": format_name,
             "checkpoint": str(directory / Path(written).name),
-            "files": sorted(str(directory / path.name) for path in staging.iterdir()),
+            "files": sorted(
+                str(directory / path.name) for path in staging.iterdir() if path.name != files.SERBENCH_MARKER
+            ),
             "payload_bytes": sum(array.nbytes for array in arrays.values()),
             "tensors": {
                 name: {"dtype": array.dtype.name, "shape": list(array.shape), "crc32": crc32(array)}

@@ -21,7 +21,7 @@ from pathlib import Path
 import frameworks
 from bench.errors import UsageError
 from bench.timing.runner import RunConfig, run_interleaved
-from frameworks import environments
+from frameworks import environments, files
 from frameworks.files import write_bytes_atomic
 from frameworks.variants import NotInstallable, Variant
 
@@ -129,9 +129,13 @@ def run_versions(
         "order": "per framework, process 1 of each release in the order given, then process 2 of each, and so on",
         "safety": safety,
     }
-    out.mkdir(parents=True, exist_ok=True)
+    files.own_directory(out)  # refused where it is a link: the record and every release's run go inside
     write_bytes_atomic(out / RECORD, json.dumps(summary, indent=1).encode())
-    run_interleaved(configs)
+    try:
+        run_interleaved(configs)
+    except UsageError:
+        (out / RECORD).unlink(missing_ok=True)  # refused before anything was timed: no record of a run left
+        raise
     for config in configs:
         if safety:
             with config.interpreter():

@@ -295,23 +295,37 @@ def size_of(payload: int) -> str:
 
 def store_arrays(arrays: dict[str, np.ndarray], path: Path) -> list[dict[str, Any]]:
     """Write a user's tensors where every process of a run can rebuild them exactly (an uncompressed npz of
-    their bytes, so bfloat16 and other ml_dtypes survive), atomically; returns name, dtype and shape of each."""
+    their bytes, so bfloat16 and other ml_dtypes survive), atomically; returns name, dtype and shape of each.
+    Member `i` holds the `i`th tensor's bytes; an array object that several names hold (tensors that are one
+    storage in the checkpoint, the entry's `shared` groups) is written once, as its first name's member."""
     entries = [{"name": name, "dtype": array.dtype.name, "shape": list(array.shape)} for name, array in arrays.items()]
-    members = {
-        str(index): np.ascontiguousarray(array).reshape(-1).view(np.uint8)
-        for index, array in enumerate(arrays.values())
-    }
+    members: dict[str, np.ndarray] = {}
+    written: set[int] = set()
+    for index, array in enumerate(arrays.values()):
+        if id(array) not in written:
+            written.add(id(array))
+            members[str(index)] = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
     with files.atomic_path(path) as temporary, open(temporary, "wb") as handle:
         np.savez(handle, **members)
     return entries
 
 
-def _read_stored(path: str, entries: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+def _read_stored(
+    path: str, entries: list[dict[str, Any]], shared: list[list[str]] | None = None
+) -> dict[str, np.ndarray]:
+    """The tensors `store_arrays` wrote, by name, in order; the names of each `shared` group as one array object
+    (the first name's), as they were one storage in the checkpoint."""
     from frameworks.numpy_adapter import NPZ, read_npz
 
     members = read_npz(gate.admit(path, NPZ, trusted=False))
-    arrays = {}
+    order = {entry["name"]: index for index, entry in enumerate(entries)}
+    first_of = {name: min(group, key=order.__getitem__) for group in shared or [] for name in group}
+    arrays: dict[str, np.ndarray] = {}
     for index, entry in enumerate(entries):
+        first = first_of.get(entry["name"], entry["name"])
+        if first != entry["name"]:
+            arrays[entry["name"]] = arrays[first]
+            continue
         raw = members.get(str(index))
         dtype = np.dtype(entry["dtype"])
         if raw is None or raw.dtype != np.uint8 or raw.size != dtype.itemsize * int(np.prod(entry["shape"])):
@@ -341,18 +355,35 @@ CHECKPOINTS_SCHEMA = stored.Object(
 )
 
 
+SHARED_SCHEMA = stored.ListOf(stored.ListOf(str))
+"""An entry's `shared`: groups of tensor names that are one storage in the checkpoint."""
+
+
 def read_checkpoints(manifest: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """The entries of a run's checkpoints.json: a regular file within its cap, of CHECKPOINTS_SCHEMA, each name a
-    user workload's (`user-...`) and each dtype one NumPy knows."""
+    user workload's (`user-...`), each dtype one NumPy knows, and each `shared` group two or more of its tensors'
+    names, of one dtype and shape, in no other group."""
     document = stored.read_json(manifest, what="checkpoints.json", schema=CHECKPOINTS_SCHEMA, cap=256 << 20)
     for entry in document["checkpoints"]:
         if not re.fullmatch(r"user-[A-Za-z0-9._-]+", entry["name"]):
             raise stored.StoredFileError(f"{manifest}: {entry['name']!r} is not the name of a user's checkpoint")
         for tensor in entry["tensors"]:
             try:
-                np.dtype(tensor["dtype"])
+                kind = np.dtype(tensor["dtype"]).kind
             except TypeError:
                 raise stored.StoredFileError(f"{manifest}: {tensor['dtype']!r} is not a dtype") from None
+            if kind not in "biufcV":
+                raise stored.StoredFileError(f"{manifest}: {tensor['dtype']!r} is not a tensor's dtype (no objects)")
+        stored.check(entry.get("shared", []), SHARED_SCHEMA, f"{manifest} ({entry['name']})", "shared groups")
+        described = {tensor["name"]: (tensor["dtype"], tuple(tensor["shape"])) for tensor in entry["tensors"]}
+        grouped = [name for group in entry.get("shared", []) for name in group]
+        for group in entry.get("shared", []):
+            if len(group) < 2 or any(name not in described for name in group):
+                raise stored.StoredFileError(f"{manifest}: shared group {group[:4]} is not two or more of its tensors")
+            if len({described[name] for name in group}) != 1:
+                raise stored.StoredFileError(f"{manifest}: shared group {group[:4]} has tensors of different shapes")
+        if len(grouped) != len(set(grouped)):
+            raise stored.StoredFileError(f"{manifest}: a tensor is in two shared groups of {entry['name']}")
     return document["checkpoints"]
 
 
@@ -366,7 +397,7 @@ def register_checkpoints(manifest: str | os.PathLike[str]) -> list[Workload]:
             "dict",
             "user",
             size_of(entry["payload_bytes"]),
-            functools.partial(_read_stored, entry["store"], entry["tensors"]),
+            functools.partial(_read_stored, entry["store"], entry["tensors"], entry.get("shared", [])),
             dtypes.pop() if len(dtypes) == 1 else "mixed",
         )
         WORKLOADS[workload.name] = workload
@@ -383,19 +414,25 @@ def select(sizes: tuple[str, ...] = ("small",), kinds: tuple[str, ...] | None = 
 
 
 @functools.lru_cache(maxsize=64)
-def _cached(name: str) -> Any:
-    return WORKLOADS[name].build()
+def _cached(builder: Callable[[], Any]) -> Any:
+    return builder()
 
 
 def build(name: str) -> Any:
-    """The workload's tree; small and medium ones are cached (callers must not mutate them)."""
-    if WORKLOADS[name].size == "large":
-        return WORKLOADS[name].build()
-    return _cached(name)
+    """The workload's tree; small and medium ones are cached (callers must not mutate them). The cache is
+    keyed by the workload's builder, not its name: a name registered again (a second checkpoint called
+    `user-model` in one process) builds the new checkpoint, never the one cached under that name."""
+    workload = WORKLOADS[name]
+    if workload.size == "large":
+        return workload.build()
+    return _cached(workload.builder)
 
 
 def payload_bytes(tree: Any) -> int:
-    return sum(np.asarray(leaf).nbytes for leaf in leaves(tree))
+    """Bytes of a tree's tensors, each array object once: names that are one storage (tied weights, which
+    `_read_stored` returns as one object) are one payload, as in the checkpoint they came from."""
+    distinct = {id(leaf): leaf for leaf in leaves(tree)}
+    return sum(np.asarray(leaf).nbytes for leaf in distinct.values())
 
 
 @functools.cache

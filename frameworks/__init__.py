@@ -39,6 +39,8 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "null-adapter": ("frameworks.null_adapter:NullAdapter", "nothing to install"),
 }
 """name -> ("module:Class", how to install the framework). The null adapter is a baseline (see `baselines`)."""
+BUILT_IN = frozenset(REGISTRY)
+"""serbench's own adapters: each lives in one of its environments, and the hint names it."""
 
 EXTRA_ADAPTERS_VARIABLE = "SERBENCH_EXTRA_ADAPTERS"
 
@@ -134,9 +136,21 @@ def get_adapter(name: str) -> Adapter:
     try:
         return cls()
     except ImportError as error:
-        raise ImportError(
-            f"framework {name!r} is not usable here ({error}); install it with: {REGISTRY[name][1]}"
-        ) from error
+        raise ImportError(f"framework {name!r} is not usable here ({error}); {install_hint(name)}") from error
+
+
+def install_hint(name: str) -> str:
+    """How to get `name` working: its environment and the Makefile target that builds it, where serbench
+    has environments; else the package extra (an adapter registered at run time names its own)."""
+    from frameworks import environments
+
+    environment = environments.ENVIRONMENTS.get(getattr(adapter_class(name), "environment", ""))
+    if environment is None or name not in BUILT_IN:
+        return f"install it with: {REGISTRY[name][1]}"
+    where = f"{environment.directory}, built by `make setup` (or `make test` / `make bench`)"
+    if environments.runs_here(environment.name):
+        return f"it lives in {where}: rebuild it with `make setup`"
+    return f"it runs in its own environment, {where}; serbench commands start it there"
 
 
 def python_for(name: str) -> str:

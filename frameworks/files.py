@@ -134,7 +134,8 @@ def _pid_alive(pid: int) -> bool:
 
 def remove_stale_temporaries(target: Path) -> list[Path]:
     """Remove what an earlier save of `target` left behind when its process died (SIGKILL, a crash):
-    siblings named like serbench's temporaries of this target whose process no longer exists."""
+    siblings named like serbench's temporaries of this target whose process no longer exists, files or
+    directories holding serbench's marker (a directory without one is never removed)."""
     removed = []
     ours = {target.name, _short_name(target.name)}
     for entry in os.scandir(target.parent if str(target.parent) else "."):
@@ -143,8 +144,11 @@ def remove_stale_temporaries(target: Path) -> list[Path]:
             continue
         parts = entry.name[len(prefix) :].split("-", 2)
         if len(parts) == 3 and parts[0].isdigit() and parts[2] in ours and not _pid_alive(int(parts[0])):
-            _remove(Path(entry.path))
-            removed.append(Path(entry.path))
+            found = Path(entry.path)
+            if entry.is_dir(follow_symlinks=False) and not is_marked(found):
+                continue  # a directory serbench cannot prove it made (a saver's staging, or a user's): kept
+            _remove(found)
+            removed.append(found)
     return removed
 
 
@@ -346,7 +350,9 @@ def locked(directory: str | os.PathLike[str], what: str) -> Iterator[None]:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = path.read_text(errors="replace").strip()[-40:] or "another process"
+            handle_read = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+            with os.fdopen(handle_read, "rb") as holder_file:
+                holder = holder_file.read(200).decode(errors="replace").strip()[:60] or "another process"
             raise UnsafeTargetError(
                 f"{directory} is being written by {holder} ({what}); wait for it to finish, or choose another directory"
             ) from None
@@ -370,9 +376,14 @@ def require_existing(path: str | os.PathLike[str]) -> Path:
 
 
 def head(path: Path, size: int = 16) -> bytes:
+    """The first `size` bytes of a regular file (b"" for a directory or anything else): opened non-blocking
+    and checked on the descriptor, so a sniffer never waits on a FIFO swapped in after a path was checked."""
     if path.is_dir():
         return b""
-    with open(path, "rb") as handle:
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(descriptor, "rb", buffering=0) as handle:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            return b""
         return handle.read(size)
 
 
@@ -446,3 +457,54 @@ def expect_format(path: Path, format_name: str, sniff: bool, what: str) -> None:
             f"{path} is not a {format_name!r} file: expected {what}, found {found}. "
             f"Load it with the format that wrote it."
         )
+
+
+TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+TORCH_LEGACY_HEAD = b"\x80\x02\x8a\x0a" + TORCH_LEGACY_MAGIC.to_bytes(10, "little") + b"."
+"""How a legacy `torch.save(..., _use_new_zipfile_serialization=False)` stream starts: a protocol-2 pickle of
+torch's magic number (PROTO 2, LONG1 of 10 bytes, STOP)."""
+DCP_METADATA = ".metadata"
+
+
+def is_torch_legacy(path: Path) -> bool:
+    """A legacy torch.save stream (no zip): its first pickle is torch's magic number."""
+    return head(path, len(TORCH_LEGACY_HEAD)) == TORCH_LEGACY_HEAD
+
+
+def is_dcp_directory(path: Path) -> bool:
+    """A torch.distributed.checkpoint directory: `.metadata` beside at least one `*.distcp` file."""
+    return (
+        path.is_dir() and is_regular(path / DCP_METADATA) and any(is_regular(entry) for entry in path.glob("*.distcp"))
+    )
+
+
+def _is_tf_table(index: Path) -> bool:
+    """A TensorFlow table (a checkpoint's `.index`): it ends with the table magic."""
+    if not is_regular(index) or index.stat().st_size < 8:
+        return False
+    with open(index, "rb") as handle:
+        handle.seek(-8, os.SEEK_END)
+        (magic,) = struct.unpack("<Q", handle.read(8))
+    return magic == TF_TABLE_MAGIC
+
+
+def tf_checkpoint_prefixes(path: Path) -> list[str]:
+    """The prefixes of the TensorFlow checkpoints in a directory, sorted: `P` for each `P.index` that is a
+    TensorFlow table with at least one `P.data-*` beside it (`tf.train.Checkpoint.save` writes `ckpt-1`,
+    `ckpt-2`, ...; `write` and serbench write one prefix)."""
+    if not path.is_dir():
+        return []
+    names = sorted(entry.name for entry in path.iterdir())
+    prefixes = []
+    for name in names:
+        prefix = name.removesuffix(".index")
+        if prefix == name or not prefix or not _is_tf_table(path / name):
+            continue
+        if any(other.startswith(f"{prefix}.data-") and is_regular(path / other) for other in names):
+            prefixes.append(prefix)
+    return prefixes
+
+
+def is_tf_object_checkpoint(path: Path) -> bool:
+    """A directory holding a TensorFlow checkpoint under any prefix (see `tf_checkpoint_prefixes`)."""
+    return bool(tf_checkpoint_prefixes(path))

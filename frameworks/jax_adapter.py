@@ -7,6 +7,12 @@ The adapter turns on `jax_enable_x64` when it imports JAX: with JAX's default, `
 float64 and int64 array into float32 and int32 before any format sees it (with a warning), and the
 conformance matrix would show that conversion in every format instead of what the formats keep. The
 setting is recorded with the thread settings of every result.
+
+A user's Orbax directory may be an Orbax `CheckpointManager`'s (`5/default/...`, one directory per step, each
+step's items beside its `_CHECKPOINT_METADATA`): the latest step's items are read (one item as the
+checkpoint, several under their names), and which step is noted (`frameworks.reading`). A user's msgpack file
+(a TrainState from `flax.serialization.to_bytes`) may hold Python scalars (its `step`): `read_arrays` keeps
+them as values, which `serbench bench` names and drops.
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ import contextlib
 import json
 import math
 import os
+import re
 import shutil
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from frameworks import files, forgeries, gate
+from frameworks import files, forgeries, gate, reading
 from frameworks.base import (
     Adapter,
     FormatSpec,
@@ -58,6 +66,12 @@ NUMERIC_KINDS = "biufc"
 ORBAX_MARKERS = ("_CHECKPOINT_METADATA", "_METADATA")
 MSGPACK_FIRST_BYTES = frozenset({*range(0x80, 0x90), 0xDE, 0xDF, 0xC7, 0xC8, 0xC9, *range(0xD4, 0xD9)})
 """What a `flax.serialization.to_bytes` file starts with: a map (a tree) or an extension (one array)."""
+MSGPACK_STRING_FIRST = frozenset({*range(0xA0, 0xC0), 0xD9, 0xDA, 0xDB})
+"""How a msgpack string starts (fixstr, str 8/16/32): a flax state dict's keys are strings."""
+FLAX_EXT_TYPES = frozenset({1, 2, 3})
+"""flax.serialization's msgpack extension codes: ndarray, native complex, NumPy scalar."""
+STEP_NAME = re.compile(r"\d+")
+"""An Orbax CheckpointManager's finalized step directory (a step being written is `5.orbax-checkpoint-tmp-*`)."""
 
 
 @dataclass
@@ -155,7 +169,48 @@ def _load_mlp_safetensors(adapter: JaxAdapter, path: Path, clone: FlaxModel) -> 
 
 # Orbax ---------------------------------------------------------------------------------------------
 def is_orbax(path: Path) -> bool:
-    return path.is_dir() and any((path / name).is_file() for name in ORBAX_MARKERS)
+    """A StandardCheckpointer directory or a step of a CheckpointManager (its markers), or a CheckpointManager's
+    directory (step directories holding items)."""
+    return path.is_dir() and (any((path / name).is_file() for name in ORBAX_MARKERS) or bool(orbax_items(path)[0]))
+
+
+def _step_items(step: Path) -> list[tuple[str, Path]]:
+    """The pytree items of a CheckpointManager step directory: its subdirectories holding `_METADATA`."""
+    return [
+        (entry.name, entry) for entry in sorted(step.iterdir()) if entry.is_dir() and (entry / "_METADATA").is_file()
+    ]
+
+
+def orbax_items(path: Path) -> tuple[list[tuple[str, Path]], str]:
+    """The pytree items a checkpoint directory holds, by name, and what was chosen: the directory itself (a
+    StandardCheckpointer directory holds `_METADATA`), a step's items (`5/default`), or the latest step's items
+    of a CheckpointManager directory (the highest finalized step). No items: not an Orbax directory."""
+    if not path.is_dir():
+        return [], ""
+    if (path / "_METADATA").is_file():
+        return [("", path)], ""
+    if items := _step_items(path):
+        return items, f"items {', '.join(name for name, _ in items)} of step directory {path.name}"
+    steps = sorted(
+        (int(entry.name), entry)
+        for entry in path.iterdir()
+        if entry.is_dir() and STEP_NAME.fullmatch(entry.name) and _step_items(entry)
+    )
+    if not steps:
+        return [], ""
+    number, step = steps[-1]
+    items = _step_items(step)
+    among = (
+        f"the latest of {len(steps)} steps ({', '.join(str(n) for n, _ in steps[-5:])})"
+        if len(steps) > 1
+        else "its only step"
+    )
+    return items, f"step {number}, {among}; item{'s' if len(items) > 1 else ''} {', '.join(n for n, _ in items)}"
+
+
+def _whole(parts: list[tuple[str, Any]]) -> Any:
+    """One item's tree as the checkpoint; several items as {item name: tree}."""
+    return parts[0][1] if len(parts) == 1 else dict(parts)
 
 
 def orbax_metadata(adapter: JaxAdapter, path: Path) -> Any:
@@ -180,6 +235,14 @@ def orbax_data_file(path: Path) -> Path:
     return max(data, key=lambda entry: entry.stat().st_size)
 
 
+def orbax_parts(adapter: JaxAdapter, path: Path) -> list[tuple[str, Path, Any]]:
+    """(name, directory, metadata tree) of each item the checkpoint at `path` holds (`orbax_items`)."""
+    items, chosen = orbax_items(path)
+    if chosen:
+        reading.note(chosen)
+    return [(name, item, orbax_metadata(adapter, item)) for name, item in items or [("", path)]]
+
+
 def check_orbax(path: Path) -> None:
     """What the checkpoint declares, before Orbax allocates: numeric arrays, at most gate.MAX_MEMBERS of
     them, their bytes together within the load budget (a forged zarr header declared 64 GiB, which Orbax's
@@ -188,8 +251,8 @@ def check_orbax(path: Path) -> None:
 
     adapter = get_adapter("jax")
     adapter.checked_orbax = None
-    tree = orbax_metadata(adapter, path)
-    declared_arrays = [leaf for leaf in adapter.jax.tree.leaves(tree) if leaf is not None]
+    parts = orbax_parts(adapter, path)
+    declared_arrays = [leaf for _, _, tree in parts for leaf in adapter.jax.tree.leaves(tree) if leaf is not None]
     gate.check_count(path, "orbax", len(declared_arrays), "arrays")
     total = 0
     for declared in declared_arrays:
@@ -198,33 +261,45 @@ def check_orbax(path: Path) -> None:
             raise FormatMismatchError(f"{path} declares an array of {dtype}; serbench reads numeric arrays only")
         total += math.prod(getattr(declared, "shape", None) or ()) * dtype.itemsize
     gate.check_declared(path, "orbax", total, "its arrays' zarr headers")
-    adapter.checked_orbax = (path, tree)
+    adapter.checked_orbax = (path, parts)
 
 
-def checked_metadata(adapter: JaxAdapter, path: Path) -> Any:
-    """The metadata `check_orbax` read and checked when the gate admitted `path` (the load that follows
-    restores from what was checked, without reading it a second time), else read now."""
+def checked_parts(adapter: JaxAdapter, path: Path) -> list[tuple[str, Path, Any]]:
+    """The items and metadata `check_orbax` read and checked when the gate admitted `path` (the load that
+    follows restores from what was checked, without reading it a second time), else read now."""
     checked, adapter.checked_orbax = adapter.checked_orbax, None
-    return checked[1] if checked is not None and checked[0] == path else orbax_metadata(adapter, path)
+    return checked[1] if checked is not None and checked[0] == path else orbax_parts(adapter, path)
 
 
 def orbax_save(adapter: JaxAdapter, tree: Any, path: Path) -> None:
     """`StandardCheckpointer.save` returns once the arrays are copied to host memory and writes them on a
     background thread; the save is timed until `wait_until_finished`, when the directory is complete."""
     checkpointer = adapter.ocp.StandardCheckpointer()
+    before = set(threading.enumerate())
     try:
         checkpointer.save(path.absolute(), tree)
         checkpointer.wait_until_finished()
     except BaseException:
-        # its background threads may still write metadata into what they staged: stop them first, so
-        # that their failure (on a directory removed under them) does not replace the save's own error
+        # its background threads may still write metadata into what they staged: let them end first (a
+        # refused save, such as a zero-size array, raises while Orbax's signalling thread is still creating
+        # the staging directory, which then fails loudly on a closed executor), then close and clean up
         with contextlib.suppress(Exception):
             checkpointer.wait_until_finished()
+        _join_orbax_threads(before)
         with contextlib.suppress(Exception):
             checkpointer.close()
         _remove_staged(path)
         raise
     checkpointer.close()
+
+
+def _join_orbax_threads(before: set[threading.Thread], limit_s: float = 10.0) -> None:
+    """Wait (up to `limit_s`) for the signalling threads Orbax started since `before` (its futures'
+    `_SignalingThread`); its executors' long-lived workers are left to `close`."""
+    deadline = time.monotonic() + limit_s
+    for thread in set(threading.enumerate()) - before:
+        if type(thread).__name__.endswith("SignalingThread"):
+            thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def _remove_staged(path: Path, quiet_s: float = 1.0, limit_s: float = 10.0) -> None:
@@ -249,11 +324,14 @@ def _load_orbax(adapter: JaxAdapter, path: Path, device: str) -> Any:
     """Restored onto `device` through an abstract target built from the checkpoint's metadata, each array
     with a sharding on that device: Orbax's way to choose where a restore lands."""
     sharding = adapter.sharding(device)
-    target = adapter.jax.tree.map(
-        lambda declared: adapter.jax.ShapeDtypeStruct(declared.shape, declared.dtype, sharding=sharding),
-        checked_metadata(adapter, path),
-    )
-    return orbax_restore(adapter, path, target)
+
+    def restore(item: Path, tree: Any) -> Any:
+        target = adapter.jax.tree.map(
+            lambda declared: adapter.jax.ShapeDtypeStruct(declared.shape, declared.dtype, sharding=sharding), tree
+        )
+        return orbax_restore(adapter, item, target)
+
+    return _whole([(name, restore(item, tree)) for name, item, tree in checked_parts(adapter, path)])
 
 
 def _save_mlp_orbax(adapter: JaxAdapter, model: FlaxModel, path: Path) -> None:
@@ -261,7 +339,9 @@ def _save_mlp_orbax(adapter: JaxAdapter, model: FlaxModel, path: Path) -> None:
 
 
 def _load_mlp_orbax(adapter: JaxAdapter, path: Path, clone: FlaxModel) -> None:
-    check_flax_variables(path, "orbax", checked_metadata(adapter, path), FLAX_MLP_SHAPES)
+    check_flax_variables(
+        path, "orbax", _whole([(name, tree) for name, _, tree in checked_parts(adapter, path)]), FLAX_MLP_SHAPES
+    )
     clone.variables = orbax_restore(adapter, path, adapter.abstract(clone.variables))
 
 
@@ -296,8 +376,21 @@ def _orbax_forgeries(adapter: JaxAdapter, directory: Path, valid: Path, referenc
 
 # flax.serialization msgpack ------------------------------------------------------------------------
 def is_flax_msgpack(path: Path) -> bool:
-    first = files.head(path, 1)  # b"" for a directory
-    return first != b"" and first[0] in MSGPACK_FIRST_BYTES
+    """What `flax.serialization.to_bytes` writes: a map whose first key is a string (an empty map is the whole
+    file), or one flax extension (an array). An HDF5 file (0x89 'H') and a legacy torch stream (0x80 0x02)
+    start with a map's first byte too: the byte after it tells them apart."""
+    start = files.head(path, 8)  # b"" for a directory
+    if not start or start[0] not in MSGPACK_FIRST_BYTES:
+        return False
+    first = start[0]
+    if 0x80 <= first <= 0x8F or first in (0xDE, 0xDF):
+        width = 0 if first <= 0x8F else 2 if first == 0xDE else 4
+        count = first & 0x0F if width == 0 else int.from_bytes(start[1 : 1 + width], "big")
+        if count == 0:
+            return path.stat().st_size == 1 + width
+        return len(start) > 1 + width and start[1 + width] in MSGPACK_STRING_FIRST
+    type_at = {0xC7: 2, 0xC8: 3, 0xC9: 5}.get(first, 1)  # ext 8/16/32 carry a length before the type; fixext not
+    return len(start) > type_at and start[type_at] in FLAX_EXT_TYPES
 
 
 def check_msgpack_size(path: Path) -> None:
@@ -306,9 +399,14 @@ def check_msgpack_size(path: Path) -> None:
     gate.check_declared(path, "flax-msgpack", path.stat().st_size, "its size")
 
 
-def read_msgpack(adapter: JaxAdapter, path: Path) -> Any:
+SCALAR_LEAVES = (bool, int, float, complex, str, bytes, type(None))
+"""Python values a msgpack tree can hold beside arrays (a TrainState's `step`)."""
+
+
+def read_msgpack(adapter: JaxAdapter, path: Path, scalars: bool = False) -> Any:
     """`flax.serialization.msgpack_restore` of the file's bytes: a tree of NumPy arrays (a list comes back as
-    a dict keyed '0', '1', ...); every leaf checked numeric, its errors as FormatMismatchError."""
+    a dict keyed '0', '1', ...); every leaf checked numeric (or, with `scalars`, a Python scalar), its errors as
+    FormatMismatchError."""
     import msgpack
 
     try:
@@ -320,11 +418,18 @@ def read_msgpack(adapter: JaxAdapter, path: Path) -> Any:
     odd = [
         type(leaf).__name__
         for leaf in found
-        if not isinstance(leaf, np.ndarray) or leaf.dtype.kind not in NUMERIC_KINDS + "V"
+        if not (scalars and isinstance(leaf, SCALAR_LEAVES))
+        and (not isinstance(leaf, np.ndarray) or leaf.dtype.kind not in NUMERIC_KINDS + "V")
     ]
     if odd:
         raise FormatMismatchError(f"{path} holds leaves that are not numeric arrays: {sorted(set(odd))[:5]}")
     return tree
+
+
+def read_msgpack_arrays(adapter: JaxAdapter, path: Path) -> Any:
+    """A user's msgpack file as NumPy: its arrays, and its Python scalars as values (see the module docstring)."""
+    check_msgpack_size(path)
+    return read_msgpack(adapter, path, scalars=True)
 
 
 def _save_msgpack(adapter: JaxAdapter, tree: Any, path: Path) -> None:
@@ -459,6 +564,7 @@ FLAX_MSGPACK = FormatSpec(
     load=_load_msgpack,
     save_mlp=_save_mlp_msgpack,
     load_mlp=_load_mlp_msgpack,
+    read_arrays=read_msgpack_arrays,
     framework_loaders={"flax.serialization.msgpack_restore": _msgpack_restore},
     forgeries=_msgpack_forgeries,
     safety_findings=(

@@ -24,11 +24,9 @@ from frameworks.errors import DeviceUnavailableError
 NUMPY_DTYPES = {"BF16": "bfloat16", "F16": "float16", "F32": "float32", "U8": "uint8"}
 
 
-class JaxScale:
+class JaxScale(scale.ScaleRecipe):
     """JAX's scale recipe (see the module docstring)."""
 
-    loaders = ()
-    reference_loader = ""
     writers: ClassVar[dict[str, tuple[str, str]]] = {"safetensors": ("model", ".safetensors")}
     distributed_engine = "orbax-checkpoint (jax.distributed)"
     distributed_backends: ClassVar[dict[str, str]] = {"cpu": "gloo", "cuda": "nccl"}
@@ -36,21 +34,12 @@ class JaxScale:
     """Orbax's checkpoint is JSON metadata and tensorstore arrays: restoring it unpickles nothing."""
 
     def __init__(self, adapter: Any) -> None:
-        self.adapter = adapter
+        super().__init__(adapter)
         self.jax = adapter.jax
 
-    def save_checkpoint(
-        self, arrays: dict[str, np.ndarray], directory: Path, format_name: str, max_shard_bytes: int
-    ) -> Path:
-        """The source checkpoint of a distributed row, written with safetensors.flax (Hugging Face's layout)."""
-
-        def write(shard: dict[str, np.ndarray], path: Path) -> None:
-            self.adapter.safetensors.save_file({name: self.adapter.jnp.asarray(a) for name, a in shard.items()}, path)
-
-        return scale.save_sharded(arrays, directory, self.writers[format_name], max_shard_bytes, write)
-
-    def unavailable(self, loader: Any, device: str) -> str:
-        return "" if device in self.adapter.devices() else self.adapter.device_note()
+    def write_shard(self, shard: dict[str, np.ndarray], path: Path, format_name: str) -> None:
+        """safetensors.flax's `save_file`: the source checkpoint of a distributed row."""
+        self.adapter.safetensors.save_file({name: self.adapter.jnp.asarray(a) for name, a in shard.items()}, path)
 
     def _init_ranks(self, device: str) -> Any:
         jax = self.jax

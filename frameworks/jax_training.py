@@ -12,12 +12,10 @@ from typing import Any
 
 import numpy as np
 
-import frameworks
 from frameworks import gate
 from frameworks.base import mlp_parameters
-from frameworks.files import atomic_path
 from frameworks.jax_adapter import FlaxModel, flatten, orbax_restore, orbax_save
-from frameworks.training import LEARNING_RATE, batch
+from frameworks.training import LEARNING_RATE, TrainingRecipe, batch
 
 
 @dataclass
@@ -40,7 +38,7 @@ def _bn_class(nn: Any) -> type:
     return BatchNormMLP
 
 
-class JaxTraining:
+class JaxTraining(TrainingRecipe):
     name = "jax"
     checkpoint_format = "orbax"
     checkpoint_name = "checkpoint.orbax"
@@ -51,7 +49,7 @@ class JaxTraining:
         import flax.linen
         import optax
 
-        self.adapter = frameworks.get_adapter("jax")
+        super().__init__()
         self.jax, self.jnp, self.optax = self.adapter.jax, self.adapter.jnp, optax
         self._bn = _bn_class(flax.linen)
         self._step = self.jax.jit(self._train_step, static_argnums=(0, 2))
@@ -89,9 +87,10 @@ class JaxTraining:
             "loss": np.float64(loss),
         }
 
-    def save_checkpoint(self, path: Path, model: FlaxModel, optimizer: Optimizer, epoch: int, loss: float) -> None:
-        with atomic_path(path) as temporary:
-            orbax_save(self.adapter, self._tree(model, optimizer, epoch, loss), temporary)
+    def write_checkpoint(
+        self, temporary: Path, model: FlaxModel, optimizer: Optimizer, epoch: int, loss: float
+    ) -> None:
+        orbax_save(self.adapter, self._tree(model, optimizer, epoch, loss), temporary)
 
     def _restore(self, path: Path, template: Any, trusted: bool) -> Any:
         source = gate.admit(path, self.adapter.spec(self.checkpoint_format), trusted=trusted)
@@ -141,9 +140,8 @@ class JaxTraining:
     def bn_buffers(self, model: FlaxModel) -> dict[str, np.ndarray]:
         return {key: np.array(value) for key, value in flatten(model.variables["batch_stats"]).items()}
 
-    def bn_save(self, model: FlaxModel, path: Path) -> None:
-        with atomic_path(path) as temporary:
-            orbax_save(self.adapter, model.variables, temporary)
+    def write_bn(self, model: FlaxModel, temporary: Path) -> None:
+        orbax_save(self.adapter, model.variables, temporary)
 
     def bn_load(self, path: Path, seed: int) -> FlaxModel:
         model = self.bn_model(seed)

@@ -5,6 +5,12 @@ MXNet 1.9.1 is the last release: it needs numpy<2 and, on numpy >= 1.24, the ali
 `numpy.bool = numpy.bool_` before import. The adapter runs MXNet in NumPy mode (`npx.set_np()`),
 as d2l does; legacy `nd` arrays cannot hold 0-d or empty shapes. MXNet has no NumPy bfloat16
 interop (it silently turns ml_dtypes.bfloat16 into float32), so bfloat16 is refused.
+
+MXNet's default API (`mx.nd`, Gluon without `npx.set_np()`) writes its NDArray lists with the V2 marker
+(legacy shapes), which NumPy mode refuses to load ("not saved in np shape semantics"); such a file (a user's
+`net.save_parameters`, `mx.nd.save`, `HybridBlock.export`) is read with `mx.nd.load` with NumPy mode off for
+that call, as MXNet's own default reads it, and its arrays then go through NumPy. V3 files (NumPy mode) are
+read with `npx.load`. An error MXNet raises on a file is a FormatMismatchError naming the file, never a crash.
 """
 
 from __future__ import annotations
@@ -12,13 +18,14 @@ from __future__ import annotations
 import math
 import os
 import struct
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from frameworks import files, forgeries, gate
+from frameworks import files, forgeries, gate, reading
 from frameworks.base import Adapter, FormatSpec, check_mlp_file, check_mlp_state, safetensors_spec
 from frameworks.errors import FormatMismatchError, UnsupportedError
 from frameworks.findings import (
@@ -30,6 +37,7 @@ from frameworks.findings import (
     SafetyFinding,
     fifo_blocks,
 )
+from frameworks.trees import map_tree
 
 NDARRAY_MAGICS = (0xF993FAC9, 0xF993FACA)
 """NDArray::Save's V2 (legacy shapes) and V3 (NumPy shapes) markers, the ones MXNet 1.9 writes."""
@@ -48,6 +56,8 @@ class DeclaredArray:
     name: str
     dtype: str
     shape: tuple[int, ...]
+    legacy: bool = False
+    """Saved with the V2 marker (MXNet's default, legacy shape semantics), not in NumPy mode's V3."""
 
 
 class _Reader:
@@ -86,7 +96,7 @@ def _read_ndarray_list(reader: _Reader) -> list[DeclaredArray]:
     if magic != files.MXNET_LIST_MAGIC:
         raise reader.damaged(f"magic {magic:#x}, expected {files.MXNET_LIST_MAGIC:#x}")
     gate.check_count(path, "mx-ndarray", count, "arrays")
-    arrays: list[tuple[str, tuple[int, ...]]] = []
+    arrays: list[tuple[str, tuple[int, ...], bool]] = []
     total = 0
     for index in range(count):
         what = f"array {index}"
@@ -96,8 +106,9 @@ def _read_ndarray_list(reader: _Reader) -> list[DeclaredArray]:
         if storage != 0:
             raise UnsupportedError(f"{path}: {what} is a sparse array (storage type {storage}); serbench reads dense")
         (ndim,) = reader.take("<i", what)
-        if ndim == -1 or (ndim == 0 and array_magic == NDARRAY_MAGICS[0]):
-            arrays.append(("none", ()))
+        legacy = array_magic == NDARRAY_MAGICS[0]
+        if ndim == -1 or (ndim == 0 and legacy):
+            arrays.append(("none", (), legacy))
             continue
         if not 0 <= ndim <= MAX_NDIM:
             raise reader.damaged(f"{what} declares {ndim} dimensions")
@@ -111,7 +122,7 @@ def _read_ndarray_list(reader: _Reader) -> list[DeclaredArray]:
         nbytes = math.prod(shape) * item_bytes
         reader.skip(nbytes, f"{what} ({dtype}{list(shape)})")
         total += nbytes
-        arrays.append((dtype, shape))
+        arrays.append((dtype, shape, legacy))
     gate.check_declared(path, "mx-ndarray", total, "its arrays")
     (name_count,) = reader.take("<Q", "the name count")
     if name_count not in (0, count):
@@ -123,11 +134,43 @@ def _read_ndarray_list(reader: _Reader) -> list[DeclaredArray]:
             raise reader.damaged(f"name {index} declares {length:,} bytes")
         names.append(reader.handle.read(length).decode("utf-8", "replace"))
     labels = names or [str(index) for index in range(count)]
-    return [DeclaredArray(name, dtype, shape) for name, (dtype, shape) in zip(labels, arrays, strict=True)]
+    if len({legacy for _, _, legacy in arrays}) > 1:
+        raise reader.damaged("it mixes V2 (legacy) and V3 (NumPy mode) arrays, which MXNet never writes together")
+    return [
+        DeclaredArray(name, dtype, shape, legacy) for name, (dtype, shape, legacy) in zip(labels, arrays, strict=True)
+    ]
 
 
 def check_ndarray_list(path: Path) -> None:
     read_ndarray_list(path)
+
+
+def is_legacy(declared: list[DeclaredArray]) -> bool:
+    """Whether a checked NDArray list was written by MXNet's legacy (non-NumPy) API: its V2 marker."""
+    return bool(declared) and declared[0].legacy
+
+
+def _mxnet_error(adapter: MXNetAdapter, path: Path, error: Exception) -> FormatMismatchError:
+    """MXNet's error (a C++ traceback in its message) as one line naming the file."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip() and not line.startswith(("  ", "["))]
+    reason = next((line for line in reversed(lines) if "Traceback" not in line), type(error).__name__)
+    return FormatMismatchError(f"{path} could not be read by MXNet {adapter.mx.__version__}: {reason[:300]}")
+
+
+def _load_arrays(adapter: MXNetAdapter, path: Path) -> Any:
+    """The file's arrays as MXNet loads them: `npx.load` (NumPy mode, V3 files), or for a V2 file `mx.nd.load`
+    with NumPy mode off for that call, its arrays as NumPy (legacy NDArrays do not mix with NumPy mode's)."""
+    try:
+        if not is_legacy(read_ndarray_list(path)):
+            return adapter.npx.load(str(path))
+        reading.note("MXNet's legacy (V2) arrays, read with mx.nd.load outside NumPy mode")
+        with adapter.mx.util.np_array(False), adapter.mx.util.np_shape(False):
+            loaded = adapter.mx.nd.load(str(path))
+            if isinstance(loaded, dict):
+                return {key: value.asnumpy() for key, value in loaded.items()}
+            return [value.asnumpy() for value in loaded]
+    except adapter.mx.base.MXNetError as error:
+        raise _mxnet_error(adapter, path, error) from None
 
 
 def _save_ndarray(adapter: MXNetAdapter, tree: Any, path: Path) -> None:
@@ -136,10 +179,16 @@ def _save_ndarray(adapter: MXNetAdapter, tree: Any, path: Path) -> None:
 
 def _load_ndarray(adapter: MXNetAdapter, path: Path, device: str) -> Any:
     context = adapter.context(device)
-    loaded = adapter.npx.load(str(path))
+
+    def on_device(value: Any) -> Any:
+        if isinstance(value, np.ndarray):
+            return adapter.mx.np.array(value, dtype=value.dtype, ctx=context)
+        return value.as_in_ctx(context)
+
+    loaded = _load_arrays(adapter, path)
     if isinstance(loaded, dict):
-        return {key: value.as_in_ctx(context) for key, value in loaded.items()}
-    return [value.as_in_ctx(context) for value in loaded]
+        return {key: on_device(value) for key, value in loaded.items()}
+    return [on_device(value) for value in loaded]
 
 
 def _save_parameters(adapter: MXNetAdapter, model: Any, path: Path) -> None:
@@ -147,15 +196,24 @@ def _save_parameters(adapter: MXNetAdapter, model: Any, path: Path) -> None:
 
 
 def _load_parameters(adapter: MXNetAdapter, path: Path, clone: Any) -> None:
-    check_mlp_file(path, "gluon-params", {array.name: array for array in read_ndarray_list(path)})
-    clone.load_parameters(str(path), ctx=adapter.mx.cpu())
+    declared = read_ndarray_list(path)
+    check_mlp_file(path, "gluon-params", {array.name: array for array in declared})
+    if is_legacy(declared):  # NumPy mode's load_parameters refuses a V2 file: set what mx.nd.load read
+        adapter.set_mlp_state(clone, _load_arrays(adapter, path))
+        return
+    try:
+        clone.load_parameters(str(path), ctx=adapter.mx.cpu())
+    except adapter.mx.base.MXNetError as error:
+        raise _mxnet_error(adapter, path, error) from None
 
 
 def _read_parameters(adapter: MXNetAdapter, path: Path) -> Any:
     """Any Gluon params file (a user's model, not only the MLP) as {structural name: array}, after the
     NDArray-list header check."""
     check_ndarray_list(path)
-    return adapter.to_numpy(_load_ndarray(adapter, path, "cpu"))
+    return map_tree(
+        _load_arrays(adapter, path), lambda value: value if isinstance(value, np.ndarray) else value.asnumpy()
+    )
 
 
 def _save_safetensors(adapter: MXNetAdapter, tree: dict[str, Any], path: Path) -> None:
@@ -349,7 +407,10 @@ class MXNetAdapter(Adapter):
     thread_variables = (*Adapter.thread_variables, "MXNET_CPU_WORKER_NTHREADS")
 
     def __init__(self) -> None:
-        if not hasattr(np, "bool"):
+        with warnings.catch_warnings():  # numpy 1.26 warns that np.bool will come back; MXNet 1.9 needs it now
+            warnings.simplefilter("ignore", FutureWarning)
+            missing = not hasattr(np, "bool")
+        if missing:
             np.bool = np.bool_  # type: ignore[attr-defined]
         import ml_dtypes
         import mxnet

@@ -11,16 +11,14 @@ from typing import Any
 
 import numpy as np
 
-import frameworks
 from frameworks import gate
 from frameworks.base import mlp_parameters
 from frameworks.errors import FormatMismatchError
-from frameworks.files import atomic_path
 from frameworks.mxnet_adapter import GLUON_CHECKPOINT
-from frameworks.training import BATCH, LEARNING_RATE, batch
+from frameworks.training import BATCH, LEARNING_RATE, TrainingRecipe, batch
 
 
-class GluonTraining:
+class GluonTraining(TrainingRecipe):
     name = "mxnet"
     checkpoint_format = "gluon-params"
     checkpoint_name = "checkpoint.gluon"
@@ -28,7 +26,7 @@ class GluonTraining:
     bn_name = "bn.params"
 
     def __init__(self) -> None:
-        self.adapter = frameworks.get_adapter("mxnet")
+        super().__init__()
         self.mx = self.adapter.mx
         from mxnet import autograd, gluon
 
@@ -49,12 +47,11 @@ class GluonTraining:
             trainer.step(BATCH)
         return float(loss.mean()) if loss is not None else float("nan")
 
-    def save_checkpoint(self, path: Path, model: Any, trainer: Any, epoch: int, loss: float) -> None:
-        with atomic_path(path) as temporary:
-            temporary.mkdir()
-            model.save_parameters(str(temporary / "model.params"))
-            trainer.save_states(str(temporary / "trainer.states"))
-            (temporary / "progress.json").write_text(json.dumps({"epoch": epoch, "loss": loss}))
+    def write_checkpoint(self, temporary: Path, model: Any, trainer: Any, epoch: int, loss: float) -> None:
+        temporary.mkdir()
+        model.save_parameters(str(temporary / "model.params"))
+        trainer.save_states(str(temporary / "trainer.states"))
+        (temporary / "progress.json").write_text(json.dumps({"epoch": epoch, "loss": loss}))
 
     def load_checkpoint(self, path: Path, model: Any, trainer: Any, *, trusted: bool = False) -> tuple[int, float]:
         """Trainer.load_states unpickles, so the checkpoint is refused unless `trusted` (see GLUON_CHECKPOINT)."""
@@ -105,9 +102,8 @@ class GluonTraining:
         params = model.collect_params().items()
         return {k.split("_", 1)[-1] + f".{i}": v.data().asnumpy() for i, (k, v) in enumerate(params) if "running" in k}
 
-    def bn_save(self, model: Any, path: Path) -> None:
-        with atomic_path(path) as temporary:
-            model.save_parameters(str(temporary))
+    def write_bn(self, model: Any, temporary: Path) -> None:
+        model.save_parameters(str(temporary))
 
     def bn_load(self, path: Path, seed: int) -> Any:
         model = self.bn_model(seed)

@@ -80,6 +80,10 @@ def _npz_members(path: Path, archive: zipfile.ZipFile, allow_objects: bool) -> l
     """The archive's members, each checked: an .npy whose header matches its size, within the budget."""
     members = archive.infolist()
     gate.check_count(path, "npz", len(members), "members")
+    names = [info.filename for info in members]
+    if len(set(names)) != len(names):
+        twice = next(name for name in names if names.count(name) > 1)
+        raise FormatMismatchError(f"{path} is not a valid 'npz' file: it holds the member {twice!r} twice")
     inflated = sum(info.file_size for info in members)
     gate.check_declared(path, "npz", inflated, "its members (uncompressed)")
     compressed = sum(info.compress_size for info in members)

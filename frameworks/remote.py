@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 import frameworks
-from frameworks import gate, stored
+from frameworks import files, gate, stored
 
 TIMEOUT_S = 600
 REQUEST_CAP = 64 << 10
@@ -64,13 +64,22 @@ def _read(path: str | Path) -> dict[str, np.ndarray]:
     return read_npz(gate.admit(path, NPZ, trusted=False))
 
 
+def _write(path: str, arrays: dict[str, np.ndarray]) -> None:
+    """An answer's arrays as an .npz at `path`, through a temporary and a rename (never through a link there)."""
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    files.write_bytes_atomic(path, buffer.getvalue())
+
+
 def _save(adapter: frameworks.Adapter, request: dict[str, Any]) -> None:
     adapter.save(adapter.from_numpy(_read(request["values"])), Path(request["path"]), request["format"])
 
 
 def _load(adapter: frameworks.Adapter, request: dict[str, Any]) -> None:
     loaded = adapter.to_numpy(adapter.load(Path(request["path"]), request["format"], trusted=request["trusted"]))
-    np.savez(request["out"], **loaded)
+    _write(request["out"], loaded)
 
 
 def _native_mlp_state(adapter: frameworks.Adapter, request: dict[str, Any]) -> None:
@@ -78,12 +87,12 @@ def _native_mlp_state(adapter: frameworks.Adapter, request: dict[str, Any]) -> N
     path = Path(request["directory"]) / f"{adapter.name}-mlp{adapter.spec(fmt).suffix}"
     adapter.save_mlp(adapter.new_mlp(_read(request["parameters"])), path, fmt)
     clone = adapter.load_mlp(path, fmt, adapter.new_mlp(_read(request["blank"])), trusted=request["trusted"])
-    np.savez(request["out"], **adapter.mlp_state(clone))
+    _write(request["out"], adapter.mlp_state(clone))
 
 
 def _mlp_forward(adapter: frameworks.Adapter, request: dict[str, Any]) -> None:
     output = adapter.mlp_forward(adapter.new_mlp(_read(request["state"])), _read(request["inputs"])["x"])
-    np.savez(request["out"], y=np.asarray(output))
+    _write(request["out"], {"y": np.asarray(output)})
 
 
 OPERATIONS: dict[str, Callable[[frameworks.Adapter, dict[str, Any]], None]] = {

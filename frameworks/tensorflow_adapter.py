@@ -4,19 +4,28 @@ Keras 3 `.weights.h5` for the MLP, and safetensors through `safetensors.tensorfl
 A checkpoint is saved as a directory holding `ckpt.index` and `ckpt.data-*`, so it can be written
 atomically. It is loaded without a template, from the checkpoint's own object graph: the graph
 keeps child names in order but not whether a node was a list or a dict.
+
+A user's checkpoint directory (`read_arrays`) may hold any object graph under any prefix:
+`tf.train.Checkpoint(model=..., optimizer=...).save()` writes `ckpt-1.index`, `ckpt-1.data-*` and a
+`checkpoint` state file naming the latest prefix; `.write()` one prefix with the user's root names. It is
+read as its variables, named by their checkpoint keys (`model/layer_with_weights-0/kernel/.ATTRIBUTES/
+VARIABLE_VALUE`, as `tf.train.list_variables` gives them), through `tf.train.load_checkpoint`, after the
+`.index` is checked to be a TensorFlow table and the variables' declared sizes against the load budget.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from frameworks import files, forgeries, gate
+from frameworks import files, forgeries, gate, quiet, reading, stored
 from frameworks.base import Adapter, FormatSpec, check_mlp_state, safetensors_load_file, safetensors_spec
 from frameworks.errors import FormatMismatchError
 from frameworks.findings import (
@@ -94,6 +103,77 @@ def check_checkpoint_directory(path: Path) -> None:
             f"{path} is not a checkpoint as serbench writes it: besides ckpt.index and ckpt.data-* it holds {extra[:5]}"
             f" (a 'checkpoint' state file or another prefix can redirect the read to other files)"
         )
+
+
+STATE_FILE = "checkpoint"
+"""The text file `tf.train.CheckpointManager` and `Checkpoint.save` keep beside their checkpoints."""
+LATEST = re.compile(r'^model_checkpoint_path:\s*"((?:[^"\\]|\\.)*)"\s*$', re.MULTILINE)
+
+
+def is_tf_checkpoint_directory(path: Path) -> bool:
+    """serbench's layout (`ckpt.index`), or any directory holding a TensorFlow checkpoint under some prefix."""
+    return files.is_tf_checkpoint(path) or files.is_tf_object_checkpoint(path)
+
+
+def checkpoint_prefix(path: Path) -> tuple[str, str]:
+    """The prefix of the checkpoint a directory holds, and why that one: the one its `checkpoint` state file
+    names (the latest save), else its only one. A state file that names anything but a prefix of this
+    directory is refused: it could send TensorFlow's reader to another checkpoint."""
+    prefixes = files.tf_checkpoint_prefixes(path)
+    state = path / STATE_FILE
+    if files.is_regular(state):
+        text = stored.read_bytes(state, cap=1 << 20, what="TensorFlow checkpoint state").decode("utf-8", "replace")
+        if (found := LATEST.search(text)) is not None:
+            named = Path(found.group(1))
+            name = named.name if named.is_absolute() and named.parent.resolve() == path.resolve() else str(named)
+            if name not in prefixes:
+                raise FormatMismatchError(
+                    f"{path}: its `checkpoint` file names {str(named)!r}, which is not a checkpoint in the directory "
+                    f"(it holds {', '.join(prefixes) or 'none'}); a state file may only name one of them"
+                )
+            others = f" (of {len(prefixes)}: {', '.join(prefixes)})" if len(prefixes) > 1 else ""
+            return name, f"prefix {name}, the latest, as its `checkpoint` file names it{others}"
+    if len(prefixes) == 1:
+        return prefixes[0], f"prefix {prefixes[0]}"
+    raise FormatMismatchError(
+        f"{path} holds {len(prefixes)} TensorFlow checkpoints ({', '.join(prefixes[:5])}) and no `checkpoint` file "
+        "naming the latest: give a directory holding one of them"
+    )
+
+
+def read_checkpoint_arrays(adapter: TensorFlowAdapter, path: Path) -> Any:
+    """A user's checkpoint directory (see the module docstring) as NumPy: serbench's own (one root child `tree`)
+    as its tree, any other object graph as {checkpoint key: array}. A variable that is not numeric (a string)
+    is kept as its dtype's name, which `serbench bench` names and drops; the object graph itself is left out."""
+    prefix, why = checkpoint_prefix(path)
+    tf = adapter.tf
+    try:
+        reader = tf.train.load_checkpoint(str(path / prefix))
+        dtypes, shapes = reader.get_variable_to_dtype_map(), reader.get_variable_to_shape_map()
+        graph = adapter._object_graph()
+        if OBJECT_GRAPH_KEY in dtypes:
+            graph.ParseFromString(reader.get_tensor(OBJECT_GRAPH_KEY))
+    except (tf.errors.OpError, ValueError) as error:
+        raise FormatMismatchError(
+            f"{path} is not a valid 'tf-checkpoint': {str(error).splitlines()[0][:300]}"
+        ) from None
+    if prefix == "ckpt" and graph.nodes and [child.local_name for child in graph.nodes[0].children] == ["tree"]:
+        return adapter.to_numpy(adapter.read_checkpoint_tree(path))
+    names = sorted(name for name in dtypes if name != OBJECT_GRAPH_KEY)
+    gate.check_count(path, "tf-checkpoint", len(names), "variables")
+    numeric = {
+        name for name in names if dtypes[name].is_floating or dtypes[name].is_integer or dtypes[name].is_bool
+    } | {name for name in names if dtypes[name].is_complex}
+    declared = sum(math.prod(shapes[name]) * dtypes[name].size for name in numeric)
+    gate.check_declared(path, "tf-checkpoint", declared, "its variables")
+    reading.note(why)
+    try:
+        return {
+            name: np.asarray(reader.get_tensor(name)) if name in numeric else f"{dtypes[name].name} variable"
+            for name in names
+        }
+    except tf.errors.OpError as error:
+        raise FormatMismatchError(f"{path} could not be read: {str(error).splitlines()[0][:300]}") from None
 
 
 def _load_npy_pickle(adapter: TensorFlowAdapter, path: Path, device: str) -> Any:
@@ -222,9 +302,10 @@ NPY_PICKLE = npy_pickle_spec(
 TF_CHECKPOINT = FormatSpec(
     "tf-checkpoint",
     ALL_KINDS | {"checkpoint"},
-    "tf.train.Checkpoint: variables by object-graph path, in a directory (ckpt.index, ckpt.data-*)",
-    "a directory holding a TensorFlow table ckpt.index",
-    files.is_tf_checkpoint,
+    "tf.train.Checkpoint: variables by object-graph path, in a directory (ckpt.index, ckpt.data-*); a user's "
+    "checkpoint directory is read under any prefix and object graph",
+    "a directory holding a TensorFlow table ckpt.index (or any PREFIX.index with its PREFIX.data-* files)",
+    is_tf_checkpoint_directory,
     suffix=".ckpt",
     directory=True,
     validate=check_checkpoint_directory,
@@ -232,6 +313,7 @@ TF_CHECKPOINT = FormatSpec(
     load=_load_checkpoint,
     save_mlp=_save_mlp_checkpoint,
     load_mlp=_load_mlp_checkpoint,
+    read_arrays=read_checkpoint_arrays,
     safety_findings=(TRAILING_IGNORED,),
 )
 KERAS_H5 = FormatSpec(
@@ -331,7 +413,9 @@ FINDINGS = (
         ("shape-0d/dict", "keys-dotted"),
         Expectation(
             "error",
-            "safetensors.tensorflow (0.8) fails on 0-d tensors: 'numpy.float32' object has no attribute 'ctypes'",
+            "upstream: safetensors.tensorflow (0.8) fails on 0-d tensors: its _tf2np turns each tensor into NumPy "
+            "with tensor.numpy(), which gives a NumPy scalar for a 0-d tensor, and safetensors.numpy then reads its "
+            ".ctypes ('numpy.float32' object has no attribute 'ctypes')",
             error="AttributeError",
         ),
     ),
@@ -374,10 +458,11 @@ class TensorFlowAdapter(Adapter):
     def __init__(self) -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-        import keras
-        import safetensors.tensorflow
-        import tensorflow as tf
-        from tensorflow.core.protobuf import trackable_object_graph_pb2
+        with quiet.native_stderr_filtered():  # TF 2.21's Abseil logs ignore TF_CPP_MIN_LOG_LEVEL at import
+            import keras
+            import safetensors.tensorflow
+            import tensorflow as tf
+            from tensorflow.core.protobuf import trackable_object_graph_pb2
 
         self.tf = tf
         self.keras = keras

@@ -10,14 +10,12 @@ from typing import Any
 
 import numpy as np
 
-import frameworks
 from frameworks import files, gate
 from frameworks.base import mlp_parameters
-from frameworks.files import atomic_path
-from frameworks.training import LEARNING_RATE, batch
+from frameworks.training import LEARNING_RATE, TrainingRecipe, batch
 
 
-class KerasTraining:
+class KerasTraining(TrainingRecipe):
     name = "tensorflow"
     checkpoint_format = "tf-checkpoint"
     checkpoint_name = "checkpoint.ckpt"
@@ -25,7 +23,7 @@ class KerasTraining:
     bn_name = "bn.weights.h5"
 
     def __init__(self) -> None:
-        self.adapter = frameworks.get_adapter("tensorflow")
+        super().__init__()
         self.tf, self.keras = self.adapter.tf, self.adapter.keras
 
     def new(self, seed: int = 0) -> tuple[Any, Any]:
@@ -53,10 +51,9 @@ class KerasTraining:
             loss=self.tf.Variable(loss, dtype=self.tf.float64),
         )
 
-    def save_checkpoint(self, path: Path, model: Any, optimizer: Any, epoch: int, loss: float) -> None:
-        with atomic_path(path) as temporary:
-            temporary.mkdir()
-            self._checkpoint(model, optimizer, epoch, loss).write(str(temporary / "ckpt"))
+    def write_checkpoint(self, temporary: Path, model: Any, optimizer: Any, epoch: int, loss: float) -> None:
+        temporary.mkdir()
+        self._checkpoint(model, optimizer, epoch, loss).write(str(temporary / "ckpt"))
 
     def load_checkpoint(self, path: Path, model: Any, optimizer: Any, *, trusted: bool = False) -> tuple[int, float]:
         source = gate.admit(path, self.adapter.spec(self.checkpoint_format), trusted=trusted)
@@ -97,9 +94,8 @@ class KerasTraining:
     def bn_buffers(self, model: Any) -> dict[str, np.ndarray]:
         return {f"{v.name}.{i}": v.numpy().copy() for i, v in enumerate(model.non_trainable_weights)}
 
-    def bn_save(self, model: Any, path: Path) -> None:
-        with atomic_path(path) as temporary:
-            model.save_weights(str(temporary))
+    def write_bn(self, model: Any, temporary: Path) -> None:
+        model.save_weights(str(temporary))
 
     def bn_load(self, path: Path, seed: int) -> Any:
         model = self.bn_model(seed)

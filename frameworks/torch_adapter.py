@@ -1,10 +1,16 @@
-"""PyTorch adapter: `torch.save` (pickle in a zip, loaded with `weights_only=True`) and
-safetensors through `safetensors.torch`. The MLP is d2l's `nn.Module`; loads go through
-`load_state_dict` and `eval()`, as the seeds teach.
+"""PyTorch adapter: `torch.save` (pickle in a zip, loaded with `weights_only=True`; a user's legacy
+non-zip stream is read too), safetensors through `safetensors.torch`, and torch.distributed.checkpoint
+(`dcp`, a directory, trusted only) for the MLP and for reading a user's checkpoint. The MLP is d2l's
+`nn.Module`; loads go through `load_state_dict` and `eval()`, as the seeds teach.
+
+`from_numpy` makes one tensor of each NumPy array object, however many names it has: a user's checkpoint
+whose tied weights are one array (`bench.checkpoints`) is saved by torch.save as one storage again.
 """
 
 from __future__ import annotations
 
+import argparse
+import functools
 import pickle
 import pickletools
 import re
@@ -15,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from frameworks import files, forgeries, gate, torch_scale
+from frameworks import files, forgeries, gate, torch_files, torch_scale
 from frameworks.base import (
     SAFETENSORS_DTYPES,
     Adapter,
@@ -27,7 +33,7 @@ from frameworks.base import (
 )
 from frameworks.errors import FormatMismatchError, ResourceLimitError, UnsafeLoadError, UnsupportedError
 from frameworks.findings import SAFETENSORS_KEY_ORDER, TRAILING, TRAILING_IGNORED, UNPICKLES, SafetyFinding, fifo_blocks
-from frameworks.trees import leaves, map_tree
+from frameworks.trees import count_nodes, leaves, map_tree
 
 FLOAT8 = ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz")
 """torch's float8 dtypes; ml_dtypes names them alike, so they reach NumPy bit for bit."""
@@ -36,15 +42,27 @@ TENSOR_GLOBALS = re.compile(
     r"collections OrderedDict|torch\._utils _rebuild_tensor_v[23]|torch\._utils _rebuild_parameter"
     r"|torch \w+Storage|torch\.storage UntypedStorage"
     r"|torch float8_e4m3fn|torch float8_e5m2|torch float8_e4m3fnuz|torch float8_e5m2fnuz"
+    r"|argparse Namespace"
 )
 """What the data.pkl of a `torch.save` of tensors, containers, state_dicts and optimizer states names
-(protocol 2, the default; a float8 storage names its dtype, a plain object). torch's own weights_only
-allowlist is wider: it admits `builtins.bytearray` (a 407-byte pickle took 3 GiB) and sparse tensors (an
-out-of-bounds COO tensor segfaults when used), so serbench checks the pickle's globals against this list first."""
+(protocol 2, the default; a float8 storage names its dtype, a plain object), and `argparse.Namespace`, which
+timm's training checkpoints hold (train.py's arguments: a bag of attributes, rebuilt without running a
+method of the file; `bench.checkpoints` drops it by name). torch's own weights_only allowlist is wider: it
+admits `builtins.bytearray` (a 407-byte pickle took 3 GiB) and sparse tensors (an out-of-bounds COO tensor
+segfaults when used), so serbench checks the pickle's globals against this list first."""
+SAFE_GLOBALS = (argparse.Namespace,)
+"""Globals of TENSOR_GLOBALS that torch's weights_only allowlist lacks: admitted for serbench's reads only."""
+WHOLE_MODEL_ADVICE = (
+    "serbench reads state_dicts and containers of tensors, trusted or not. To benchmark its tensors, load it in "
+    "Python if you trust it (torch.load(path, weights_only=False), or serbench's TorchAdapter.load_whole_model), "
+    "torch.save its state_dict (or a dict of the tensors) to a new file, and bench that file"
+)
+"""What to do with a file whose pickle holds objects beyond tensors (a whole model): it says no flag, because
+no flag of the command line reads such a file, and whoever passed --trusted already did."""
 PICKLE_STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING"}
 
 
-def _pickle_globals(path: Path, pickle_bytes: bytes) -> set[str]:
+def _pickle_globals(path: Path, pickle_bytes: bytes, what: str = "data.pkl") -> set[str]:
     """The 'module name' of every global the pickle names, without running it."""
     names = set()
     try:
@@ -53,12 +71,12 @@ def _pickle_globals(path: Path, pickle_bytes: bytes) -> set[str]:
                 names.add(str(argument))
             elif opcode.name in ("STACK_GLOBAL", "INST", "OBJ"):
                 raise UnsafeLoadError(
-                    f"refusing {path}: its data.pkl uses {opcode.name} (a pickle protocol torch.save does not write by "
+                    f"refusing {path}: its {what} uses {opcode.name} (a pickle protocol torch.save does not write by "
                     f"default), which serbench does not check; re-save it with torch.save, or load it with torch.load "
                     f"yourself if you trust it"
                 )
     except (ValueError, pickle.UnpicklingError) as error:
-        raise FormatMismatchError(f"{path} is not a valid 'torch' file: data.pkl is not a pickle ({error})") from None
+        raise FormatMismatchError(f"{path} is not a valid 'torch' file: {what} is not a pickle ({error})") from None
     return names
 
 
@@ -91,13 +109,30 @@ def check_torch_zip(path: Path, scan_pickle: bool = True) -> None:
             pickle_bytes = archive.read(pickle_info)
     except zipfile.BadZipFile as error:
         raise FormatMismatchError(f"{path} is not a valid 'torch' file: {error}") from None
-    foreign = sorted(name for name in _pickle_globals(path, pickle_bytes) if not TENSOR_GLOBALS.fullmatch(name))
+    _checked_globals(path, pickle_bytes)
+
+
+def check_torch_file(path: Path) -> None:
+    """A torch.save zip (`check_torch_zip`) or a legacy torch.save stream (`torch_files.check_legacy`), each
+    checked against the same allowlist of globals before torch.load reads it."""
+    if files.is_torch_legacy(path):
+        torch_files.check_legacy(path, TENSOR_GLOBALS, functools.partial(_checked_globals, what="object's pickle"))
+    else:
+        check_torch_zip(path)
+
+
+def _checked_globals(path: Path, pickle_bytes: bytes, what: str = "data.pkl") -> None:
+    """UnsafeLoadError unless the pickle names only TENSOR_GLOBALS (and uses no opcode serbench does not check)."""
+    foreign = sorted(name for name in _pickle_globals(path, pickle_bytes, what) if not TENSOR_GLOBALS.fullmatch(name))
     if foreign:
         raise UnsafeLoadError(
             f"refusing {path}: its pickle names {', '.join(foreign[:5])}, beyond the tensors, storages and "
-            f"containers a state_dict needs (a whole model, or a crafted file). If you trust it, use "
-            f"load_whole_model(path, trusted=True)"
+            f"containers a state_dict needs (a whole model, or a crafted file); {WHOLE_MODEL_ADVICE}"
         )
+
+
+def is_torch_file(path: Path) -> bool:
+    return files.is_torch_zip(path) or files.is_torch_legacy(path)
 
 
 def _save_torch(adapter: TorchAdapter, tree: Any, path: Path) -> None:
@@ -112,8 +147,34 @@ def _save_state_dict_torch(adapter: TorchAdapter, model: Any, path: Path) -> Non
     adapter.save_to_file(model.state_dict(), path)
 
 
+SHARED_MEMORY = "share memory"
+"""What safetensors.torch.save_file says when tensors share a storage (it refuses to save them)."""
+
+
 def _save_safetensors(adapter: TorchAdapter, tree: dict[str, Any], path: Path) -> None:
-    adapter.safetensors.save_file({key: value.contiguous() for key, value in tree.items()}, str(path))
+    """`save_file`; tensors that share a storage (a user's tied weights, kept by `from_numpy`) are refused by it,
+    which is an `unsupported` outcome: its `save_model` would drop all but one name of each group (the model
+    ties them again when it loads), which is a different file than the one asked for, and copying them would
+    time a save that no user of save_file makes."""
+    try:
+        adapter.safetensors.save_file({key: value.contiguous() for key, value in tree.items()}, str(path))
+    except RuntimeError as error:
+        if SHARED_MEMORY not in str(error):
+            raise
+        groups = [sorted(names) for names in _storage_groups(adapter, tree).values() if len(names) > 1]
+        raise UnsupportedError(
+            f"safetensors.torch.save_file refuses tensors that share one storage ({sorted(groups)[:3]}): "
+            "safetensors stores each name's bytes apart and will not store one storage twice; its save_model "
+            "keeps one name of each group and needs the model to tie them again on load"
+        ) from None
+
+
+def _storage_groups(adapter: TorchAdapter, tree: dict[str, Any]) -> dict[tuple[int, int], list[str]]:
+    groups: dict[tuple[int, int], list[str]] = {}
+    for key, value in tree.items():
+        storage = value.untyped_storage()
+        groups.setdefault((storage.data_ptr(), storage.nbytes()), []).append(key)
+    return groups
 
 
 def _load_safetensors(adapter: TorchAdapter, path: Path, device: str) -> dict[str, Any]:
@@ -137,15 +198,22 @@ def _load_state_dict(load: Any, format: str) -> Any:
 
 
 def _torch_forgeries(adapter: TorchAdapter, directory: Path, valid: Path, reference: Any) -> list[forgeries.Forged]:
-    """A 39-byte pickle that torch's weights_only allowlist lets ask for 8 GiB, and a sparse COO tensor whose
-    indices lie outside its size (saved with torch's invariant checks off)."""
+    """A 39-byte pickle that torch's weights_only allowlist lets ask for 8 GiB, a sparse COO tensor whose
+    indices lie outside its size (saved with torch's invariant checks off), and a legacy (non-zip) stream whose
+    one storage declares 2^40 float32 elements and holds four bytes."""
     torch = adapter.torch
     bytearray_bomb = directory / "pickle-bytearray-8GiB.pt"
     bytearray_bomb.write_bytes(forgeries.torch_zip(forgeries.BYTEARRAY_8GIB_PICKLE))
     sparse = directory / "sparse-out-of-bounds.pt"
     with torch.sparse.check_sparse_tensor_invariants(enable=False):
         torch.save({"value": torch.sparse_coo_tensor([[0, 1 << 30]], [1.0, 2.0], (4,))}, sparse)
-    return [forgeries.Forged("pickle-bytearray-8GiB", bytearray_bomb), forgeries.Forged("sparse-out-of-bounds", sparse)]
+    legacy = directory / "legacy-declares-2^40.pt"
+    legacy.write_bytes(torch_files.legacy_bomb(torch, 1 << 40))
+    return [
+        forgeries.Forged("pickle-bytearray-8GiB", bytearray_bomb),
+        forgeries.Forged("sparse-out-of-bounds", sparse),
+        forgeries.Forged("legacy-declares-2^40", legacy, "damaged"),
+    ]
 
 
 def _torch_load(weights_only: bool, mmap: bool = False) -> Any:
@@ -168,12 +236,13 @@ do (`frameworks.torch_scale`); the safety matrix opens every input with each."""
 TORCH = FormatSpec(
     "torch",
     frozenset({"tensor", "list", "dict", "nested", "mlp", "checkpoint"}),
-    "torch.save: a zip holding a pickle (data.pkl) and raw storages; loaded with weights_only=True",
-    "a zip archive holding data.pkl",
-    files.is_torch_zip,
+    "torch.save: a zip holding a pickle (data.pkl) and raw storages; loaded with weights_only=True (a legacy "
+    "_use_new_zipfile_serialization=False stream of pickles is read too)",
+    "a zip archive holding data.pkl, or torch's legacy pickle stream (magic number 0x1950a86a20f9469cfc6c)",
+    is_torch_file,
     suffix=".pt",
     unpickles=True,
-    validate=check_torch_zip,
+    validate=check_torch_file,
     save=_save_torch,
     load=_load_torch,
     save_mlp=_save_state_dict_torch,
@@ -211,6 +280,14 @@ TORCH = FormatSpec(
             "bounds). serbench refuses the sparse rebuild function in the pickle",
         ),
         SafetyFinding(
+            ("torch.load weights_only=*",),
+            ("legacy-declares-2^40",),
+            "clear-error",
+            "torch.load allocates every storage a legacy stream declares before reading a byte of it (4 TiB here); "
+            "the load fails only because the safety child's address space is capped. serbench compares the "
+            "declared storages with the bytes that follow and the load budget first",
+        ),
+        SafetyFinding(
             ("torch.load *",),
             ("pickle-bytearray-8GiB",),
             "memory-blowup",
@@ -244,6 +321,80 @@ SAFETENSORS = safetensors_spec(
 )
 
 
+def _save_mlp_dcp(adapter: TorchAdapter, model: Any, path: Path) -> None:
+    torch_files.save_dcp(adapter, model.state_dict(), path)
+
+
+def _load_mlp_dcp(adapter: TorchAdapter, path: Path, clone: Any) -> None:
+    state = torch_files.read_dcp(adapter, path)
+    check_mlp_file(path, "dcp", state)
+    clone.load_state_dict(state)
+    clone.eval()
+
+
+def _read_dcp(adapter: TorchAdapter, path: Path) -> Any:
+    return map_tree(torch_files.read_dcp(adapter, path), adapter._leaf_to_numpy)
+
+
+DCP_LOADERS = tuple(torch_files.DCP_LOADERS)
+DCP = FormatSpec(
+    "dcp",
+    frozenset({"mlp"}),
+    "torch.distributed.checkpoint.save: a directory of .metadata (a pickle of every tensor's name, shape and "
+    "chunks) and *.distcp files, saved and read in one process without a process group; trusted only (DCP "
+    "unpickles .metadata); a user's DCP directory is read as the tensors it holds",
+    "a directory holding DCP's .metadata and *.distcp files",
+    files.is_dcp_directory,
+    executes_code=True,
+    suffix=".dcp",
+    directory=True,
+    data_file=torch_files.largest_dcp_file,
+    save_mlp=_save_mlp_dcp,
+    load_mlp=_load_mlp_dcp,
+    read_arrays=_read_dcp,
+    framework_loaders=torch_files.DCP_LOADERS,
+    code_canary=torch_files.dcp_metadata_canary,
+    forgeries=torch_files.dcp_forgeries,
+    safety_findings=(
+        SafetyFinding(
+            ("serbench",),
+            ("valid",),
+            "clear-error",
+            "serbench refuses a DCP directory unless trusted=True: DCP unpickles its .metadata",
+        ),
+        SafetyFinding(
+            ("serbench trusted", *DCP_LOADERS),
+            ("canary-*",),
+            "code-executed",
+            UNPICKLES + " (DCP reads .metadata with pickle.load; trusted=True is the explicit opt-in)",
+        ),
+        SafetyFinding(
+            ("serbench trusted", *DCP_LOADERS),
+            ("flipped-header-byte", "flipped-data-byte"),
+            "silent-wrong-data",
+            "a .distcp file holds each item as a torch.save zip at the offset its metadata gives, and nothing checks "
+            "the bytes (torch.load does not check the zip's CRC-32s): a flipped byte loads as another value",
+        ),
+        SafetyFinding(
+            ("serbench trusted", *DCP_LOADERS),
+            ("garbage-appended",),
+            "loaded-exact",
+            TRAILING + " (DCP reads each item at the offset and length its metadata gives)",
+        ),
+        SafetyFinding(
+            DCP_LOADERS,
+            ("fifo-inside-directory",),
+            "hang",
+            "DCP opens the .distcp files its metadata names, a FIFO among them, and blocks until a writer comes. "
+            "serbench checks every entry is a regular file first",
+        ),
+    ),
+)
+"""torch.distributed.checkpoint in one process. Offered for the MLP (a state_dict, what DCP saves), so that the
+format is timed and its loads are in the safety matrix with serbench's own paths; `serbench bench` reads a
+user's DCP directory through `read_arrays`."""
+
+
 def _mlp_class(torch: Any) -> type:
     class MLP(torch.nn.Module):
         """d2l 5.5: Linear(20, 256) -> ReLU -> Linear(256, 10)."""
@@ -261,7 +412,7 @@ def _mlp_class(torch: Any) -> type:
 
 class TorchAdapter(Adapter):
     name = "torch"
-    specs = (TORCH, SAFETENSORS)
+    specs = (TORCH, SAFETENSORS, DCP)
     native_mlp_format = "torch"
     whole_model_formats = ("torch",)
     gated_readers = ("read_torch_file",)
@@ -333,6 +484,22 @@ class TorchAdapter(Adapter):
             seconds.append(time.perf_counter() - start)
         return seconds, torch.cuda.get_device_name()
 
+    def from_numpy(self, tree: Any) -> Any:
+        """The tree's arrays as tensors, one tensor per array object: names that hold the same array (a user's
+        tied weights) hold one tensor, which torch.save writes as one storage."""
+        made: dict[int, Any] = {}
+
+        def convert(array: np.ndarray) -> Any:
+            if id(array) not in made:
+                made[id(array)] = self.tensor_from_numpy(array)
+            return made[id(array)]
+
+        return map_tree(tree, convert)
+
+    def _leaf_to_numpy(self, leaf: Any) -> Any:
+        """A tensor as NumPy; any other leaf (an epoch number, train.py's argparse.Namespace) as it is."""
+        return self.tensor_to_numpy(leaf) if isinstance(leaf, self.torch.Tensor) else leaf
+
     def tensor_from_numpy(self, array: np.ndarray) -> Any:
         if array.dtype in self._from_bits:
             ours, numpy_bits = self._from_bits[array.dtype]
@@ -362,14 +529,16 @@ class TorchAdapter(Adapter):
         """`torch.load(weights_only=True)` of a file the gate admitted, then every tensor checked: dense,
         holding data (not `meta`), within the load budget. Every torch-format entry point reads here."""
         try:
-            loaded = self.torch.load(path, map_location=device, weights_only=True)
+            with self.torch.serialization.safe_globals(list(SAFE_GLOBALS)):
+                loaded = self.torch.load(path, map_location=device, weights_only=True)
         except pickle.UnpicklingError as error:
             raise UnsafeLoadError(
-                f"refusing {path}: it holds pickled objects beyond tensors and containers (a whole "
-                f"model, say), which torch.load(weights_only=True) will not rebuild because unpickling "
-                f"them runs code. If you trust the file, use load_whole_model(path, trusted=True). "
-                f"torch said: {str(error).splitlines()[0][:200]}"
+                f"refusing {path}: it holds pickled objects beyond tensors and containers (a whole model, say), "
+                f"which torch.load(weights_only=True) will not rebuild because unpickling them runs code; "
+                f"{WHOLE_MODEL_ADVICE}. torch said: {str(error).splitlines()[0][:200]}"
             ) from error
+        nodes = count_nodes(loaded, gate.MAX_MEMBERS)
+        gate.check_count(path, "torch", nodes, "values and containers (each reference to a shared one counted)")
         count, total = 0, 0
         for tensor in leaves(loaded):
             if not isinstance(tensor, self.torch.Tensor):
@@ -390,13 +559,14 @@ class TorchAdapter(Adapter):
     def load_whole_model(self, path: str | Path, device: str = "cpu", *, trusted: bool = False) -> Any:
         """`torch.load(weights_only=False)` of a `torch.save(model)` file: runs the file's pickle."""
         source = gate.regular_source(path, "torch")
-        files.expect_format(source, "torch", files.is_torch_zip(source), TORCH.signature)
+        files.expect_format(source, "torch", is_torch_file(source), TORCH.signature)
         if not trusted:
             raise UnsafeLoadError(
                 f"refusing to unpickle {source} as a whole model: that runs code from the file. "
                 f"Pass trusted=True only for files you made (or load a state_dict instead)."
             )
-        check_torch_zip(source, scan_pickle=False)
+        if not files.is_torch_legacy(source):
+            check_torch_zip(source, scan_pickle=False)
         self.check_device(device)
         return self.torch.load(source, map_location=device, weights_only=False)
 

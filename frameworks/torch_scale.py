@@ -22,7 +22,6 @@ checkpoint runs code from it, so `distributed_load` needs `trusted=True`, as any
 from __future__ import annotations
 
 import datetime
-import importlib.util
 import os
 import time
 from collections.abc import Callable
@@ -247,7 +246,7 @@ def safety_readers(*names: str) -> dict[str, Callable[[Any, Path], Any]]:
     return {name: reader(name) for name in names}
 
 
-class TorchScale:
+class TorchScale(scale.ScaleRecipe):
     """PyTorch's scale recipe (see the module docstring)."""
 
     loaders = LOADERS
@@ -259,7 +258,7 @@ class TorchScale:
     """`dcp.load` reads the checkpoint's `.metadata` with `pickle.load`: `distributed_load` needs trust."""
 
     def __init__(self, adapter: Any) -> None:
-        self.adapter = adapter
+        super().__init__(adapter)
         self.torch = adapter.torch
         if not SAFETENSORS_TORCH_DTYPES:
             torch = self.torch
@@ -280,45 +279,23 @@ class TorchScale:
             return self.torch.from_numpy(array.view(np.uint16)).view(self.torch.bfloat16)
         return self.torch.from_numpy(array)
 
-    def save_checkpoint(
-        self, arrays: dict[str, np.ndarray], directory: Path, format_name: str, max_shard_bytes: int
-    ) -> Path:
-        """Write `arrays` as Hugging Face lays out a checkpoint of `format_name`; returns what a loader is given
-        (the single file, or the index)."""
-
-        def write(shard: dict[str, np.ndarray], path: Path) -> None:
-            tensors = {name: self.tensor(array) for name, array in shard.items()}
-            if format_name == "safetensors":
-                self.adapter.safetensors.save_file(tensors, str(path), metadata={"format": "pt"})
-            else:
-                self.torch.save(tensors, path)
-
-        return scale.save_sharded(arrays, directory, WRITERS[format_name], max_shard_bytes, write)
+    def write_shard(self, shard: dict[str, np.ndarray], path: Path, format_name: str) -> None:
+        """safetensors.torch's `save_file` (with transformers' `{"format": "pt"}` metadata) or `torch.save`."""
+        tensors = {name: self.tensor(array) for name, array in shard.items()}
+        if format_name == "safetensors":
+            self.adapter.safetensors.save_file(tensors, str(path), metadata={"format": "pt"})
+        else:
+            self.torch.save(tensors, path)
 
     # Loading -------------------------------------------------------------------------------
-    def unavailable(self, loader: ShardLoader, device: str) -> str:
-        """Why `loader` cannot load onto `device` here ("" if it can)."""
-        if device not in loader.devices:
-            return loader.only_on
-        if device != "cpu" and device not in self.adapter.devices():
-            return f"no CUDA device here ({self.adapter.device_note()})"
-        if loader.package and importlib.util.find_spec(loader.package.replace("-", "_")) is None:
-            return f"{loader.package} is not installed here (pip install {loader.package})"
-        return ""
-
     def prepare(self, loader: ShardLoader, device: str) -> None:
-        """What a loader needs before its first load and a user pays once per process, kept out of the timed
-        load: its package imported, the CUDA context created (and the device's peak memory mark reset)."""
-        if loader.package:
-            importlib.import_module(loader.package.replace("-", "_"))
+        """The loader's package imported, and for a GPU the CUDA context created (and the device's peak memory
+        mark reset)."""
+        super().prepare(loader, device)
         if device != "cpu":
             self.torch.cuda.init()
             self.torch.empty(1, device=_device_name(device))
             self.adapter.reset_device_memory_peak(device)
-
-    def device_peak(self, device: str) -> int | None:
-        """Peak bytes the load allocated on the GPU (None on the CPU: the host's RSS is measured apart)."""
-        return self.adapter.device_memory_peak(device) if device != "cpu" else None
 
     def materialize(self, tensors: dict[str, Any], lazy: bool, device: str) -> list[Any]:
         """Every byte resident on its device: a mapped tensor is copied (as load_state_dict copies it into a

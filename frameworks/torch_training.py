@@ -10,14 +10,12 @@ from typing import Any
 
 import numpy as np
 
-import frameworks
 from frameworks import gate
 from frameworks.base import mlp_parameters
-from frameworks.files import atomic_path
-from frameworks.training import LEARNING_RATE, batch
+from frameworks.training import LEARNING_RATE, TrainingRecipe, batch
 
 
-class TorchTraining:
+class TorchTraining(TrainingRecipe):
     name = "torch"
     checkpoint_format = "torch"
     checkpoint_name = "checkpoint.pt"
@@ -25,10 +23,8 @@ class TorchTraining:
     bn_name = "bn.pt"
 
     def __init__(self) -> None:
-        import torch
-
-        self.torch = torch
-        self.adapter = frameworks.get_adapter("torch")
+        super().__init__()
+        self.torch = self.adapter.torch
 
     def new(self, seed: int = 0) -> tuple[Any, Any]:
         model = self.adapter.new_mlp(mlp_parameters(seed)).train()
@@ -44,12 +40,11 @@ class TorchTraining:
             optimizer.step()
         return float(loss.detach())
 
-    def save_checkpoint(self, path: Path, model: Any, optimizer: Any, epoch: int, loss: float) -> None:
-        with atomic_path(path) as temporary:
-            self.adapter.save_to_file(
-                {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "loss": loss},
-                temporary,
-            )
+    def write_checkpoint(self, temporary: Path, model: Any, optimizer: Any, epoch: int, loss: float) -> None:
+        self.adapter.save_to_file(
+            {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "loss": loss},
+            temporary,
+        )
 
     def load_checkpoint(self, path: Path, model: Any, optimizer: Any, *, trusted: bool = False) -> tuple[int, float]:
         source = gate.admit(path, self.adapter.spec(self.checkpoint_format), trusted=trusted)
@@ -88,9 +83,8 @@ class TorchTraining:
     def bn_buffers(self, model: Any) -> dict[str, np.ndarray]:
         return {k: v.numpy().copy() for k, v in model.state_dict().items() if "running" in k or "num_batches" in k}
 
-    def bn_save(self, model: Any, path: Path) -> None:
-        with atomic_path(path) as temporary:
-            self.adapter.save_to_file(model.state_dict(), temporary)
+    def write_bn(self, model: Any, temporary: Path) -> None:
+        self.adapter.save_to_file(model.state_dict(), temporary)
 
     def bn_load(self, path: Path, seed: int) -> Any:
         model = self.bn_model(seed)

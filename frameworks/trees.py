@@ -26,6 +26,20 @@ def map_tree(tree: Any, leaf_fn: Callable[[Any], Any]) -> Any:
     return leaf_fn(tree)
 
 
+def count_nodes(tree: Any, limit: int) -> int:
+    """How many containers and leaves `tree` has, counting each reference (pickle memoizes: a few bytes can
+    name one list a billion times), walked without recursion and stopping once past `limit`."""
+    count, stack = 0, [tree]
+    while stack and count <= limit:
+        node = stack.pop()
+        count += 1
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list | tuple):
+            stack.extend(node)
+    return count
+
+
 def leaves(tree: Any) -> list[Any]:
     """The tensors of a tree in order."""
     if isinstance(tree, dict):

@@ -27,6 +27,16 @@ def _damaged(path: Path, format_name: str, what: str) -> FormatMismatchError:
     return FormatMismatchError(f"{path} is not a valid {format_name!r} file: {what}")
 
 
+def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+    """A JSON object, refused where it names a key twice (a reader would keep one of the two silently)."""
+    found: dict = {}
+    for key, value in pairs:
+        if key in found:
+            raise ValueError(f"it names {key!r} twice")
+        found[key] = value
+    return found
+
+
 def safetensors_header(path: Path, dtypes: frozenset[str]) -> None:
     """Every tensor's dtype is one this reader returns, and its shape fits its byte range in the file."""
     size = path.stat().st_size
@@ -35,9 +45,9 @@ def safetensors_header(path: Path, dtypes: frozenset[str]) -> None:
         if header_size > min(SAFETENSORS_MAX_HEADER, size - 8):
             raise _damaged(path, "safetensors", f"its header claims {header_size:,} bytes, the file has {size:,}")
         try:
-            header = json.loads(handle.read(header_size))
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise _damaged(path, "safetensors", f"its header is not JSON ({error})") from None
+            header = json.loads(handle.read(header_size), object_pairs_hook=_no_duplicate_keys)
+        except (UnicodeDecodeError, ValueError, RecursionError) as error:
+            raise _damaged(path, "safetensors", f"its header is not JSON ({str(error)[:200]})") from None
     if not isinstance(header, dict):
         raise _damaged(path, "safetensors", "its header is not a JSON object")
     gate.check_count(path, "safetensors", len(header), "tensors")

@@ -19,6 +19,7 @@ Standard library only, like `frameworks.environments`.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from pathlib import Path
 from frameworks import environments, files
 
 DIRECTORY = ".venv-versions"
+DIRECTORY_VARIABLE = "SERBENCH_VARIANTS_DIR"
+"""Where the variants are built instead of `.venv-versions/` in the checkout (`serbench versions --variants-dir`)."""
 BUILD_TIMEOUT_S = 1200
 CHECK_TIMEOUT_S = 120
 VERSION = re.compile(
@@ -49,6 +52,12 @@ def check_release(package: str, version: str) -> None:
 
 class NotInstallable(Exception):
     """This release cannot be installed in this environment here; the message says why, in one line."""
+
+
+def variants_root() -> Path:
+    """The directory of every variant: $SERBENCH_VARIANTS_DIR (absolute), else `.venv-versions` in the checkout."""
+    named = os.environ.get(DIRECTORY_VARIABLE)
+    return Path(named).absolute() if named else environments.root() / DIRECTORY
 
 
 @dataclass(frozen=True)
@@ -75,7 +84,7 @@ class Variant:
 
     @property
     def directory(self) -> Path:
-        return environments.root() / DIRECTORY / f"{self.environment}-{self.label}"
+        return variants_root() / f"{self.environment}-{self.label}"
 
     @property
     def python(self) -> Path:
@@ -97,8 +106,14 @@ class Variant:
             return self._record(str(self.base.python), replaced=[], conflicts=[])
         if files.is_marked(self.directory) and self.stamp.is_file() and self.python.exists():
             cached = _read_stamp(self.stamp)
-            if cached.get("key") == self.key():
-                return cached["record"]
+            record = cached.get("record")
+            # the stamp is a cache, not an instruction: its interpreter must be this variant's own
+            if (
+                cached.get("key") == self.key()
+                and isinstance(record, dict)
+                and record.get("interpreter") == str(self.python)
+            ):
+                return record
         files.remove_marked(self.directory, "a version variant")
         try:
             record = self._build()

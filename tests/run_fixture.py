@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from bench.timing.results import COLUMNS
@@ -110,9 +112,45 @@ def rows() -> list[dict]:
     ]
 
 
+JITTER = 0.01
+"""The spread of the rounds a hand-made row gets (1%: a quiet machine)."""
+
+
+def rounds_for(
+    median: float, key: str, processes: int = 3, per_process: int = 8, jitter: float = JITTER, offset: float = 0.0
+) -> str:
+    """Rounds by process around `median` (seeded by the case's key), as results.csv stores them: what a
+    comparison decides on; each process off by `offset` (sd, relative) and each round by `jitter`. A row's
+    median decides its rounds, so a test that scales a median scales them."""
+    generator = np.random.default_rng(zlib.crc32(key.encode()))
+    shifts = np.exp(offset * generator.standard_normal(processes))
+    groups = [
+        (median * shift * np.exp(jitter * generator.standard_normal(per_process))).round(9).tolist() for shift in shifts
+    ]
+    return json.dumps(groups)
+
+
+TIMES = ("median_s", "iqr_s", "min_s", "q1_s", "q3_s", "low_s", "high_s", "sample_low_s", "sample_high_s")
+
+
+def times(r: dict, factor: float) -> dict:
+    """The row with every time (median and spread) multiplied by `factor`: the same figure, slower or faster."""
+    return {**r, **{name: r[name] * factor for name in TIMES if r.get(name) is not None}}
+
+
+def case_key(row: dict) -> str:
+    return "|".join(str(row[k]) for k in ("framework", "format", "workload", "device", "cache", "op"))
+
+
 def make_run(directory: Path, table: list[dict] | None = None) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     frame = pd.DataFrame(table if table is not None else rows()).reindex(columns=COLUMNS)
+    frame["rounds_by_process"] = frame["rounds_by_process"].astype(object)
+    missing = frame["rounds_by_process"].isna() & frame["median_s"].notna() & (frame["status"] == "ok")
+    frame.loc[missing, "rounds_by_process"] = [
+        rounds_for(r.median_s, f"{r.framework}|{r.format}|{r.workload}|{r.device}|{r.cache}|{r.op}")
+        for r in frame[missing].itertuples()
+    ]
     limits = {"memcpy": MEMCPY, "disk_write": 0.8, "disk_read_cold": 2.0, "h2d_pageable": None}
     frame["gbps"] = frame["payload_bytes"] / frame["median_s"] / 1e9
     frame.loc[frame["op"] == "open", "gbps"] = None

@@ -1,5 +1,5 @@
 """The command line answers bad input with one line and a distinct exit status, never a traceback,
-and before any work starts; `compare` is a gate CI can trust (see bench/cli.py for the statuses)."""
+and before any work starts; `compare` is a gate CI can trust (see bench/cli/__init__.py for the statuses)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import tomllib
 
 import frameworks
 from bench import cli
+from bench.cli import options
 from tests.run_fixture import make_run, rows
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,10 +37,10 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], status: int 
 
 VOCABULARIES = {
     "--frameworks": frameworks.names(),
-    "--formats": cli._all_formats(),
-    "--kinds": cli._kinds(),
-    "--sizes": cli._sizes(),
-    "--devices": cli._devices(),
+    "--formats": options.all_formats(),
+    "--kinds": options.kind_names(),
+    "--sizes": options.size_names(),
+    "--devices": options.device_names(),
 }
 
 
@@ -161,7 +162,9 @@ def test_an_internal_error_is_one_line_with_its_own_status(
     monkeypatch.delenv("SERBENCH_TRACEBACK", raising=False)
     assert cli.main(["report", str(make_run(tmp_path / "run"))]) == cli.EXIT_INTERNAL
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["serbench report: internal error: RuntimeError: a bug (SERBENCH_TRACEBACK=1 shows where)"]
+    assert err == [
+        "serbench report: internal error: RuntimeError: a bug\\nwith a second line (SERBENCH_TRACEBACK=1 shows where)"
+    ]
 
 
 def test_safety_table_of_a_file_that_is_not_a_safety_csv_is_one_line(tmp_path: Path) -> None:

@@ -60,6 +60,25 @@ def test_identical_distributions_rarely_come_out_faster_or_slower(threshold: flo
     assert share(decisions, Verdict.FASTER) + share(decisions, Verdict.SLOWER) <= 0.05
 
 
+def test_a_gate_of_many_cases_holds_its_false_alarms_together_and_still_decides_a_real_slowdown() -> None:
+    """A gate decides every case at once: at 95% each, 200 identical cases give about 10 false "faster" or
+    "slower" at threshold 0 (273 at threshold 0.10 gave 3 between two runs of one commit); decided among
+    the 200 (`decide_among`, Bonferroni), none, and a real 1.6x slowdown among them is still decided slower."""
+    cases = list(trials(1.0, seed=5))
+    alone = [decide(a, b, threshold=0.0) for a, b in cases]
+    together = [engine.decide_among(a, b, comparisons=len(cases), threshold=0.0) for a, b in cases]
+    false = [sum(d.verdict in (Verdict.FASTER, Verdict.SLOWER) for d in found) for found in (alone, together)]
+    assert false[0] >= 3, "the per-case rule does give false alarms here (the check can fail)"
+    assert false[1] == 0, false
+    assert all(d.comparisons == len(cases) for d in together)
+    # the price: wider intervals, so a real slowdown needs more processes (re-timing's alternations) to decide
+    slowed = trials(1.6, seed=6, count=40, processes=8, per=5)
+    assert share([engine.decide_among(a, b, comparisons=len(cases)) for a, b in slowed], Verdict.SLOWER) >= 0.9
+    shown = [(d, t) for d, t in zip(alone, together, strict=True) if d.verdict is Verdict.SLOWER]
+    assert shown, "some case is slower on its own interval"
+    assert all("comparisons need together" in t.describe() for _, t in shown), shown[0][1].describe()
+
+
 def test_more_processes_and_rounds_decide_that_identical_options_are_indistinguishable() -> None:
     """3 x 10 rounds leave most of these undecided (their intervals are about +-10% wide); 8 x 20 decide."""
     decisions = [decide(a, b) for a, b in trials(1.0, seed=2, processes=8, per=20)]
@@ -378,3 +397,30 @@ def test_degenerate_options_and_candidates_are_errors() -> None:
 def test_t_quantile(df: int, quantile: float) -> None:
     assert engine.t_quantile(0.975, df) == pytest.approx(quantile, rel=1e-7)
     assert engine.t_quantile(0.025, df) == pytest.approx(-quantile, rel=1e-7)
+
+
+def test_candidates_timed_side_by_side_are_ranked_paired_so_process_offsets_cancel() -> None:
+    """Two formats of one framework share its processes: a process that ran 1.8x slower slowed both. Unpaired,
+    two processes that disagree leave almost no degrees of freedom and the interval spans 0.0002-26 (a committed
+    quick run's TensorFlow advice); paired, the 1.3x between them is decided."""
+    rng = np.random.default_rng(3)
+    offsets = (1.0, 1.8)
+    fast = [[0.020 * offset * (1 + 0.01 * rng.standard_normal()) for _ in range(6)] for offset in offsets]
+    slow = [[1.3 * value * (1 + 0.01 * rng.standard_normal()) for value in process] for process in fast]
+    unpaired = rank({"fast": fast, "slow": slow})
+    paired = rank({"fast": fast, "slow": slow}, paired=lambda a, b: True)
+    assert unpaired.decisions["slow"].verdict is Verdict.UNDECIDED
+    assert paired.decisions["slow"].verdict is Verdict.FASTER  # the leader, fast, is faster than slow
+    assert paired.decisions["slow"].paired
+    assert 1.2 < 1 / paired.decisions["slow"].ratio < 1.4
+    shapes_differ = rank({"fast": fast, "slow": [slow[0][:5], slow[1]]}, paired=lambda a, b: True)
+    assert not shapes_differ.decisions["slow"].paired, "rounds that do not pair up are compared unpaired"
+
+
+def test_an_interval_with_one_degree_of_freedom_at_a_gates_joint_confidence_is_clamped_not_an_overflow() -> None:
+    """Two processes a side that disagree, decided among 273 cases: the expanded interval's log end passed
+    709 and `compare` stopped with OverflowError."""
+    a, b = [[1.0, 1.01], [3.0, 3.02]], [[1.0, 1.02], [1.01, 1.0]]
+    found = engine.decide_among(a, b, comparisons=273, threshold=0.1)
+    assert found.verdict is Verdict.UNDECIDED
+    assert 1 / engine.BOUND <= found.low <= found.ratio <= found.high <= engine.BOUND

@@ -1,5 +1,6 @@
 """Each framework runs in its own environment (`frameworks.environments`): the core one on numpy 2, MXNet's
-on the numpy 1.26 it needs; the harness launches every framework's processes with its interpreter."""
+on the numpy 1.26 it needs; the harness launches every framework's processes with its interpreter. (What a
+run's env.json records is tests/test_env_json.py's.)"""
 
 from __future__ import annotations
 

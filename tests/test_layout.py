@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 import frameworks
+from tests import framework_packages
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 LAYERS = {
@@ -44,7 +45,8 @@ LAYERS = {
     "bench.gpu": 5,
     "bench.cli": 6,
 }
-FRAMEWORK_PACKAGES = ("torch", "tensorflow", "keras", "mxnet", "jax", "flax", "orbax", "safetensors", "h5py")
+FRAMEWORK_PACKAGES = framework_packages.heavy_modules()
+"""The modules of every package an adapter declares, but numpy and ml_dtypes (`framework_packages.LIGHT`)."""
 
 
 def _modules() -> list[tuple[str, Path]]:
@@ -90,11 +92,14 @@ def test_no_bench_module_imports_a_framework(module: str, path: Path) -> None:
     assert not heavy, f"{module} imports {heavy}: ask the adapter instead"
 
 
-def test_the_adapters_are_the_only_framework_importers() -> None:
-    """The check above has teeth: the adapters do import their frameworks."""
-    importers = {
-        path.name
-        for path in (BENCH.parent / "frameworks").glob("*.py")
-        if any(name.split(".")[0] in FRAMEWORK_PACKAGES for name in _imports(path))
-    }
-    assert {f"{name}_adapter.py" for name in frameworks.names() if name != "numpy"} <= importers
+@pytest.mark.parametrize(
+    "name", [name for name in frameworks.REGISTRY if framework_packages.declared(name) - framework_packages.LIGHT]
+)
+def test_each_adapter_imports_the_packages_it_declares(name: str) -> None:
+    """The check above has teeth: each adapter module imports one of its declared packages by a name in
+    FRAMEWORK_PACKAGES. (The parameter is not `framework`, so this static check runs in the home environment.)"""
+    module = frameworks.REGISTRY[name][0].split(":")[0]
+    path = BENCH.parent.joinpath(*module.split(".")).with_suffix(".py")
+    own = framework_packages.heavy_modules(framework_packages.declared(name))
+    imported = {found.split(".")[0] for found in _imports(path)}
+    assert imported & own, f"{path.name} imports none of {sorted(own)}, the modules of what {name} declares"

@@ -1,8 +1,9 @@
 """`serbench bench` on checkpoints that real libraries wrote (the corpus, `tests/corpus`): each form is built
 once per session by its library's own save function, in its library's environment, then read as the command
 reads it (`bench.checkpoints.prepare`, a child in the reader's environment) and checked: recognised by the
-right format, read with every tensor bit-exact against the library's in-memory values, shared storage
-recorded, 0-d tensors judged exact through safetensors, and, where a form is refused, refused in one line.
+right format, read with every tensor bit-exact against the library's in-memory values, what the reader chose
+said in its description, shared storage recorded (stored once, saved once again by torch), 0-d tensors judged
+exact through safetensors, and, where a form is refused, refused in one line.
 
 What fails today is data in the registry (`Form.today`): those tests are xfail(strict=True) with the issue's
 item, so a reader fix shows up as XPASS and its entry is removed."""
@@ -25,18 +26,23 @@ from tests.conftest import adapter_or_skip
 from tests.corpus import FORMS, REGISTRY, Form
 from tests.corpus.build import Expected, Failure, build, read_expected
 
-SAFETENSORS_WRITERS = ("numpy", "torch", "tensorflow", "jax")
-"""The core environment's frameworks whose safetensors format a checkpoint is timed in."""
+SAFETENSORS_WRITERS = tuple(
+    n for n in frameworks.names() if "safetensors" in frameworks.adapter_class(n).format_names()
+)
+"""The frameworks whose safetensors format a checkpoint is timed in (each case runs in its writer's environment)."""
 
 
-def _params(check: str, forms: list[Form], extra: tuple[str, ...] = ()) -> list[pytest.ParameterSet]:
-    """One case per form (and per `extra` value), marked with its reader's framework and, where the registry
-    says the check fails today, xfail(strict=True) with the reason."""
+def _params(
+    check: str, forms: list[Form], extra: tuple[str, ...] = (), by_writer: bool = False
+) -> list[pytest.ParameterSet]:
+    """One case per form (and per `extra` value), marked with its reader's framework (with `by_writer`, the
+    `extra` value's: the case runs in that framework's environment) and, where the registry says the check fails
+    today, xfail(strict=True) with the reason."""
     cases = []
     for form in forms:
         for value in extra or (None,):
             key = check if value is None else f"{check}:{value}"
-            marks = [pytest.mark.framework(form.reader)]
+            marks = [pytest.mark.framework(value if by_writer and value else form.reader)]
             if key in form.today:
                 marks.append(pytest.mark.xfail(strict=True, reason=form.today[key]))
             arguments = (form.name,) if value is None else (form.name, value)
@@ -92,14 +98,10 @@ def corpus(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 
 
 def _stored(entry: dict) -> dict[str, np.ndarray]:
-    """The tensors serbench stored for the run (`workloads.store_arrays`: raw bytes by index, then dtype, shape)."""
+    """The tensors serbench stored for the run, as every process of the run rebuilds them (`workloads`)."""
     import ml_dtypes  # noqa: F401  (registers bfloat16 with NumPy)
 
-    with np.load(entry["store"]) as stored:
-        return {
-            tensor["name"]: stored[str(index)].view(np.dtype(tensor["dtype"])).reshape(tensor["shape"])
-            for index, tensor in enumerate(entry["tensors"])
-        }
+    return workloads._read_stored(entry["store"], entry["tensors"], entry.get("shared", []))
 
 
 def _same(left: np.ndarray, right: np.ndarray) -> bool:
@@ -186,10 +188,74 @@ def test_tensors_sharing_one_storage_are_recorded(form: str, corpus: Corpus) -> 
     assert entry.get("shared") == expected, f"checkpoints.json entry has shared={entry.get('shared')!r}"
 
 
+@pytest.mark.parametrize("form", _params("stored-once", SHARING))
+def test_tied_tensors_are_stored_once_counted_once_and_saved_once_by_torch(form: str, corpus: Corpus) -> None:
+    """The run rebuilds each shared group as one array; the payload counts it once; torch.save of what the run
+    times writes one storage again (a file about the user's size, not one tensor larger), and safetensors.torch,
+    which refuses shared tensors, is an unsupported outcome with its reason, not an error."""
+    entry = corpus.entry(form)
+    stored = _stored(entry)
+    for group in entry["shared"]:
+        assert len({id(stored[name]) for name in group}) == 1, f"{group} rebuilt as separate arrays"
+    distinct = {id(array): array for array in stored.values()}.values()
+    assert entry["payload_bytes"] == sum(array.nbytes for array in distinct)
+    assert "each storage once" in entry["payload_counts"]
+    adapter = adapter_or_skip("torch")
+    resaved = corpus.out / "store" / form / "resaved.pt"
+    adapter.save(adapter.from_numpy(stored), resaved, "torch")
+    user_bytes = corpus.path(form).stat().st_size
+    assert abs(resaved.stat().st_size - user_bytes) < 0.05 * user_bytes, (resaved.stat().st_size, user_bytes)
+    manifest = corpus.out / "store" / form / "checkpoints.json"
+    manifest.write_text(json.dumps({"checkpoints": [entry]}))
+    try:
+        workloads.register_checkpoints(manifest)
+        outcome = roundtrip(adapter, "safetensors", entry["name"], corpus.out)
+    finally:
+        workloads.WORKLOADS.pop(entry["name"], None)
+    assert outcome.status == "unsupported", outcome.summary()
+    assert "share one storage" in outcome.detail, outcome.detail
+
+
+CHOSEN = {
+    "hf-gpt2-directory": ("model.safetensors, the directory's one weights file", "config.json"),
+    "peft-lora-directory": ("adapter_model.safetensors, the directory's one weights file",),
+    "hf-llama-both-indexes": ("via model.safetensors.index.json", "pytorch_model.bin.index.json not read"),
+    "accelerate-save-state": ("model.safetensors with numpy", "optimizer.bin with torch (torch) (as optimizer.*)"),
+    "tf-checkpoint-save": ("prefix ckpt-1, the latest, as its `checkpoint` file names it",),
+    "tf-checkpoint-write": ("prefix ckpt",),
+    "orbax-manager": ("step 5, its only step; item default",),
+    "mxnet-legacy-save-parameters": ("legacy (V2) arrays, read with mx.nd.load",),
+    "mxnet-legacy-nd-save": ("legacy (V2) arrays, read with mx.nd.load",),
+    "mxnet-legacy-export": ("legacy (V2) arrays, read with mx.nd.load",),
+}
+"""What the reader description of each form whose reader chooses says: which file, index, prefix, step."""
+DROPPED = {
+    "accelerate-save-state": ("random_states_0.pkl (RNG states, not tensors: not read)", "scheduler.bin: "),
+    "timm-train-checkpoint": ("args (Namespace)", "epoch (int)"),
+    "flax-msgpack-train-state": ("step (int)",),
+    "torch-dcp": ("epoch (int)",),
+}
+"""What each form's entry says was dropped (values that are not tensors, files not read)."""
+
+
+@pytest.mark.parametrize("form", _params("chosen", [FORMS[name] for name in CHOSEN]))
+def test_the_reader_says_what_it_chose(form: str, corpus: Corpus) -> None:
+    entry = corpus.entry(form)
+    for words in CHOSEN[form]:
+        assert words in entry["reader"], entry["reader"]
+
+
+@pytest.mark.parametrize("form", _params("dropped", [FORMS[name] for name in DROPPED]))
+def test_the_entry_names_what_was_dropped(form: str, corpus: Corpus) -> None:
+    dropped = " | ".join(corpus.entry(form)["dropped"])
+    for words in DROPPED[form]:
+        assert words in dropped, dropped
+
+
 ZERO_D = [form for form in REGISTRY if form.zero_d]
 
 
-@pytest.mark.parametrize(("form", "framework"), _params("zero-d", ZERO_D, SAFETENSORS_WRITERS))
+@pytest.mark.parametrize(("form", "framework"), _params("zero-d", ZERO_D, SAFETENSORS_WRITERS, by_writer=True))
 def test_zero_d_tensors_are_judged_exact_through_safetensors(form: str, framework: str, corpus: Corpus) -> None:
     """The checkpoint as the benchmark times it (`roundtrip`: saved in safetensors by the framework, loaded back,
     compared) keeps its 0-d tensors (BatchNorm's num_batches_tracked) 0-d: judged exact (by name)."""

@@ -50,3 +50,21 @@ def test_a_recipe_whose_outcome_changed_fails_with_status_1() -> None:
     assert any("broken-toy / toy-npz / d2l-dict" in line and "float64" in line for line in failures), failures
     assert any("clone(X) == net(X)" in line for line in failures), failures
     assert "FAILED" in result.stdout.splitlines()[-1]
+
+
+def test_each_recipe_says_what_it_gives_back_and_the_mlp_moves_between_the_chosen_frameworks() -> None:
+    """`recipes` answered "still works?" but never "what differs": a list coming back as one float64 array from
+    np.save was just "ok". And the chapter's clone(X) == net(X) across frameworks was in no command's output."""
+    adapter_or_skip("numpy")
+    adapter_or_skip("torch")
+    result = recipes("--frameworks", "numpy,torch")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    pickled_list = next(line for line in lines if "numpy / npy-pickle / d2l-list" in line)
+    assert "drift, as declared: np.save calls np.asarray on a list" in pickled_list
+    assert "root: list -> tensor float64(2, 4)" in pickled_list
+    assert any(line.endswith("numpy / npz / d2l-dict: exact") for line in lines), "an exact one says so"
+    moves = [line for line in lines if "MLP across frameworks" in line]
+    assert len(moves) == 2, moves  # every ordered pair of the chosen frameworks, and only theirs
+    assert any("numpy -> torch: clone(X) == net(X)" in line for line in moves)
+    assert any("torch -> numpy: clone(X) == net(X)" in line for line in moves)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.reporting import report
+from bench.reporting import figures, report
 from tests.run_fixture import make_run
 
 
@@ -23,9 +23,9 @@ def test_workload_table_rows_and_values(run_dir: Path) -> None:
     gbps = (64 << 20) / 1e9
     assert torch_row["warm load"] == "40.0 ms [39.6–40.4 ms] n=6/3", "median [IQR] n=rounds/samples"
     assert torch_row["warm load GB/s"] == f"{gbps / 0.04:.3g} [{gbps / 0.0404:.3g}–{gbps / 0.0396:.3g}]"
-    assert torch_row["warm % memcpy"].startswith(f"{report.number(gbps / 0.04 / 8.0 * 100)}% [")
+    assert torch_row["warm % memcpy"].startswith(f"{figures.number(gbps / 0.04 / 8.0 * 100)}% [")
     assert torch_row["peak RSS x payload"] == "2.00"
-    assert torch_row["overhead"] == "1000 B"
+    assert torch_row["file ÷ payload"] == "1.000x (+1000 B)"
     assert torch_row["round trip"] == "exact"
     assert table.loc[("torch", "safetensors"), "lazy open"] == "1.00 ms [0.990–1.01 ms] n=6/3"
     assert table.loc[("numpy", "npz"), "cold load GB/s"] == "n/a"
@@ -36,7 +36,7 @@ def test_workload_table_rows_and_values(run_dir: Path) -> None:
 
 @pytest.mark.parametrize("value", [3.2e-7, 1.5e-5, 0.00123, 0.0456, 0.5, 1.0, 9.99, 12.345, 456.7, 1349.6, 2.5e6])
 def test_numbers_have_three_significant_digits_and_no_exponent(value: float) -> None:
-    shown = report.number(value)
+    shown = figures.number(value)
     assert "e" not in shown.lower()
     if value >= 0.001:
         assert float(shown) == pytest.approx(value, rel=0.005 if value < 100 else 0.5 / value)
@@ -70,13 +70,15 @@ def test_a_tiny_workload_is_shown_in_times_not_gb_per_s(tmp_path: Path) -> None:
 def test_recommendations_come_from_the_numbers(run_dir: Path) -> None:
     frame, _, _ = report.load_run(run_dir)
     advice = report.recommendations(frame).set_index("framework")
-    gbps = (64 << 20) / 1e9
-    assert advice.loc["torch", "fastest exact load"] == (
-        f"safetensors ({gbps / 0.02:.3g} [{gbps / 0.0202:.3g}–{gbps / 0.0198:.3g}] GB/s)"
-    ), "safetensors sorts a dict's keys: a state_dict loaded by name comes back exactly"
-    assert advice.loc["torch", "fastest load, any round trip"] == "the same"
-    assert advice.loc["torch", "fastest exact load safe for untrusted files"] == "the same"
-    assert advice.loc["torch", "left out (unstable)"] == "none"
+    fastest = advice.loc["torch", "fastest exact load"]
+    assert fastest.startswith("safetensors, 1.99x ["), (
+        "safetensors sorts a dict's keys: a state_dict comes back exactly"
+    )
+    assert "faster than the next, torch [pickle: only for files you trust]" in fastest
+    assert "(safetensors 20.0 ms [19.8–20.2 ms] n=6/3)" in fastest
+    assert advice.loc["torch", "fastest load, any round trip"] == fastest
+    assert advice.loc["torch", "fastest exact load safe for untrusted files"].startswith("safetensors, 20.0 ms")
+    assert advice.loc["torch", "fastest exact load safe for untrusted files"].endswith("(the only one timed)")
     assert advice.loc["torch", "smallest file"].startswith("safetensors ")
     assert advice.loc["torch", "lowest peak memory"].startswith("safetensors (1.00x")
     assert "null-adapter" not in advice.index
@@ -102,7 +104,9 @@ def test_gpu_table_compares_timed_cuda_loads_with_cpu(tmp_path: Path) -> None:
     gpu = report.gpu_table(frame).set_index(["framework", "format"])
     torch_row = gpu.loc[("torch", "torch")]
     assert torch_row["cuda warm"] == "20.0 ms [19.8–20.2 ms] n=6/3"
-    assert torch_row["cuda / cpu time"] == "0.50x [0.49–0.51x]", "cuda warm 20 ms against cpu warm 40 ms"
+    ratio = torch_row["cuda / cpu time"]
+    assert ratio.startswith("0.50x [0.49–0.51]: cuda 2.00x ["), "cuda warm 20 ms against cpu warm 40 ms, decided"
+    assert ratio.endswith("faster")
     assert torch_row["cuda cold GB/s"].startswith(f"{(64 << 20) / 0.08 / 1e9:.3g} [")
     assert torch_row["cuda % h2d"].startswith("25.0% [")
     assert torch_row["round trip"] == "exact"
@@ -154,9 +158,10 @@ def test_report_is_deterministic(run_dir: Path) -> None:
     assert report.write_report(run_dir).read_text() == first
 
 
-def test_a_figure_whose_rounds_span_5x_is_unstable_and_never_advice(tmp_path: Path) -> None:
+def test_a_figure_whose_rounds_span_5x_is_unstable_and_its_comparison_undecided(tmp_path: Path) -> None:
     """The committed VGG16 safetensors warm load had rounds of 537, 102, 355, 104 and 103 ms and was
-    published as a crisp 104 ms and built into the advice; from raw rounds it must come out unstable."""
+    published as a crisp 104 ms and built into the advice; from raw rounds it must come out unstable, and the
+    advice a comparison that cannot decide, not a pick of either."""
     from tests.run_fixture import raw_run
 
     rounds = {
@@ -172,9 +177,10 @@ def test_a_figure_whose_rounds_span_5x_is_unstable_and_never_advice(tmp_path: Pa
     table = report.workload_table(frame, "size-64MiB").set_index(["framework", "format"])
     assert table.loc[("torch", "safetensors"), "warm load"] == "unstable 102–537 ms n=5/1"
     advice = report.recommendations(frame).set_index("framework")
-    assert advice.loc["torch", "fastest exact load"].startswith("torch "), "the faster median is unstable"
-    assert advice.loc["torch", "fastest load, any round trip"] == "the same"
-    assert advice.loc["torch", "left out (unstable)"].startswith("safetensors (unstable ")
+    fastest = advice.loc["torch", "fastest exact load"]
+    assert "cannot be told apart yet" in fastest, "one process of 5 rounds spanning 5x decides nothing"
+    assert fastest.startswith("safetensors and torch"), "no pick: neither is decided faster than the other"
+    assert "unstable 102–537 ms" in fastest, "the contenders' figures as they are"
     text = report.write_report(run_dir).read_text()
     assert "unstable 102–537 ms" in text
     assert "104 ms" not in text.replace("104 ms n=", ""), "the crisp median of an unstable figure is not printed"
@@ -199,14 +205,15 @@ def test_advice_says_when_its_pick_is_a_loader_the_safety_matrix_calls_unsafe(tm
     trust = verdicts(run_dir)
     assert trust.source == "the reference safety matrix (results/reference-safety)"
     advice = report.recommendations(frame, trust).set_index("framework")
-    assert advice.loc["numpy", "fastest exact load"].startswith("npy-pickle (")
-    assert "UNSAFE for untrusted files: runs code from the file" in advice.loc["numpy", "fastest exact load"]
-    assert advice.loc["numpy", "fastest exact load safe for untrusted files"].startswith("npz (")
+    fastest = advice.loc["numpy", "fastest exact load"]
+    assert fastest.startswith("npy-pickle [UNSAFE for untrusted files: runs code from the file], 1.67x [")
+    assert "faster than the next, npz" in fastest
+    assert fastest.count("UNSAFE") == 1, "the pick's label once, at its first mention, not at every mention"
+    assert "(npy-pickle " in fastest, "its figure is still named"
+    assert advice.loc["numpy", "fastest exact load safe for untrusted files"].startswith("npz, ")
     assert "UNSAFE" not in advice.loc["numpy", "fastest exact load safe for untrusted files"]
-    assert advice.loc["torch", "fastest exact load"].endswith(
-        "; parses a pickle (restricted): only for files you trust"
-    )
-    assert advice.loc["torch", "fastest exact load safe for untrusted files"] == "none of the stable exact loads"
+    assert advice.loc["torch", "fastest exact load"].startswith("torch [pickle: only for files you trust], ")
+    assert advice.loc["torch", "fastest exact load safe for untrusted files"] == "nothing timed"
     assert "the reference safety matrix" in report.write_report(run_dir).read_text()
 
 

@@ -200,7 +200,12 @@ def test_every_scale_loader_reads_every_tensor_bit_exactly(
     result = child.load_once(recipe, loader, manifest, "cpu")
     assert result["wrong"] == []
     assert result["seconds"] > 0
-    assert result["peak_rss_bytes"] >= 0
+    # The tiny checkpoint (a few hundred KiB) is far below the 16 MiB from which a peak measures the loader
+    # (docs/benchmark.md), so no honest multiple bounds it from above (0.94x to 10x here). But every loader
+    # holds every tensor when the peak is read (the check reads them after it), and the child trims the heap
+    # first, so their pages are new: a peak below half the payload did not see the load. A peak not taken
+    # from the baseline would be at least the whole process's RSS.
+    assert 0.5 * manifest["payload_bytes"] <= result["peak_rss_bytes"] < result["baseline_rss_bytes"], result
 
 
 @pytest.mark.parametrize(("framework", "loader_name"), [(f, loader.name) for f, loader in LOADERS])

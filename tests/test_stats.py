@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
 from bench.timing import stats
@@ -45,12 +43,6 @@ def test_from_twenty_rounds_one_stray_round_does_not_hide_a_tight_figure() -> No
     assert figure.range_kind == "p5-p95"
     assert figure.stable, figure.unstable_reason
     assert not stats.spread([rounds[-6:]]).stable, "among 6 rounds the same stray round must show"
-
-
-def test_relative_noise_takes_the_larger_of_iqr_and_sample_drift() -> None:
-    assert stats.relative_noise(1.0, 0.95, 1.05, 0.99, 1.01) == pytest.approx(0.10)
-    assert stats.relative_noise(1.0, 0.99, 1.01, 0.80, 1.20) == pytest.approx(0.40)
-    assert math.isnan(stats.relative_noise(float("nan"), 0, 0, 0, 0))
 
 
 def test_no_rounds_is_an_error_not_a_figure() -> None:

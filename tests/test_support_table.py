@@ -1,4 +1,4 @@
-"""The README's support table is generated, never typed, and never stale."""
+"""The support table (docs/support.md) is generated, never typed, and never stale."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ from pathlib import Path
 
 from bench.conformance import support
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+SUPPORT_PAGE = Path(__file__).resolve().parent.parent / "docs" / "support.md"
 
 
-def test_readme_support_table_is_current() -> None:
-    text = README.read_text()
+def test_the_support_page_is_current() -> None:
+    text = SUPPORT_PAGE.read_text()
     assert support.replace_block(text, support.support_markdown()) == text, (
-        "README's support table is stale: run `serbench support-table --update-readme README.md`"
+        "docs/support.md is stale: run `serbench support-table --update docs/support.md`"
     )
 
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -17,10 +18,11 @@ import frameworks
 from bench.errors import UsageError
 from bench.reporting import versions as versions_report
 from bench.reporting.compare import evidence, releases_under_test
+from bench.timing.plan import case_id
 from bench.version_matrix import frameworks_using
 from frameworks import environments
 from frameworks.variants import Variant, _pip_reason
-from tests.run_fixture import make_run, rows
+from tests.run_fixture import make_run, rows, times
 
 SERBENCH = [sys.executable, "-m", "bench.cli"]
 REAL = [name for name in frameworks.names() if not frameworks.is_baseline(name)]
@@ -125,7 +127,7 @@ def test_the_report_names_a_slower_release_a_changed_round_trip_and_a_changed_sa
     changed = []
     for r in rows():
         if (r["format"], r["op"], r["cache"]) == ("safetensors", "load", "warm"):
-            r = dict(r, median_s=r["median_s"] * 2, q1_s=r["q1_s"] * 2, q3_s=r["q3_s"] * 2)
+            r = times(r, 2)
             r |= {"sample_low_s": r["sample_low_s"] * 2, "sample_high_s": r["sample_high_s"] * 2}
         if (r["format"], r["op"]) == ("safetensors", "save"):
             r = dict(r, roundtrip="exact")
@@ -147,7 +149,7 @@ def test_the_report_names_a_slower_release_a_changed_round_trip_and_a_changed_sa
     outcomes = report.split("## Round-trip")[1].split("## Safety")[0]
     safety = report.split("## Safety outcome changes")[1]
     assert "REGRESSION: slower" in speed
-    assert "+100.0%" in speed
+    assert "2.00x [" in speed, "the change is a ratio with its interval"
     assert "| torch       | torch    |" not in speed  # a control that did not change is not listed
     assert "drift: root: key order changed -> exact" in outcomes
     assert "header-bomb" in safety
@@ -224,43 +226,53 @@ def test_two_releases_are_built_timed_interleaved_and_compared_end_to_end(tmp_pa
     assert "no: pip cannot install it here: Could not find a version" in report
     assert report.count("| yes ") == 2
     compared = subprocess.run(
-        [*SERBENCH, "compare", "safetensors-0.6.2", "safetensors-0.7.0"], cwd=out, capture_output=True, text=True
+        [*SERBENCH, "compare", "safetensors-0.6.2", "safetensors-0.7.0", "--json"],
+        cwd=out,
+        capture_output=True,
+        text=True,
     )
-    assert compared.returncode in (0, 1), compared.stderr  # compared, not refused for differing versions
+    assert compared.returncode in (0, 1, 5), compared.stderr  # compared, not refused for differing versions
     assert "evidence: strong" in compared.stderr
+    summary = json.loads(compared.stdout)
+    speed = pd.read_csv(out / "tables" / "versions-speed.csv", keep_default_na=False)
+    column = "change 0.7.0"
+    for kind, listed in (("REGRESSION: slower", "regressions"), ("cannot decide", "undecided")):
+        in_report = {case_id(r) for _, r in speed[speed[column] == kind].iterrows()}
+        in_compare = {case["case"] for case in summary[listed] if case["change"] == kind}
+        real = {case for case in in_compare if not frameworks.is_baseline(case.split("|")[0])}
+        assert in_report == real, f"versions.md and compare agree on what is {kind}"
 
 
-def _with_rounds(rounds: list[float], sample_span: tuple[float, float]) -> list[dict]:
-    """The fixture's rows, its torch warm load given these rounds (and figures computed from them)."""
-    quartiles = pd.Series(rounds).quantile([0.25, 0.5, 0.75]).tolist()
-    changed = {"rounds_s": json.dumps(rounds), "median_s": quartiles[1], "q1_s": quartiles[0], "q3_s": quartiles[2]}
-    changed |= {"sample_low_s": sample_span[0], "sample_high_s": sample_span[1]}
+def _with_rounds(rounds: list[float]) -> list[dict]:
+    """The fixture's rows, its torch warm load given these rounds as two processes of six (and its median)."""
+    q1, median, q3 = np.percentile(rounds, [25, 50, 75])
+    changed = {"rounds_by_process": json.dumps([rounds[:6], rounds[6:]]), "median_s": median, "q1_s": q1, "q3_s": q3}
+    changed |= {"low_s": min(rounds), "high_s": max(rounds)}
     return [
         dict(r, **changed) if (r["format"], r["op"], r["cache"], r["device"]) == ("torch", "load", "warm", "cpu") else r
         for r in rows()
     ]
 
 
-def test_interleaved_releases_are_compared_round_against_round_not_by_each_runs_noise(tmp_path: Path) -> None:
-    """A load that halved in 10 of 12 rounds, each release with one first-touch pass that makes its
-    process medians span 2x: the noise rule calls it 'same', the interleaved rank test 'faster'; rounds
-    drawn from one distribution stay 'same' under both."""
-    from bench.reporting.compare import compare, load_any
+def test_interleaved_releases_are_compared_paired_process_against_process(tmp_path: Path) -> None:
+    """A load that halved in 10 of 12 rounds, each release with one first-touch round per process (which made
+    its process medians span 2x and hid the change under the old noise rule): paired, process against the
+    process timed next to it, it is decided faster; the same rounds in another order are not called a change."""
+    from bench.reporting.compare import Change, compare, load_any
 
-    old = [0.24, 0.17, 0.104, 0.096, 0.101, 0.095, 0.097, 0.108, 0.104, 0.102, 0.111, 0.113]
-    new = [0.066, 0.22, 0.062, 0.054, 0.048, 0.048, 0.050, 0.051, 0.054, 0.054, 0.059, 0.058]
-    base = load_any(make_run(tmp_path / "a", _with_rounds(old, (0.098, 0.209))))
-    faster = load_any(make_run(tmp_path / "b", _with_rounds(new, (0.048, 0.144))))
-    same = load_any(make_run(tmp_path / "c", _with_rounds(old[::-1], (0.098, 0.209))))
+    old = [0.24, 0.104, 0.096, 0.101, 0.095, 0.097, 0.17, 0.108, 0.104, 0.102, 0.111, 0.113]
+    new = [0.066, 0.062, 0.054, 0.048, 0.048, 0.050, 0.22, 0.051, 0.054, 0.054, 0.059, 0.058]
+    base = load_any(make_run(tmp_path / "a", _with_rounds(old)))
+    faster = load_any(make_run(tmp_path / "b", _with_rounds(new)))
+    same = load_any(make_run(tmp_path / "c", _with_rounds(old[6:] + old[:6])))
 
-    def verdict(table: pd.DataFrame) -> str:
+    def kind(table: pd.DataFrame) -> str:
         row = table[(table["format"] == "torch") & (table["op"] == "load") & (table["cache"] == "warm")]
-        return row[row["device"] == "cpu"]["verdict"].item()
+        return row[row["device"] == "cpu"]["kind"].item()
 
-    assert verdict(compare(base, faster)) == "same"
-    assert verdict(compare(base, faster, interleaved=True)) == "faster"
-    assert verdict(compare(base, same, interleaved=True)) == "same"
-    assert verdict(compare(faster, base, interleaved=True)) == "REGRESSION: slower"
+    assert kind(compare(base, faster, interleaved=True)) == Change.FASTER.value
+    assert kind(compare(faster, base, interleaved=True)) == Change.SLOWER.value
+    assert kind(compare(base, same, interleaved=True)) in (Change.SAME.value, Change.UNDECIDED.value)
 
 
 @pytest.mark.parametrize("framework", REAL)

@@ -60,7 +60,7 @@ def test_a_report_never_writes_through_a_link(tmp_path: Path) -> None:
     run = make_run(tmp_path / "run")
     before = set(run.rglob("*"))
     write_report(run)
-    written = written_under(run, before)
+    written = [name for name in written_under(run, before) if name != files.LOCK_NAME]
     assert {"report.md", "tables/recommendations.csv"} <= set(written)
     assert any(w.startswith("plots/") for w in written)
     planted = plant_links(run, written, tmp_path)
@@ -69,6 +69,17 @@ def test_a_report_never_writes_through_a_link(tmp_path: Path) -> None:
     for name in written:
         assert (run / name).is_file(), f"{name} was not written as a new file"
         assert not (run / name).is_symlink(), f"{name} was not written as a new file"
+
+
+def test_a_lock_file_planted_as_a_link_is_refused_not_written_through(tmp_path: Path) -> None:
+    from bench.reporting.report import write_report
+
+    run = make_run(tmp_path / "run")
+    (victim,) = victims(tmp_path, ["lock"]).values()
+    (run / files.LOCK_NAME).symlink_to(victim)
+    with pytest.raises(UnsafeTargetError, match="symbolic link"):
+        write_report(run)
+    assert victim.read_text() == VICTIM_TEXT
 
 
 def test_a_report_refuses_a_tables_directory_that_is_a_link(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -326,7 +337,7 @@ def test_compare_never_hands_git_what_an_env_json_says_unless_it_is_a_commit_id(
     """`git_commit: "--lock"` was passed to git as an option and left a locked worktree in .git/worktrees."""
     import json
 
-    from bench.reporting import confirm
+    from bench.timing import retime as confirm
 
     run = make_run(tmp_path / "run")
     env = json.loads((run / "env.json").read_text())

@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RECIPE_TESTS = {
     "tests/test_conformance.py::test_roundtrip": "d2l File I/O round trip",
     "tests/test_mlp.py::test_clone_output_equals_net_output": "d2l File I/O clone(X) == net(X)",
+    "tests/test_cross_framework.py::test_weights_move_between_frameworks": "d2l File I/O MLP across frameworks",
     "tests/test_recipes_torch.py": "seed tutorials (PyTorch)",
     "tests/test_training_checkpoints.py": "seed tutorials: training checkpoints",
 }
@@ -52,10 +53,41 @@ class RecipeOutcome:
 
 
 def _framework(item: pytest.Item) -> str:
-    callspec = getattr(item, "callspec", None)
-    params = callspec.params if callspec is not None else {}
+    """The framework a recipe runs in ('torch -> mxnet' for a move from one to another)."""
+    params = _params(item)
+    if "writer" in params:
+        return f"{params['writer']} -> {params['reader']}"
     framework = params.get("framework")
     return str(framework) if framework else FRAMEWORK_OF_MODULE.get(item.module.__name__.split(".")[-1], "")
+
+
+def _params(item: pytest.Item) -> dict[str, Any]:
+    callspec = getattr(item, "callspec", None)
+    return dict(callspec.params) if callspec is not None else {}
+
+
+def _chosen(item: pytest.Item, chosen: set[str], every: set[str]) -> bool:
+    """Whether the recipe is one of the chosen frameworks': a move between two, when both are chosen (of
+    every environment's choice, since a move runs in the environment the suite gives it)."""
+    params = _params(item)
+    if "writer" in params:
+        return not every or {params["writer"], params["reader"]} <= every
+    return not chosen or _framework(item) in chosen
+
+
+def _declared(item: pytest.Item) -> str:
+    """For a round trip that passed: what the adapter declares it gives back, where that is not exact."""
+    from bench import workloads
+    from bench.conformance import expectations
+
+    params = _params(item)
+    if item.originalname != "test_roundtrip" or not params:
+        return ""
+    want = expectations.expected(params["framework"], params["fmt"], workloads.WORKLOADS[params["workload_name"]])
+    if want.status == "exact":
+        return "exact"
+    changes = f" ({'; '.join(want.changes)})" if want.changes else ""
+    return f"{want.status}, as declared: {'; '.join(want.reasons())}{changes}"
 
 
 def _group(item: pytest.Item) -> str | None:
@@ -71,6 +103,8 @@ def _title(item: pytest.Item) -> str:
     words = item.originalname.removeprefix("test_").replace("_", " ")
     if callspec is None:
         return words
+    if "writer" in callspec.params:
+        return f"{callspec.params['writer']} -> {callspec.params['reader']}: clone(X) == net(X)"
     values = " / ".join(str(value) for value in callspec.params.values())
     return values if item.originalname == "test_roundtrip" else f"{words} [{values}]"
 
@@ -79,6 +113,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("serbench-recipes", "serbench recipes (set by the command)")
     group.addoption("--serbench-recipes-out", metavar="PATH", help="JSON-lines file for each recipe's outcome")
     group.addoption("--serbench-recipes-frameworks", default="", help="comma-separated frameworks to keep")
+    group.addoption(
+        "--serbench-recipes-every", default="", help="comma-separated frameworks chosen in every environment"
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -88,9 +125,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     from bench.conformance import expectations
 
     chosen = {name for name in config.getoption("serbench_recipes_frameworks").split(",") if name}
+    every = {name for name in config.getoption("serbench_recipes_every").split(",") if name}
     kept, dropped = [], []
     for item in items:
-        keep = _group(item) is not None and (not chosen or _framework(item) in chosen)
+        keep = _group(item) is not None and _chosen(item, chosen, every)
         if keep and item.originalname == "test_roundtrip":
             params = item.callspec.params
             workload = workloads.WORKLOADS[params["workload_name"]]
@@ -116,7 +154,7 @@ def pytest_runtest_logreport(report: Any) -> None:
     out = item.config.getoption("serbench_recipes_out") if item is not None else None
     if item is None or not out:
         return
-    detail = skip_reason(report) if report.skipped else failure_message(report) if report.failed else ""
+    detail = skip_reason(report) if report.skipped else failure_message(report) if report.failed else _declared(item)
     record = {
         "group": _group(item),
         "name": _title(item),
@@ -140,14 +178,16 @@ def run_recipes(framework_names: tuple[str, ...] | None, out: Path) -> tuple[lis
     returncode, tails = 0, []
     for environment in dict.fromkeys(frameworks.adapter_class(name).environment for name in chosen):
         names = tuple(name for name in chosen if frameworks.adapter_class(name).environment == environment)
-        code, tail = _run_in(environment, names, tests, out)
+        code, tail = _run_in(environment, names, tests, out, chosen)
         returncode, tails = max(returncode, code), [*tails, tail]
     if not out.exists():
         return [], returncode, " ".join(tails)[-500:]
     return [RecipeOutcome(**json.loads(line)) for line in out.read_text().splitlines()], returncode, " ".join(tails)
 
 
-def _run_in(environment: str, framework_names: tuple[str, ...], tests: list[Path], out: Path) -> tuple[int, str]:
+def _run_in(
+    environment: str, framework_names: tuple[str, ...], tests: list[Path], out: Path, every: tuple[str, ...] = ()
+) -> tuple[int, str]:
     """One pytest session in `environment` for its frameworks' recipes; its exit status and last lines."""
     from frameworks import environments
 
@@ -162,6 +202,8 @@ def _run_in(environment: str, framework_names: tuple[str, ...], tests: list[Path
         str(out),
         "--serbench-recipes-frameworks",
         ",".join(framework_names or ()),
+        "--serbench-recipes-every",
+        ",".join(every or ()),
         "-p",
         "no:cacheprovider",
         "-q",

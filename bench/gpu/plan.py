@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import frameworks
 from bench import scale_workloads, workloads
+from bench.timing.limits import fresh_copy_rounds
 from bench.timing.plan import PRESETS, Case, Preset, plan
 from frameworks import scale
 from frameworks.base import ShardLoader
@@ -206,9 +207,11 @@ def timing_s(cases: list[Case], passes: int) -> float:
 
 
 def limits_s(nbytes: int) -> float:
-    """`bench.timing.limits.measure_all`: memcpy (two buffers, 8 copies), disk (a random payload, 3 writes with
+    """`bench.timing.limits.measure_all`: memcpy (two buffers, 8 copies), fresh_copy (a source and a new
+    mapping faulted per round), disk (a random payload, 3 writes with
     fsync, 4 warm and 3 cold reads), host-to-device (pinned and pageable buffers, 6 copies each)."""
     memcpy = 2 * nbytes / rate("first_touch") + 8 * nbytes / rate("memcpy")
+    memcpy += (1 + 2 * fresh_copy_rounds(nbytes)) * nbytes / rate("first_touch")  # fresh_copy: source, 2 policies
     disk = nbytes / rate("normal_f32") + 3 * nbytes / rate("disk_write")
     disk += 4 * nbytes / rate("disk_read_warm") + 3 * nbytes / rate("disk_read_cold")
     h2d = 2 * nbytes / rate("first_touch") + 6 * nbytes / rate("h2d_pinned") + 6 * nbytes / rate("h2d_pageable")

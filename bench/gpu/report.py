@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from bench.reporting.report import gbps_figure, number, time_figure
+from bench.reporting.figures import gbps_figure, number, time_figure
 from bench.timing import stats
 from bench.timing.plan import CASE_KEY
 from frameworks.files import write_bytes_atomic

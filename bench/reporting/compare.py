@@ -1,45 +1,65 @@
-"""`serbench compare BASE NEW`: flag speed regressions beyond threshold and noise, and any
-correctness change, between two runs (run directories or pytest-benchmark JSON files).
+"""`serbench compare BASE NEW`: every timed case of two runs (run directories or pytest-benchmark JSON files)
+decided by one comparison engine (`bench.decide`): the new time against the base's as a ratio of medians with
+its interval, and a verdict from the interval (slower, faster, indistinguishable, or cannot decide yet); and
+every correctness change. A regression is a case decided slower beyond the threshold (default 10%), a change
+to a worse round trip (exact -> drift -> error), or a status that broke; a case of the base missing from the
+new run counts too. Runs of two sittings differ by the machine's drift, so the cases decided slower or not
+decided are re-timed, both commits alternately on this machine, until decided (`bench.timing.retime`); where
+that cannot be done the case stays undecided, and the gate says so with its own exit status.
 
-A row regresses when its median got slower by more than the threshold (default 10%) AND by more
-than the noise of the two runs. A figure's noise (`bench.timing.stats.relative_noise`) is the larger of
-its IQR and the span of its sample medians (one per process and pass), relative to its median:
-on this project's VM the drift between processes and stretches of a run exceeds the IQR of
-rounds taken together. A round-trip change is flagged whatever the speed; a change to a worse
-outcome (exact -> drift -> error) is a regression.
+Runs whose processes alternated in one run (`serbench versions`) are compared paired, process against the
+process timed next to it, and need no re-timing: that is what re-timing would do.
 """
 
 from __future__ import annotations
 
+import enum
 import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from bench import markdown
+from bench import decide, markdown
 from bench.errors import UsageError
+from bench.reporting.figures import seconds
 from bench.timing.plan import CASE_KEY, case_id
-from bench.timing.results import RAW_CAP
+from bench.timing.results import RAW_CAP, samples_of
 from bench.timing.rundir import RunDir
-from bench.timing.stats import paired_direction, rank_test_p, relative_noise
 from frameworks import stored
 
 KEY = list(CASE_KEY)
-SPREAD = ["q1_s", "q3_s", "sample_low_s", "sample_high_s"]
 SEVERITY = {"exact": 0, "drift": 1, "unsupported": 1, "error": 2}
+COLUMNS = [*KEY, "status", "median_s", "roundtrip", "rounds_s", "rounds_by_process"]
 
 
-COLUMNS = [*KEY, "status", "median_s", "iqr_s", *SPREAD, "roundtrip", "rounds_s", "samples"]
-INTERLEAVED_ALPHA = 0.001
-"""Runs interleaved in one run (`serbench versions`) are compared round against round
-(`bench.timing.stats.rank_test_p`): a change counts when it exceeds the threshold, the rank test's
-p-value is below this, and every pair of samples timed next to each other moved the same way
-(`paired_direction`). On independent lognormal rounds, 12 against 12, the rank test alone flags 0.02%
-of unchanged cases; rounds of one pass are not independent, and on this VM it flagged 5 of about 100
-controls (formats that do not use the package compared) before the pairs had to agree, 1 to 2 after.
-The noise rule cannot be used there: one first-touch pass sets a run's noise for every comparison
-(a 64 MiB save that halved, 104 -> 54 ms in 10 of 12 rounds, read as 'same' under it)."""
+class Change(enum.Enum):
+    """What happened to one case between the runs (the `kind` column; `verdict` is its sentence)."""
+
+    SAME = "indistinguishable"
+    FASTER = "faster"
+    SLOWER = "REGRESSION: slower"
+    UNDECIDED = "cannot decide"
+    UNSETTLED = "undecided, not slower"
+    """Not decided, but its estimate is within the threshold: no sign of a regression (asv's rule: a gate fails
+    on a change shown, not on one that a wide interval cannot rule out); counted and shown, exit 0."""
+    STATUS_BROKE = "REGRESSION: status"
+    ROUNDTRIP_WORSE = "REGRESSION: round trip"
+    ROUNDTRIP_CHANGED = "correctness changed"
+    ONLY_BASE = "only in base"
+    ONLY_NEW = "only in new"
+    NOT_TIMED = "not timed"
+    NEWLY_TIMED = "newly timed"
+
+
+REGRESSIONS = frozenset({Change.SLOWER, Change.STATUS_BROKE, Change.ROUNDTRIP_WORSE})
+SPEED = {
+    decide.Verdict.SLOWER: Change.SLOWER,
+    decide.Verdict.FASTER: Change.FASTER,
+    decide.Verdict.INDISTINGUISHABLE: Change.SAME,
+    decide.Verdict.UNDECIDED: Change.UNDECIDED,
+}
+EXIT_CLEAN, EXIT_REGRESSION, EXIT_UNDECIDED = 0, 1, 5
 
 
 MACHINE_FIELDS = ("cpu", "cores_logical", "ram_bytes", "gpu", "python")
@@ -170,7 +190,7 @@ def load_any(source: Path) -> pd.DataFrame:
         raise UsageError(f"{source}: no such run directory or file")
     if source.is_dir():
         RunDir(source).check_readable()
-        return _with_spread(RunDir(source).read_results().reindex(columns=COLUMNS))
+        return RunDir(source).read_results().reindex(columns=COLUMNS)
     data = _benchmark_json(source)
     rows = []
     for bench in data["benchmarks"]:
@@ -179,39 +199,21 @@ def load_any(source: Path) -> pd.DataFrame:
         if not info:
             row.update(framework="", format="", workload=bench.get("fullname", "?"))
         timing = bench["stats"]
+        rounds = timing.get("data")
         rows.append(
             {
                 **row,
                 "status": "ok",
                 "median_s": timing["median"],
-                "iqr_s": timing.get("iqr", 0.0),
-                "q1_s": timing.get("q1"),
-                "q3_s": timing.get("q3"),
                 "roundtrip": info.get("roundtrip", ""),
-                "rounds_s": timing.get("data"),
-                "samples": 1,
+                "rounds_s": json.dumps(rounds) if rounds else None,  # one process: pytest-benchmark's own
             }
         )
-    return _with_spread(pd.DataFrame(rows, columns=COLUMNS))
-
-
-def _with_spread(frame: pd.DataFrame) -> pd.DataFrame:
-    """Fill what a source lacks: quartiles from the IQR around the median (results from before the
-    quartiles were stored), and one sample's span (a pytest-benchmark file is one process)."""
-    half = frame["iqr_s"] / 2
-    frame["q1_s"] = frame["q1_s"].fillna(frame["median_s"] - half)
-    frame["q3_s"] = frame["q3_s"].fillna(frame["median_s"] + half)
-    frame["sample_low_s"] = frame["sample_low_s"].fillna(frame["median_s"])
-    frame["sample_high_s"] = frame["sample_high_s"].fillna(frame["median_s"])
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    if frame.duplicated(subset=KEY).any():
+        twice = frame[frame.duplicated(subset=KEY)].iloc[0]
+        raise UsageError(f"{source} times the case {case_id(twice)!r} twice: each benchmark needs its own extra_info")
     return frame
-
-
-def _noise(frame: pd.DataFrame, side: str) -> pd.Series:
-    """Each row's relative noise in one run (see `bench.timing.stats.relative_noise`)."""
-    columns = [f"{name}_{side}" for name in ("median_s", *SPREAD)]
-    return pd.Series(
-        [relative_noise(*values) for values in frame[columns].itertuples(index=False)], index=frame.index, dtype=float
-    )
 
 
 def _severity(outcome: object) -> int:
@@ -219,159 +221,196 @@ def _severity(outcome: object) -> int:
     return SEVERITY.get(text.split(":")[0], 0) if text else 0
 
 
-def _rounds(value: object) -> list[float] | None:
-    """A row's rounds: results.csv stores them as a JSON list; a pytest-benchmark file as a list."""
-    if isinstance(value, list):
-        return value
-    if isinstance(value, str) and value.startswith("["):
-        return json.loads(value)
-    return None
+def speed_decision(
+    row: pd.Series, threshold: float, confidence: float, interleaved: bool, comparisons: int = 1
+) -> decide.Decision | None:
+    """The new time against the base's for one merged row, one of `comparisons` decided together
+    (`decide.decide_among`; paired where the runs were interleaved and the processes pair up); None where
+    either side recorded fewer than 2 rounds."""
+    base, new = samples_of(row, "base"), samples_of(row, "new")
+    if base is None or new is None:
+        return None
+    paired = interleaved and [len(group) for group in base] == [len(group) for group in new]
+    options = {"threshold": threshold, "confidence": confidence, "paired": paired}
+    return decide.decide_among(new, base, comparisons=comparisons, **options)
 
 
 def compare(
     base: pd.DataFrame,
     new: pd.DataFrame,
-    threshold: float = 0.10,
-    noise_floor: float = 0.0,
+    threshold: float = decide.THRESHOLD,
+    confidence: float = decide.CONFIDENCE,
     interleaved: bool = False,
 ) -> pd.DataFrame:
-    """`noise_floor` raises the noise estimate where runs drift more between processes than rounds do
-    within one (measured on this project's VM: up to about 40% between back-to-back quick runs).
-    `interleaved`: the runs' processes alternated in one run, so rows whose rounds pair up are compared
-    round against round (see INTERLEAVED_ALPHA; the p-value is in column `p`)."""
+    """One row per case of either run: the medians, the decided ratio new / base with its interval, the change
+    (`kind`, a Change value) and the sentence (`verdict`). `interleaved`: the runs' processes alternated in one
+    run, so a case whose processes pair up is compared paired."""
     merged = base.merge(new, on=KEY, how="outer", suffixes=("_base", "_new"), indicator=True)
-    merged["change"] = merged["median_s_new"] / merged["median_s_base"] - 1
-    merged["noise"] = np.fmax(np.fmax(_noise(merged, "base"), _noise(merged, "new")), noise_floor)
-    slower = (merged["change"] > threshold) & (merged["change"] > merged["noise"])
-    faster = (merged["change"] < -threshold) & (-merged["change"] > merged["noise"])
-    merged["p"] = np.nan
-    if interleaved:
-        direction = pd.Series(np.nan, index=merged.index)
-        for index in merged.index:
-            rounds = _rounds(merged.at[index, "rounds_s_base"]), _rounds(merged.at[index, "rounds_s_new"])
-            samples = merged.at[index, "samples_base"]
-            if not (rounds[0] and rounds[1]) or pd.isna(samples) or samples != merged.at[index, "samples_new"]:
-                continue
-            paired = paired_direction(rounds[0], rounds[1], int(samples))
-            if paired is not None:
-                merged.at[index, "p"] = rank_test_p(rounds[0], rounds[1])
-                direction[index] = paired
-        tested = merged["p"].notna()
-        significant = merged["p"] < INTERLEAVED_ALPHA
-        slower = slower.where(~tested, (merged["change"] > threshold) & significant & (direction == 1))
-        faster = faster.where(~tested, (merged["change"] < -threshold) & significant & (direction == -1))
-    roundtrip_changed = (merged["roundtrip_base"].fillna("") != merged["roundtrip_new"].fillna("")) & (
-        merged["_merge"] == "both"
-    )
-    worse = merged["roundtrip_new"].map(_severity) > merged["roundtrip_base"].map(_severity)
-    status_broke = (merged["status_base"] == "ok") & (merged["status_new"].notna()) & (merged["status_new"] != "ok")
-    timed_base, timed_new = merged["status_base"] == "ok", merged["status_new"] == "ok"
-    verdicts = []
-    for i in range(len(merged)):
-        if merged["_merge"].iloc[i] != "both":
-            verdicts.append("only in base" if merged["_merge"].iloc[i] == "left_only" else "only in new")
-        elif not timed_base.iloc[i] and not timed_new.iloc[i]:
-            verdicts.append(f"not timed: {merged['status_new'].iloc[i]}")
-        elif not timed_base.iloc[i]:
-            verdicts.append(f"newly timed (was {merged['status_base'].iloc[i]})")
-        elif status_broke.iloc[i]:
-            verdicts.append(f"REGRESSION: status ok -> {merged['status_new'].iloc[i]}")
-        elif roundtrip_changed.iloc[i]:
-            label = "REGRESSION" if worse.iloc[i] else "correctness changed"
-            verdicts.append(f"{label}: {merged['roundtrip_base'].iloc[i]} -> {merged['roundtrip_new'].iloc[i]}")
-        elif slower.iloc[i]:
-            verdicts.append("REGRESSION: slower")
-        elif faster.iloc[i]:
-            verdicts.append("faster")
-        else:
-            verdicts.append("same")
-    merged["verdict"] = verdicts
-    figures = ["median_s_base", "median_s_new", "change", "noise", *(["p"] if interleaved else [])]
-    return merged[[*KEY, *figures, "roundtrip_base", "roundtrip_new", "verdict"]]
+    kinds, verdicts, ratios, lows, highs = [], [], [], [], []
+    family = sum(_other_change(row) is None for _, row in merged.iterrows())  # the cases decided on speed
+    for _, row in merged.iterrows():
+        kind, verdict, decision = _judge(row, threshold, confidence, interleaved, family)
+        kinds.append(kind.value)
+        verdicts.append(verdict)
+        ratios.append(decision.ratio if decision else np.nan)
+        lows.append(decision.low if decision else np.nan)
+        highs.append(decision.high if decision else np.nan)
+    merged = merged.assign(kind=kinds, verdict=verdicts, ratio=ratios, low=lows, high=highs)
+    figures = ["median_s_base", "median_s_new", "ratio", "low", "high"]
+    return merged[[*KEY, *figures, "roundtrip_base", "roundtrip_new", "kind", "verdict"]].reset_index(drop=True)
 
 
-def flagged_slower(table: pd.DataFrame) -> pd.DataFrame:
-    """The rows flagged only for speed: the ones a confirmation re-run can clear."""
-    return table[table["verdict"] == "REGRESSION: slower"]
+def _other_change(row: pd.Series) -> tuple[Change, str] | None:
+    """What changed in a case besides its speed (one side only, a status, the round trip); None where both
+    timed it with the same round trip, so its speed is what is decided."""
+    if row["_merge"] != "both":
+        kind = Change.ONLY_BASE if row["_merge"] == "left_only" else Change.ONLY_NEW
+        return kind, kind.value
+    timed_base, timed_new = row["status_base"] == "ok", row["status_new"] == "ok"
+    if not timed_base and not timed_new:
+        return Change.NOT_TIMED, f"not timed: {row['status_new']}"
+    if not timed_base:
+        return Change.NEWLY_TIMED, f"newly timed (was {row['status_base']})"
+    if not timed_new:
+        return Change.STATUS_BROKE, f"REGRESSION: status ok -> {row['status_new']}"
+    before, after = row["roundtrip_base"], row["roundtrip_new"]
+    if (before if isinstance(before, str) else "") != (after if isinstance(after, str) else ""):
+        worse = _severity(after) > _severity(before)
+        kind = Change.ROUNDTRIP_WORSE if worse else Change.ROUNDTRIP_CHANGED
+        return kind, f"{'REGRESSION' if worse else 'correctness changed'}: {before} -> {after}"
+    return None
 
 
-def apply_confirmation(table: pd.DataFrame, confirmations: dict, unconfirmable: str = "") -> pd.DataFrame:
-    """The table with each speed flag confirmed, cleared, or kept with the reason it could not be checked."""
+def _judge(
+    row: pd.Series, threshold: float, confidence: float, interleaved: bool, family: int = 1
+) -> tuple[Change, str, decide.Decision | None]:
+    if (other := _other_change(row)) is not None:
+        return *other, None
+    decision = speed_decision(row, threshold, confidence, interleaved, family)
+    if decision is None:
+        return Change.UNDECIDED, "cannot decide: fewer than 2 rounds recorded on a side", None
+    kind = SPEED[decision.verdict]
+    return kind, f"{kind.value}: {decision.describe('new', 'base')}", decision
+
+
+def family_size(table: pd.DataFrame) -> int:
+    """How many cases the comparison decided on speed: the family its directional verdicts hold together in."""
+    return int(table["ratio"].notna().sum())
+
+
+def to_retime(table: pd.DataFrame) -> pd.DataFrame:
+    """The cases whose speed verdict between two sittings needs re-timing, the most suspect first: those decided
+    slower, and those not decided whose estimate is slower than the base (a case not decided but faster by its
+    estimate shows no sign of a regression to confirm). Ordered by the low end of the interval (the slowdown
+    the runs show at the least), then by the estimate, so that a budget too short for all of them re-times the
+    likeliest regressions first: by the estimate alone, tiny noisy cases (a nested save at 2.26x [1.21-3.59])
+    went before a real 2x slower 64 MiB load (1.98x [1.60-3.33])."""
+    leaning_slower = (table["kind"] == Change.UNDECIDED.value) & (table["ratio"] > 1)
+    suspect = (table["kind"] == Change.SLOWER.value) | leaning_slower
+    return table[suspect & table["ratio"].notna()].sort_values(["low", "ratio"], ascending=False, kind="stable")
+
+
+def settle(table: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    """The table with each undecided case whose estimate is within the threshold marked UNSETTLED: no sign of a
+    regression, so not a reason to fail the gate (it is counted and shown). An undecided case whose estimate
+    is beyond the threshold stays UNDECIDED: a slowdown the runs suggest but did not show."""
     table = table.copy()
-    table["confirmation"] = ""
-    table["retimed_change"] = np.nan
-    for index in flagged_slower(table).index:
-        found = confirmations.get(case_id(table.loc[index]))
-        if found is None:
-            table.loc[index, "confirmation"] = f"not re-timed: {unconfirmable or 'no confirmation run'}"
-            continue
-        table.loc[index, "retimed_change"] = found.change
-        retimed = f"re-timed alternately: {found.change:+.1%} (noise {found.noise:.1%})"
-        table.loc[index, "confirmation"] = retimed
-        if not found.confirmed:
-            table.loc[index, "verdict"] = (
-                f"not confirmed: {table.loc[index, 'change']:+.1%} between the runs, {retimed}"
-            )
+    quiet = (table["kind"] == Change.UNDECIDED.value) & (table["ratio"] <= 1 + threshold)
+    table.loc[quiet, "kind"] = Change.UNSETTLED.value
+    table.loc[quiet, "verdict"] = [
+        f"{Change.UNSETTLED.value}: its estimate is within {threshold:.0%}; {verdict.removeprefix('cannot decide: ')}"
+        for verdict in table.loc[quiet, "verdict"]
+    ]
     return table
 
 
+def apply_retiming(table: pd.DataFrame, decisions: dict[str, decide.Decision], unconfirmable: str = "") -> pd.DataFrame:
+    """The table with each re-timed case's verdict replaced by the re-timing's (both commits alternately, here),
+    and each case that needed re-timing but got none undecided, with the reason."""
+    table = table.copy()
+    table["retimed"] = ""
+    faster = table["kind"] == Change.FASTER.value  # two runs of one commit gave 5 of these, from the machine
+    table.loc[faster, "verdict"] = table.loc[faster, "verdict"] + (
+        " (between the runs only: a speed-up is not re-timed, and two sittings differ by the machine's drift)"
+    )
+    for index in to_retime(table).index:
+        found = decisions.get(case_id(table.loc[index]))
+        between = f"between the runs {table.loc[index, 'ratio']:.2f}x [{table.loc[index, 'low']:.2f}–" + (
+            f"{table.loc[index, 'high']:.2f}]"
+        )
+        if found is None:
+            table.loc[index, "kind"] = Change.UNDECIDED.value
+            table.loc[index, "verdict"] = f"cannot decide: {between}; not re-timed: {unconfirmable or 'no re-timing'}"
+            table.loc[index, "retimed"] = f"not re-timed: {unconfirmable or 'no re-timing'}"
+            continue
+        kind = SPEED[found.verdict]
+        table.loc[index, ["kind", "ratio", "low", "high"]] = [kind.value, found.ratio, found.low, found.high]
+        retimed = f"re-timed alternately ({found.processes_b}+{found.processes_a} processes): " + found.describe(
+            "new", "base"
+        )
+        table.loc[index, "verdict"] = f"{kind.value}: {retimed} ({between})"
+        table.loc[index, "retimed"] = retimed
+    return table
+
+
+def regressions(table: pd.DataFrame) -> pd.DataFrame:
+    return table[table["kind"].isin([change.value for change in REGRESSIONS])]
+
+
 def has_regression(table: pd.DataFrame) -> bool:
-    return table["verdict"].str.startswith("REGRESSION").any()
+    return not regressions(table).empty
 
 
 def missing_cases(table: pd.DataFrame) -> pd.DataFrame:
     """The base's cases the new run does not have: a gate that passed them would pass an empty run."""
-    return table[table["verdict"] == "only in base"]
+    return table[table["kind"] == Change.ONLY_BASE.value]
 
 
-def readable_seconds(seconds: object) -> str:
-    """A time in the unit that keeps three significant digits readable: 812 µs, 4.25 ms, 1.30 s."""
-    if not isinstance(seconds, int | float) or pd.isna(seconds):
-        return ""
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
-        if abs(seconds) >= scale:
-            return f"{seconds / scale:.3g} {unit}"
-    return f"{seconds / 1e-9:.3g} ns"
+def undecided(table: pd.DataFrame) -> pd.DataFrame:
+    return table[table["kind"] == Change.UNDECIDED.value]
 
 
-def summary(table: pd.DataFrame, differences: list[str], strength: str = "") -> dict[str, object]:
-    """The comparison for a machine: verdict counts, the regressions and missing cases by case id, what
-    differs between the machines, and the exit status `serbench compare` returns."""
-    regressions = table[table["verdict"].str.startswith("REGRESSION")]
-    missing = missing_cases(table)
+def summary(
+    table: pd.DataFrame, differences: list[str], strength: str = "", cannot_decide: str = ""
+) -> dict[str, object]:
+    """The comparison for a machine: counts by change, every regression and undecided case with its interval,
+    the missing cases, what differs between the machines, and the exit status `serbench compare` returns:
+    1 on a regression or a missing case, else 5 when a case could not be decided (`cannot_decide` says why,
+    where one reason holds for all), else 0 (cases UNSETTLED, not decided but not slower by their estimates,
+    are counted in `changes` and listed in `unsettled`)."""
+    found, missing, open_cases = regressions(table), missing_cases(table), undecided(table)
+    status = EXIT_REGRESSION if len(found) or len(missing) else EXIT_UNDECIDED if len(open_cases) else EXIT_CLEAN
     return {
-        "verdicts": table["verdict"].str.split(":").str[0].value_counts().to_dict(),
-        "regressions": [
-            {"case": case_id(row), "verdict": row["verdict"], "change": row["change"], **_confirmation(row)}
-            for _, row in regressions.iterrows()
-        ],
+        "changes": table["kind"].value_counts().to_dict(),
+        "regressions": [_case(row) for _, row in found.iterrows()],
+        "undecided": [_case(row) for _, row in open_cases.iterrows()],
+        "unsettled": [case_id(row) for _, row in table[table["kind"] == Change.UNSETTLED.value].iterrows()],
+        "cannot_decide": cannot_decide,
         "missing": [case_id(row) for _, row in missing.iterrows()],
-        "not_confirmed": [
-            {"case": case_id(row), "verdict": row["verdict"], **_confirmation(row)}
-            for _, row in table[table["verdict"].str.startswith("not confirmed")].iterrows()
-        ],
         "machine_differences": differences,
         "evidence": strength,
-        "exit_status": 1 if len(regressions) or len(missing) else 0,
+        "exit_status": status,
     }
 
 
-def _confirmation(row: pd.Series) -> dict[str, object]:
-    text, change = row.get("confirmation", ""), row.get("retimed_change", np.nan)
-    found: dict[str, object] = {"confirmation": text} if isinstance(text, str) and text else {}
-    return found | ({"retimed_change": float(change)} if not pd.isna(change) else {})
+def _case(row: pd.Series) -> dict[str, object]:
+    found: dict[str, object] = {"case": case_id(row), "change": row["kind"], "verdict": row["verdict"]}
+    if not pd.isna(row.get("ratio")):
+        found |= {"ratio": float(row["ratio"]), "low": float(row["low"]), "high": float(row["high"])}
+    if isinstance(row.get("retimed"), str) and row["retimed"]:
+        found["retimed"] = row["retimed"]
+    return found
 
 
 def render(table: pd.DataFrame, show_all: bool = False) -> str:
-    quiet = (table["verdict"] == "same") | table["verdict"].str.startswith("not timed")
+    quiet = table["kind"].isin([Change.SAME.value, Change.NOT_TIMED.value, Change.UNSETTLED.value])
     shown = table if show_all else table[~quiet]
-    counts = table["verdict"].str.split(":").str[0].value_counts().to_dict()
+    counts = table["kind"].value_counts().to_dict()
     view = shown.assign(
-        median_s_base=shown["median_s_base"].map(readable_seconds),
-        median_s_new=shown["median_s_new"].map(readable_seconds),
-        change=shown["change"].map(lambda v: "" if pd.isna(v) else f"{v:+.1%}"),
-        noise=shown["noise"].map(lambda v: "" if pd.isna(v) else f"{v:.1%}"),
-        **({"p": shown["p"].map(lambda v: "" if pd.isna(v) else f"{v:.2g}")} if "p" in shown else {}),
-    ).rename(columns={"median_s_base": "median base", "median_s_new": "median new"})
+        median_s_base=shown["median_s_base"].map(seconds),
+        median_s_new=shown["median_s_new"].map(seconds),
+        ratio=["" if pd.isna(r.ratio) else f"{r.ratio:.2f}x [{r.low:.2f}–{r.high:.2f}]" for r in shown.itertuples()],
+    ).rename(columns={"median_s_base": "median base", "median_s_new": "median new", "ratio": "new / base"})
+    view = view.drop(columns=["low", "high", "kind", *(["retimed"] if "retimed" in view else [])])
     body = markdown.table(view, empty="(no differences)")
     return f"{body}\n\nsummary: {counts}"

@@ -5,15 +5,15 @@ per table and PNG plots beside them, so a report can be regenerated, diffed and 
 
 Every figure is printed with its spread: `median [q1-q3] n=R/S` (interquartile range, R rounds
 from S samples, a sample being one process's pass). A figure `bench.timing.stats` calls unstable is
-printed as `unstable low-high`, its range, and no advice is built on it.
+printed as `unstable low-high`, its range. Advice and ratios are decided comparisons of the rounds
+(`bench.reporting.decisions`, `bench.decide`), with their intervals: a noisy figure widens them.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +22,22 @@ import pandas as pd
 import frameworks
 from bench import markdown
 from bench.markdown import escape
+from bench.reporting.decisions import Answer, trust_tag
+from bench.reporting.figures import (
+    NA,
+    fraction_figure,
+    gbps_figure,
+    rate,
+    size,
+    time_figure,
+    unstable,
+)
 from bench.reporting.trust import Verdicts, verdicts
 from bench.timing.results import baseline_rows
 from bench.timing.rundir import RunDir
 from bench.workloads import read_checkpoints
 from frameworks.files import own_directory, write_bytes_atomic
 
-NA = "n/a"
 SMALL_BYTES = 1 << 20
 """Below this payload a load's or save's time is per-call overhead: its figures are times, with no GB/s
 and no share of a limit (a 32-byte tensor at 0.00005 GB/s says nothing a reader can use)."""
@@ -46,88 +55,17 @@ def load_run(run_dir: Path) -> tuple[pd.DataFrame, dict, dict]:
     return frame, env, limits
 
 
-def number(value: float) -> str:
-    """Three significant digits and never scientific notation: 1350, 13.5, 1.35, 0.135; '<0.001' below that."""
-    if value == 0:
-        return "0"
-    if abs(value) >= 100:
-        return f"{value:.0f}"
-    if abs(value) < 0.001:
-        return "<0.001"
-    return f"{value:.{2 - math.floor(math.log10(abs(value)))}f}"
-
-
-def _gbps(value: float) -> str:
-    return NA if pd.isna(value) else number(value)
-
-
-def _frac(value: float) -> str:
-    return NA if pd.isna(value) else f"{number(value * 100)}%"
-
-
-def _bytes(value: float) -> str:
-    if pd.isna(value):
-        return NA
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if value >= scale:
-            return f"{value / scale:.1f} {unit}"
-    return f"{int(value)} B"
-
-
-def _time_unit(value: float) -> tuple[float, str]:
-    return (1e6, "µs") if value < 1e-3 else ((1e3, "ms") if value < 1 else (1.0, "s"))
-
-
-def _seconds(value: float) -> str:
-    if pd.isna(value):
-        return NA
-    scale, unit = _time_unit(value)
-    return f"{number(value * scale)} {unit}"
-
-
-def _unstable(row: pd.Series) -> bool:
-    return row.get("stability") == "unstable"
-
-
-def _time_range(row: pd.Series, low: str, high: str) -> str:
-    """`a-b unit` (an en dash in the output), in the unit of the median (so both ends read alike)."""
-    scale, unit = _time_unit(row["median_s"])
-    return f"{number(row[low] * scale)}–{number(row[high] * scale)} {unit}"
-
-
-def time_figure(row: pd.Series) -> str:
-    """`median [q1-q3] n=rounds/samples`, or `unstable low-high n=...` (en dashes in the output)."""
-    count = "" if pd.isna(row.get("rounds")) else f" n={int(row['rounds'])}/{int(row.get('samples') or 1)}"
-    if pd.isna(row.get("q1_s")):
-        return f"{_seconds(row['median_s'])} (spread not recorded){count}"
-    if _unstable(row):
-        return f"unstable {_time_range(row, 'low_s', 'high_s')}{count}"
-    return f"{_seconds(row['median_s'])} [{_time_range(row, 'q1_s', 'q3_s')}]{count}"
-
-
-def _rate_figure(row: pd.Series, scale: float, fmt: Callable[[float], str]) -> str:
-    """A figure inversely proportional to time (GB/s, fraction of a limit), with its spread."""
-    if pd.isna(scale) or pd.isna(row["median_s"]):
-        return NA
-    value = scale / row["median_s"]
-    if pd.isna(row.get("q1_s")):
-        return f"{fmt(value)} (spread not recorded)"
-    if _unstable(row):
-        return f"unstable {fmt(scale / row['high_s'])}–{fmt(scale / row['low_s'])}"
-    return f"{fmt(value)} [{fmt(scale / row['q3_s'])}–{fmt(scale / row['q1_s'])}]"
-
-
-def gbps_figure(row: pd.Series) -> str:
-    return _rate_figure(row, row["payload_bytes"] / 1e9, _gbps)
-
-
-def fraction_figure(row: pd.Series) -> str:
-    return _rate_figure(row, row["payload_bytes"] / 1e9 / row["limit_gbps"], _frac)
-
-
 def _pick(rows: pd.DataFrame, op: str, cache: str = "-", device: str = "cpu") -> pd.Series | None:
     match = rows[(rows["op"] == op) & (rows["cache"] == cache) & (rows["device"] == device)]
     return None if match.empty else match.iloc[0]
+
+
+def _file_ratio(file_bytes: float, payload: float) -> str:
+    """'1.000x (+1000 B)': the file against its tensors, and what it adds where it is not smaller (Orbax compresses)."""
+    ratio = f"{file_bytes / payload:.3f}x"
+    return (
+        f"{ratio} (+{size(file_bytes - payload)})" if file_bytes >= payload else f"{ratio} (smaller than its tensors)"
+    )
 
 
 def _cell(row: pd.Series | None, figure: Callable[[pd.Series], str] = gbps_figure) -> str:
@@ -155,17 +93,22 @@ def workload_table(frame: pd.DataFrame, workload: str) -> pd.DataFrame:
         payload = sized["payload_bytes"] if sized is not None else np.nan
         file_bytes = sized["file_bytes"] if sized is not None else np.nan
         row = {"framework": framework, "format": fmt, "threads": threads}
-        for name, picked, limit in (("save", save, "disk"), ("warm load", warm, "memcpy"), ("cold load", cold, "disk")):
+        warm_limit = "fresh memory" if (frame["limit"] == "fresh_copy").any() else "memcpy"
+        for name, picked, limit in (
+            ("save", save, "disk"),
+            ("warm load", warm, warm_limit),
+            ("cold load", cold, "disk"),
+        ):
             row[name] = _cell(picked, time_figure)
             if not small:
                 row[f"{name} GB/s"] = _cell(picked)
                 row[f"{name.split()[0]} % {limit}"] = _cell(picked, fraction_figure)
         row |= {
             "lazy open": _cell(open_warm, time_figure) if open_warm is not None else "-",
-            "file": _bytes(file_bytes),
-            "overhead": NA
-            if pd.isna(file_bytes) or frameworks.is_baseline(framework)
-            else _bytes(file_bytes - payload),
+            "file": size(file_bytes),
+            "file ÷ payload": NA
+            if pd.isna(file_bytes) or frameworks.is_baseline(framework) or not payload
+            else _file_ratio(file_bytes, payload),
             "peak RSS x payload": NA
             if warm is None or pd.isna(warm["peak_rss_multiple"])
             else f"{warm['peak_rss_multiple']:.2f}",
@@ -236,13 +179,24 @@ def gpu_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _ratio_figure(numerator: pd.Series, denominator: pd.Series) -> str:
-    """A ratio of two medians with the range their quartiles allow (unstable if either is)."""
+    """The cuda load against the cpu load, decided (`bench.decide`): '0.25x [0.21-0.30] (4.00x faster)', or
+    'indistinguishable: ...'; the quartiles' range where a run did not record its rounds."""
+    from bench import decide
+    from bench.timing.results import samples_of
+
+    a, b = samples_of(numerator), samples_of(denominator)
+    if a is not None and b is not None:
+        decision = decide.decide(a, b)
+        shown = f"{decision.ratio:.2f}x [{decision.low:.2f}–{decision.high:.2f}]"
+        if decision.verdict in (decide.Verdict.FASTER, decide.Verdict.SLOWER):
+            return f"{shown}: cuda {decision.factor} {decision.verdict.value}"
+        return f"{shown}: {decision.verdict.value}"
     ratio = f"{numerator['median_s'] / denominator['median_s']:.2f}x"
     if pd.isna(numerator.get("q1_s")) or pd.isna(denominator.get("q1_s")):
         return f"{ratio} (spread not recorded)"
     low, high = numerator["q1_s"] / denominator["q3_s"], numerator["q3_s"] / denominator["q1_s"]
-    prefix = "unstable " if _unstable(numerator) or _unstable(denominator) else ""
-    return f"{prefix}{ratio} [{low:.2f}–{high:.2f}x]"
+    prefix = "unstable " if unstable(numerator) or unstable(denominator) else ""
+    return f"{prefix}{ratio} [{low:.2f}–{high:.2f}x] (quartiles: this run recorded no rounds)"
 
 
 def untimed_on_gpu(frame: pd.DataFrame) -> list[str]:
@@ -260,7 +214,8 @@ def _h2d_text(limits: dict) -> str:
     for name in ("h2d_pageable", "h2d_pinned"):
         limit = limits.get(name, {})
         parts.append(
-            f"{name}: " + (f"{limit['gbps']:.2f} GB/s" if limit.get("gbps") else limit.get("note", "unavailable"))
+            f"{name}: "
+            + (f"{limit['gbps']:.2f} GB/s" if limit.get("gbps") else escape(limit.get("note", "unavailable")))
         )
     return (
         "Host-to-device copy limits measured in this run (a cuda load is compared with the pageable one, since "
@@ -275,69 +230,71 @@ def _advice_threads(frame: pd.DataFrame) -> str | None:
 
 
 def recommendations(frame: pd.DataFrame, trust: Verdicts | None = None) -> pd.DataFrame:
-    """Per framework, from the numbers: fastest exact warm load, smallest file, lowest peak memory.
-    Speed advice uses stable figures only; the unstable ones it had to leave out are named. "Exact"
-    is by name (`exact_by_name`): a format that only sorted a dict's keys gives a state_dict back
-    exactly. A pick whose loader the safety matrix calls unsafe says so (`bench.reporting.trust`),
-    and the fastest exact load safe for untrusted files is named beside it."""
-    from bench.conformance.roundtrip import exact_by_name
-
+    """Per framework, from the numbers: the fastest exact warm load as a decided ranking of its formats
+    (`bench.reporting.decisions`: a pick with its interval against the next, or a tie), the same among the
+    formats safe for untrusted files and among all formats whatever their round trip, the smallest file and
+    the lowest peak memory (single measurements). "Exact" is by name (`exact_by_name`): a format that only
+    sorted a dict's keys gives a state_dict back exactly. Every candidate carries its trust label."""
     trust = trust or Verdicts()
     rows = []
+
+    def pick(row: pd.Series | None, figure: str) -> str:
+        return NA if row is None else f"{row['format']}{trust_tag(trust, row)} ({figure})"
+
+    for framework, big, decided in _advised(frame, trust):
+        largest = big["payload_bytes"].max()
+        loads = big[(big["op"] == "load") & (big["cache"] == "warm") & (big["device"] == "cpu")]
+        saves = big[big["op"] == "save"]
+        memory = loads.dropna(subset=["peak_rss_multiple"])
+        smallest = saves.loc[saves["file_bytes"].idxmin()] if not saves.empty else None
+        leanest = memory.loc[memory["peak_rss_multiple"].idxmin()] if not memory.empty else None
+        rows.append(
+            {
+                "framework": framework,
+                "measured on": f"{big['workload'].iloc[0]} ({size(largest)})",
+                **{question: answer.line for question, answer in decided.items()},
+                "smallest file": pick(smallest, size(smallest["file_bytes"]) if smallest is not None else ""),
+                "lowest peak memory": pick(
+                    leanest, f"{leanest['peak_rss_multiple']:.2f}x payload" if leanest is not None else ""
+                ),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _advised(frame: pd.DataFrame, trust: Verdicts) -> Iterator[tuple[str, pd.DataFrame, dict[str, Answer]]]:
+    """Per framework: the rows of its largest workload (CPU rows at the advice's thread setting) and the three
+    decided speed answers the advice gives on them."""
+    from bench.reporting.decisions import exact_rows, fastest
+    from bench.reporting.trust import reads_untrusted
+
     real = frame[~baseline_rows(frame) & (frame["status"] == "ok")]
     setting = _advice_threads(real)
     if setting is not None:
         real = real[real["threads"].astype(str) == setting]
 
-    def pick(row: pd.Series | None, figure: str) -> str:
-        if row is None:
-            return NA
-        warning = trust.warning(row["framework"], row["format"])
-        return f"{row['format']} ({figure})" + (f"; {warning}" if warning else "")
+    def fmt(row: pd.Series) -> str:
+        return str(row["format"])
 
     for framework, group in real.groupby("framework", sort=False):
-        largest = group["payload_bytes"].max()
-        big = group[group["payload_bytes"] == largest]
+        big = group[group["payload_bytes"] == group["payload_bytes"].max()]
         loads = big[(big["op"] == "load") & (big["cache"] == "warm") & (big["device"] == "cpu")]
-        unstable = loads[loads["stability"] == "unstable"]
-        warm = loads[loads["stability"] != "unstable"]
-        exact = warm[warm["roundtrip"].astype(str).map(exact_by_name).astype(bool)]
-        safe = exact[[not trust.warning(framework, fmt) for fmt in exact["format"]]]
-        saves = big[big["op"] == "save"]
-        memory = warm.dropna(subset=["peak_rss_multiple"])
-        fastest = exact.loc[exact["gbps"].idxmax()] if not exact.empty else None
-        fastest_safe = safe.loc[safe["gbps"].idxmax()] if not safe.empty else None
-        fastest_any = warm.loc[warm["gbps"].idxmax()] if not warm.empty else None
-        smallest = saves.loc[saves["file_bytes"].idxmin()] if not saves.empty else None
-        leanest = memory.loc[memory["peak_rss_multiple"].idxmin()] if not memory.empty else None
-        if fastest_safe is None:
-            safe_text = "none of the stable exact loads"
-        elif fastest is not None and fastest_safe["format"] == fastest["format"]:
-            safe_text = "the same"
-        else:
-            safe_text = pick(fastest_safe, f"{gbps_figure(fastest_safe)} GB/s")
-        rows.append(
+        exact = loads[exact_rows(loads)]
+        safe = exact[[bool(reads_untrusted(str(framework), name)) for name in exact["format"]]]
+        yield (
+            str(framework),
+            big,
             {
-                "framework": framework,
-                "measured on": f"{big['workload'].iloc[0]} ({_bytes(largest)})",
-                "fastest exact load": pick(fastest, f"{gbps_figure(fastest)} GB/s" if fastest is not None else ""),
-                "fastest exact load safe for untrusted files": safe_text,
-                "fastest load, any round trip": NA
-                if fastest_any is None
-                else "the same"
-                if fastest is not None and fastest_any["format"] == fastest["format"]
-                else pick(fastest_any, f"{gbps_figure(fastest_any)} GB/s; {fastest_any['roundtrip']}"),
-                "smallest file": pick(smallest, _bytes(smallest["file_bytes"]) if smallest is not None else ""),
-                "lowest peak memory": pick(
-                    leanest, f"{leanest['peak_rss_multiple']:.2f}x payload" if leanest is not None else ""
-                ),
-                "left out (unstable)": ", ".join(
-                    f"{row['format']} ({gbps_figure(row)} GB/s)" for _, row in unstable.iterrows()
-                )
-                or "none",
-            }
+                "fastest exact load": fastest(exact, "", trust, fmt),
+                "fastest exact load safe for untrusted files": fastest(safe, "", trust, fmt),
+                "fastest load, any round trip": fastest(loads, "", trust, fmt),
+            },
         )
-    return pd.DataFrame(rows)
+
+
+def speed_answers(frame: pd.DataFrame) -> list[Answer]:
+    """Every decided speed answer of the advice (what `serbench run --budget` times until decided)."""
+    return [answer for _, _, decided in _advised(frame, Verdicts()) for answer in decided.values()]
 
 
 def console_summary(frame: pd.DataFrame) -> str:
@@ -354,7 +311,7 @@ def console_summary(frame: pd.DataFrame) -> str:
         gbps_figure(row) if rate and row["op"] != "open" else time_figure(row) for _, row in largest.iterrows()
     ]
     view = largest.set_index(["framework", "format", "threads", "op", "cache"])[[column]]
-    return f"{column.split()[0]} for {largest['workload'].iloc[0]} ({_bytes(payload)}):\n" + view.to_string()
+    return f"{column.split()[0]} for {largest['workload'].iloc[0]} ({size(payload)}):\n" + view.to_string()
 
 
 def harness_overhead(frame: pd.DataFrame) -> str:
@@ -382,19 +339,19 @@ def _markdown(frame: pd.DataFrame) -> str:
 
 def environment_block(env: dict, limits: dict) -> str:
     fs = env.get("filesystem", {})
-    thp = env.get("transparent_huge_pages", {})
+    thp = env.get("transparent_huge_pages") if isinstance(env.get("transparent_huge_pages"), dict) else {}
     lines = [
         f"- date: {escape(env.get('date'))}, commit: {markdown.code(env.get('git_commit'))}",
         f"- machine: {escape(env.get('cpu'))}, {escape(env.get('cores_logical'))} logical cores, "
-        f"{_bytes(env.get('ram_bytes', np.nan))} RAM; kernel {escape(env.get('kernel'))}; "
+        f"{size(env.get('ram_bytes', np.nan))} RAM; kernel {escape(env.get('kernel'))}; "
         f"Python {escape(env.get('python'))}",
         f"- GPU: {escape(env.get('gpu'))}",
         f"- filesystem of the results: {escape(fs.get('type'))} on {escape(fs.get('device', '?'))} "
         f"({escape(fs.get('mountpoint', '?'))})",
-        f"- transparent huge pages: {thp['enabled']} (defrag: {thp.get('defrag', '?')})"
+        f"- transparent huge pages: {escape(thp.get('enabled', '?'))} (defrag: {escape(thp.get('defrag', '?'))})"
         if thp
         else "- transparent huge pages: not recorded (the run predates that field)",
-        "- versions: " + ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items()),
+        "- versions: " + escape(", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items())),
         _environments_line(env),
         _threads_line(env),
         _page_reporting_line(env),
@@ -402,12 +359,13 @@ def environment_block(env: dict, limits: dict) -> str:
         "",
         "Limits measured in this run (best round; the ceiling each figure is compared with):",
         "",
+        *_fresh_memory_line(limits),
         pd.DataFrame(
             [
                 {
                     "limit": name,
-                    "GB/s": _gbps(item.get("gbps")) if item.get("gbps") is not None else "unavailable",
-                    "buffer": _bytes(item.get("bytes")),
+                    "GB/s": rate(item.get("gbps")) if item.get("gbps") is not None else "unavailable",
+                    "buffer": size(item.get("bytes")),
                     "how": item.get("note"),
                 }
                 for name, item in limits.items()
@@ -415,6 +373,22 @@ def environment_block(env: dict, limits: dict) -> str:
         ).pipe(markdown.table),
     ]
     return "\n".join(lines)
+
+
+def _fresh_memory_line(limits: dict) -> list[str]:
+    """Why warm loads are read against fresh_copy, not memcpy, in one line (and a blank one after it)."""
+    fresh, memcpy = (limits.get(name, {}).get("gbps") for name in ("fresh_copy", "memcpy"))
+    if not fresh or not memcpy:
+        return [
+            "Warm loads are compared with memcpy of a pre-faulted buffer (the run predates the fresh_copy limit).",
+            "",
+        ]
+    return [
+        f"A loader returns new memory, so warm CPU loads are read against fresh_copy ({rate(fresh)} GB/s), a copy "
+        f"into newly mapped pages, not memcpy into faulted ones ({rate(memcpy)} GB/s): the {memcpy / fresh:.1f}x gap "
+        "is what faulting fresh memory costs here.",
+        "",
+    ]
 
 
 def _environments_line(env: dict) -> str:
@@ -457,10 +431,11 @@ def _machine_line(env: dict) -> str:
     record = env.get("machine")
     if not record:
         return "- machine during the run: not recorded (the run predates that field)"
-    verdict = "BUSY: " + "; ".join(record["warnings"]) if record.get("busy") else "quiet"
+    verdict = "BUSY: " + escape("; ".join(record.get("warnings") or [])) if record.get("busy") else "quiet"
+    load = (record.get("load_average_start") or [float("nan")])[0]
     return (
-        f"- machine during the run: {verdict} (other processes {record['other_cpu_fraction']:.1%} of the CPUs, "
-        f"steal {record['steal_fraction']:.1%}, load average {record['load_average_start'][0]:.2f} at the start)"
+        f"- machine during the run: {verdict} (other processes {record.get('other_cpu_fraction', float('nan')):.1%} "
+        f"of the CPUs, steal {record.get('steal_fraction', float('nan')):.1%}, load average {load:.2f} at the start)"
     )
 
 
@@ -473,7 +448,7 @@ def reading_guide(frame: pd.DataFrame) -> str:
         "(a sample is one process's pass over the cases; passes spread a case's rounds over the run). "
         "A figure whose rounds span more than 1.5x, whose IQR exceeds 20% of its median, or whose sample "
         "medians span more than 1.5x is shown as `unstable low–high` (min–max under 20 rounds, 5th–95th "
-        "percentile from 20) and no advice is built on it. "
+        "percentile from 20); advice compares the rounds themselves, so such a figure gives a wide interval. "
         f"In this run {len(unstable)} of {len(timed)} timed figures are unstable; "
         f"{int((waited > 0).sum())} figures had rounds that waited for a CPU ({int(waited.sum())} rounds: left out "
         "of their figure, unless they were most of its rounds, which then says the machine was busy)."
@@ -501,22 +476,33 @@ def _write_csv(table: pd.DataFrame, path: Path) -> None:
     write_bytes_atomic(path, table.to_csv(index=False).encode())
 
 
+RESERVED_TABLES = frozenset({"recommendations", "gpu_vs_cpu"})
+"""Tables the report writes under its own names: a workload named so gets a digest, never their file."""
+
+
 def safe_file_name(name: str) -> str:
     """A workload's name as a file name: letters, digits, '.', '_' and '-' only, never hidden or a path, with a
     digest of the name when anything was replaced (two names never share a file)."""
     import hashlib
 
     cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", name).lstrip(".")[:100] or "workload"
-    if cleaned == name:
+    if cleaned == name and name not in RESERVED_TABLES:
         return cleaned
     return f"{cleaned}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 
 def write_report(run_dir: Path) -> Path:
-    """Write report.md, tables/*.csv and plots/*.png into `run_dir`; returns the report path."""
+    """Write report.md, tables/*.csv and plots/*.png into `run_dir`, holding its lock (a run or another report
+    writing there is refused); returns the report path."""
+    run_dir = Path(run_dir)
+    RunDir(run_dir).check_readable()
+    with RunDir(run_dir).locked():
+        return _write_report(run_dir)
+
+
+def _write_report(run_dir: Path) -> Path:
     from bench.reporting import plots
 
-    run_dir = Path(run_dir)
     frame, env, limits = load_run(run_dir)
     tables_dir, plots_dir = own_directory(RunDir(run_dir).tables), own_directory(RunDir(run_dir).plots)
     sections = [f"# serbench report: {escape(run_dir.name)}", ""]
@@ -524,7 +510,7 @@ def write_report(run_dir: Path) -> Path:
         from bench.reporting.answer import answer_section
 
         entries = read_checkpoints(RunDir(run_dir).checkpoints)
-        sections += answer_section(frame, entries)
+        sections += answer_section(frame, entries, verdicts(run_dir))
     trust = verdicts(run_dir)
     advice = recommendations(frame, trust)
     sections += [
@@ -540,10 +526,12 @@ def write_report(run_dir: Path) -> Path:
         "",
         "## Which format should I use?",
         "",
-        "Derived from the stable figures below (largest workload of the run, CPU, one thread where timed); "
-        "an unstable figure is never advice, and the ones left out are named. Exact means every tensor back "
-        "bit for bit by name (a format that sorts a dict's keys still gives a state_dict back). "
-        f"Trust: each pick's loader as {trust.source} judges it (`serbench safety`).",
+        "Derived from the figures below (largest workload of the run, CPU, one thread where timed). A speed "
+        "answer is a decided comparison of the rounds (`bench.decide`): the fastest format with how much faster "
+        "it is than the next, with its 95% interval, or the formats that tie; a noisy figure gives a wide "
+        "interval, never a pick it cannot support. Exact means every tensor back bit for bit by name (a format "
+        "that sorts a dict's keys still gives a state_dict back). "
+        f"Trust: each format's loader as {trust.source} judges it (`serbench safety`), in brackets.",
         "",
         _markdown(advice),
         "",
@@ -556,9 +544,9 @@ def write_report(run_dir: Path) -> Path:
         kind = frame.loc[frame["workload"] == workload, "kind"].iloc[0]
         payload = frame.loc[frame["workload"] == workload, "payload_bytes"].max()
         _write_csv(table, tables_dir / f"{safe_file_name(workload)}.csv")
-        sections += [f"## {escape(kind)}: {escape(workload)} ({_bytes(payload)})", ""]
+        sections += [f"## {escape(kind)}: {escape(workload)} ({size(payload)})", ""]
         if payload < SMALL_BYTES:
-            sections += [f"Times only: below {_bytes(SMALL_BYTES)} a figure is per-call overhead, not throughput.", ""]
+            sections += [f"Times only: below {size(SMALL_BYTES)} a figure is per-call overhead, not throughput.", ""]
         sections += [_markdown(table), ""]
         held = not_held(frame, workload)
         sections += [held, ""] if held else []

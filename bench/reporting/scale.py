@@ -20,7 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from bench import markdown, scale_workloads
+from bench import decide, markdown, scale_workloads
 from bench.reporting import fit
 from bench.timing import stats
 from bench.timing.rundir import ENV_CAP
@@ -232,6 +232,7 @@ def llm_frame(record: dict[str, Any]) -> pd.DataFrame:
                 "median_s": spread.median if spread else float("nan"),
                 "low_s": spread.low if spread else float("nan"),
                 "high_s": spread.high if spread else float("nan"),
+                "samples": [[r["seconds"]] for r in good],  # every round is a fresh process
             }
         )
     return pd.DataFrame(table)
@@ -428,31 +429,19 @@ def advice(llm: pd.DataFrame, payload: int) -> list[str]:
             f"above {PEAK_ADVICE_MULTIPLE:g}x{mapped}."
         )
     for (device, cache), group in measured.groupby(["device", "cache"]):
-        stable = group[group["stable"] & ~group["reference"]]
-        if stable.empty:
-            lines.append(f"{device}, {cache}: no stable figure, so no fastest loader is named.")
+        timed = group[[len(samples) >= 2 for samples in group["samples"]]]
+        loaders = {f"{row.loader} ({row.layout})": row.samples for row in timed.itertuples() if not row.reference}
+        if not loaders:
+            lines.append(f"{device}, {cache}: fewer than 2 rounds of any loader, so nothing is decided.")
             continue
-        best = stable.loc[stable["median_s"].idxmin()]
-        tied = stable[(stable["low_s"] <= best["high_s"]) & (stable["loader"] != best["loader"])]
-        ceiling = group[group["reference"] & group["stable"]]
-        if not tied.empty:
-            names = ", ".join(f"{row.loader} ({row.layout})" for row in tied.itertuples())
-            lines.append(
-                f"{device}, {cache}: no single fastest load: **{best['loader']}** ({best['layout']}), {best['load']}, "
-                f"overlaps {names}."
-            )
-            continue
-        beside = ""
-        if not ceiling.empty:
-            reference = ceiling.loc[ceiling["median_s"].idxmin()]
-            overlap = reference["low_s"] <= best["high_s"] and best["low_s"] <= reference["high_s"]
-            beside = f"; serbench's reference loader: {reference['load']}" + (
-                " (their ranges overlap)" if overlap else ""
-            )
-        lines.append(
-            f"{device}, {cache}: fastest stable load is **{best['loader']}** ({best['layout']}), "
-            f"{best['load']}, its range clear of every other loader's stable loads{beside}."
-        )
+        ranking = decide.rank(loaders)
+        line = f"{device}, {cache}: {ranking.describe()}"
+        references = timed[timed["reference"]]
+        if not references.empty:
+            reference = references.loc[references["median_s"].idxmin()]
+            against = decide.decide(reference["samples"], loaders[ranking.leader])
+            line += f"; serbench's reference loader ({reference['layout']}): {against.describe('it', ranking.leader)}"
+        lines.append(line + ".")
     return lines
 
 
@@ -463,7 +452,9 @@ def write_scale_report(run_dir: Path) -> Path:
     payload = 2 * record["llm"]["parameters"]
     llm = llm_frame(record)
     shown = [
-        c for c in llm.columns if c not in ("stable", "reference", "peak", "mapped", "median_s", "low_s", "high_s")
+        c
+        for c in llm.columns
+        if c not in ("stable", "reference", "peak", "mapped", "median_s", "low_s", "high_s", "samples")
     ]
     plots = plot_sweep(record, run_dir)
     fits = fit_frame(record, llm)

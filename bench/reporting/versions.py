@@ -17,9 +17,10 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 import frameworks
-from bench import markdown
-from bench.reporting.compare import INTERLEAVED_ALPHA, KEY, compare, load_any
-from bench.reporting.report import load_run, time_figure
+from bench import decide, markdown
+from bench.reporting.compare import KEY, Change, compare, load_any, settle
+from bench.reporting.figures import time_figure
+from bench.reporting.report import load_run
 from bench.safety.runner import read_safety
 from bench.timing.results import baseline_rows
 from bench.timing.rundir import RunDir
@@ -28,8 +29,16 @@ from frameworks.files import own_directory, write_bytes_atomic, write_figure
 
 RECORD = "versions.json"
 SAFETY_KEY = ["framework", "format", "mode", "input"]
-SPEED_VERDICTS = ("same", "faster", "REGRESSION: slower")
-"""`compare`'s verdicts on a timed case's speed, unchanged first."""
+SPEED_CHANGES = (
+    Change.SAME.value,
+    Change.FASTER.value,
+    Change.SLOWER.value,
+    Change.UNDECIDED.value,
+    Change.UNSETTLED.value,
+)
+"""`compare`'s changes of a timed case's speed (decided or not)."""
+ALARMS = (Change.FASTER.value, Change.SLOWER.value)
+"""A control decided faster or slower is a false alarm: it does not use the package."""
 CROSS_DAY = (
     "Figures of this report were timed in one run with the releases' processes interleaved, so the "
     "machine's drift hit each alike. Comparing them with a run of another day is weak evidence: on this "
@@ -76,6 +85,12 @@ def read_record(out: Path) -> dict:
         if not LABEL.fullmatch(release["label"]):
             raise stored.StoredFileError(
                 f"{path}: the release label {release['label']!r} is not a plain directory name inside {out}"
+            )
+        folder = Path(out) / release["label"]
+        if "not_installable" not in release and (folder.is_symlink() or not folder.is_dir()):
+            raise stored.StoredFileError(
+                f"{folder} is {'a symbolic link' if folder.is_symlink() else 'missing'}: a release's run is a "
+                f"directory of {out} itself (a link would send its report elsewhere)"
             )
     return summary
 
@@ -137,13 +152,14 @@ def speed_table(out: Path, summary: dict) -> pd.DataFrame:
             figures[[*KEY, "figure"]].rename(columns={"figure": record["version"]}), on=KEY, how="outer"
         )
     for record in installed[1:]:
-        compared = compare(load_any(out / first["label"]), load_any(out / record["label"]), interleaved=True)
-        compared = compared[[*KEY, "change", "p", "verdict"]].rename(
-            columns={
-                "change": f"{record['version']} vs {first['version']}",
-                "p": f"p {record['version']}",
-                "verdict": f"verdict {record['version']}",
-            }
+        compared = settle(
+            compare(load_any(out / first["label"]), load_any(out / record["label"]), interleaved=True), decide.THRESHOLD
+        )
+        compared[f"{record['version']} vs {first['version']}"] = [
+            "" if pd.isna(r.ratio) else f"{r.ratio:.2f}x [{r.low:.2f}–{r.high:.2f}]" for r in compared.itertuples()
+        ]
+        compared = compared[[*KEY, f"{record['version']} vs {first['version']}", "kind", "verdict"]].rename(
+            columns={"kind": f"change {record['version']}", "verdict": f"verdict {record['version']}"}
         )
         table = table.merge(compared, on=KEY, how="left")
     return table
@@ -162,10 +178,13 @@ def is_control(framework: str, fmt: str, package: str) -> bool:
 
 
 def _changed(table: pd.DataFrame) -> pd.Series:
-    verdicts = [column for column in table if column.startswith("verdict ")]
-    if not verdicts:
+    """Cases some release changed: decided faster or slower, or whose status or round trip changed (a case
+    still undecided is not a change; it is counted apart)."""
+    changes = [column for column in table if column.startswith("change ")]
+    if not changes:
         return pd.Series(False, index=table.index)
-    quiet = table[verdicts].apply(lambda c: c.fillna("same").eq("same") | c.fillna("").str.startswith("not timed"))
+    unchanged = [Change.SAME.value, Change.NOT_TIMED.value, Change.UNDECIDED.value, Change.UNSETTLED.value]
+    quiet = table[changes].apply(lambda c: c.fillna(Change.SAME.value).isin(unchanged))
     return ~quiet.all(axis=1)
 
 
@@ -186,21 +205,19 @@ def safety_changes(out: Path, summary: dict) -> pd.DataFrame | None:
     return merged[differs]
 
 
-def is_outcome_change(verdict: str) -> bool:
-    """A `compare` verdict about what a case does, not how fast: a status or round-trip change."""
-    return verdict.startswith(("correctness changed", "newly timed")) or (
-        verdict.startswith("REGRESSION") and verdict != "REGRESSION: slower"
+def is_outcome_change(change: str) -> bool:
+    """A `compare` change about what a case does, not how fast: a status or round-trip change."""
+    return change in (
+        Change.ROUNDTRIP_CHANGED.value,
+        Change.ROUNDTRIP_WORSE.value,
+        Change.STATUS_BROKE.value,
+        Change.NEWLY_TIMED.value,
     )
 
 
 def _format_change(table: pd.DataFrame) -> pd.DataFrame:
-    shown = table.copy()
-    for column in shown:
-        if " vs " in column:
-            shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:+.1%}")
-        elif column.startswith("p "):
-            shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.2g}")
-    return shown
+    """The table as shown: the `change` columns (Change values, for counting) left out; the verdicts say it."""
+    return table.drop(columns=[column for column in table if column.startswith("change ")])
 
 
 def largest_loads_plot(out: Path, summary: dict, path: Path) -> bool:
@@ -263,23 +280,27 @@ def write_versions_report(out: Path) -> Path:
     )
     changed = speed[_changed(speed) & ~controls]
     false_alarms = speed[_changed(speed) & controls]
-    verdict_columns = [column for column in speed if column.startswith("verdict ")]
-    compared = sum(int((speed[c].isin(SPEED_VERDICTS) & controls).sum()) for c in verdict_columns)
-    alarms = sum(int((speed[c].isin(SPEED_VERDICTS[1:]) & controls).sum()) for c in verdict_columns)
-    outcome_columns = [column for column in speed if column.startswith("verdict ")]
-    outcomes = speed[speed[outcome_columns].fillna("").apply(lambda c: c.map(is_outcome_change)).any(axis=1)]
+    change_columns = [column for column in speed if column.startswith("change ")]
+    compared = sum(int((speed[c].isin(SPEED_CHANGES) & controls).sum()) for c in change_columns)
+    alarms = sum(int((speed[c].isin(ALARMS) & controls).sum()) for c in change_columns)
+    open_cases = sum(int((speed[c] == Change.UNDECIDED.value).sum()) for c in change_columns)
+    unsettled = sum(int((speed[c] == Change.UNSETTLED.value).sum()) for c in change_columns)
+    outcomes = speed[speed[change_columns].fillna("").apply(lambda c: c.map(is_outcome_change)).any(axis=1)]
     safety = safety_changes(out, summary)
     tables = own_directory(out / "tables")
     write_bytes_atomic(tables / "versions-speed.csv", speed.to_csv(index=False).encode())
     write_bytes_atomic(tables / "versions-speed.md", markdown.table(_format_change(speed)).encode())
     plotted = largest_loads_plot(out, summary, out / "plots" / "versions-largest-loads.png")
-    first = installed[0]["version"]
+    first = markdown.escape(installed[0]["version"])
+    shown = {key: markdown.escape(value) for key, value in summary.items() if isinstance(value, str)}
+    shown["frameworks"] = [markdown.escape(name) for name in summary["frameworks"]]
     lines = [
-        f"# {summary['package']} releases compared: {', '.join(r['version'] for r in summary['versions'])}",
+        f"# {shown['package']} releases compared: "
+        + markdown.escape(", ".join(release["version"] for release in summary["versions"])),
         "",
-        f"Frameworks: {', '.join(summary['frameworks'])} (the `{summary['environment']}` environment, every other "
-        f"package as its lock pins it); preset `{summary['preset']}`; started {summary['date']}. "
-        f"Processes alternated: {summary['order']}.",
+        f"Frameworks: {', '.join(shown['frameworks'])} (the {shown['environment']} environment, every other "
+        f"package as its lock pins it); preset {shown['preset']}; started {shown['date']}. "
+        f"Processes alternated: {shown['order']}.",
         "",
         CROSS_DAY,
         "",
@@ -287,24 +308,25 @@ def write_versions_report(out: Path) -> Path:
         "",
         markdown.table(releases.fillna(""), markup=("run",)),
         "",
-        f"## Speed: what changed against {summary['package']} {first}",
+        f"## Speed: what changed against {shown['package']} {first}",
         "",
-        "The releases' rounds were interleaved, so they are compared round against round: a change counts when "
-        "the medians differ by more than 10%, a rank test of the two releases' rounds (Mann-Whitney U, column "
-        f"`p`) gives p < {INTERLEAVED_ALPHA}, and every pair of samples timed next to each other (the same "
-        "process and pass of each release) moved the same way; rounds of one process are not independent, hence "
-        "the strictness. `serbench compare` applies the same rule between two releases of this run. Every "
-        "figure is `median [q1-q3] n=rounds/samples`, or `unstable low-high` where its rounds disagree; a "
-        "release can be faster by this rule while both its figures are unstable (a first-touch pass in each). "
-        "Cases of formats that do not use the package (`FormatSpec.uses`) are controls, counted below this "
-        "table instead of in it. "
+        "The releases' processes alternated, so each case is compared paired, every process of a release against "
+        "the process of the first timed next to it (`bench.decide`): the ratio of the medians with its "
+        f"{decide.CONFIDENCE:.0%} interval, and a verdict from the interval: slower or faster when the whole "
+        f"interval is beyond {decide.THRESHOLD:.0%}, indistinguishable when it lies within it, cannot decide "
+        "otherwise. `serbench compare` gives the same verdict for two releases of this run. Every figure is "
+        "`median [q1-q3] n=rounds/samples`, or `unstable low-high` where its rounds disagree. Cases of formats "
+        "that do not use the package (`FormatSpec.uses`) are controls, counted below this table instead of in it. "
+        f"{open_cases} comparisons could not be decided with an estimate beyond {decide.THRESHOLD:.0%}, and "
+        f"{unsettled} more could not be decided but are within it by their estimates (more processes per "
+        "release would decide them); a directional verdict holds for all the cases together (Bonferroni). "
         f"All {len(speed)} cases: [tables/versions-speed.md](tables/versions-speed.md).",
         "",
-        markdown.table(_format_change(changed), empty="No case changed by this rule."),
+        markdown.table(_format_change(changed), empty="No case was decided faster or slower, and no outcome changed."),
         "",
         f"**Controls**: by the same rule, {alarms} of {compared} comparisons of formats that do not use "
-        f"{summary['package']} changed. That is this run's false-alarm rate: weigh the changes above against "
-        "it (a change no larger and no more frequent than the controls' is not evidence)."
+        f"{shown['package']} were decided faster or slower. That is this run's false-alarm rate: weigh the "
+        "changes above against it (a change no larger and no more frequent than the controls' is not evidence)."
         + ("" if false_alarms.empty else "\n\n" + markdown.table(_format_change(false_alarms))),
         "",
         "## Round-trip and status changes",

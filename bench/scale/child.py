@@ -90,19 +90,31 @@ def load_once(recipe: Any, loader: Any, manifest: dict[str, Any], device: str) -
     }
 
 
+MAX_ROUNDS = 1000
 JOB_SCHEMA = stored.Object(
     required={
         "framework": str,
         "loader": str,
         "device": stored.OneOf("cpu", "cuda"),
-        "rounds": int,
+        "rounds": stored.Number(minimum=1, integer=True),
         "manifests": stored.ListOf(str),
     }
 )
 
 
 def main() -> int:
+    if len(sys.argv) != 2:
+        raise stored.StoredFileError("usage: python -m bench.scale.child JOB.json (started by serbench run --scale)")
     job = stored.read_json(sys.argv[1], what="scale job", schema=JOB_SCHEMA, cap=1 << 20)
+    if job["rounds"] > MAX_ROUNDS:
+        raise stored.StoredFileError(
+            f"{sys.argv[1]}: {job['rounds']:,} rounds, more than the {MAX_ROUNDS} a job may ask"
+        )
+    if job["framework"] not in scale.with_scale_recipes():
+        raise stored.StoredFileError(
+            f"{sys.argv[1]}: {job['framework']!r} has no scale recipe (those with one: "
+            f"{', '.join(scale.with_scale_recipes())})"
+        )
     recipe = scale.scale_recipe(job["framework"])
     loader = next((loader for loader in recipe.loaders if loader.name == job["loader"]), None)
     if loader is None:

@@ -156,10 +156,22 @@ def job_schema() -> stored.Object:
 
 
 def main() -> int:
+    if len(sys.argv) != 2:
+        raise stored.StoredFileError("usage: python -m bench.scale.distributed JOB.json (started by the launcher)")
     job = stored.read_json(sys.argv[1], what="distributed job", schema=job_schema(), cap=1 << 20)
+    missing = [name for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if name not in os.environ]
+    if missing:
+        raise stored.StoredFileError(f"{', '.join(missing)} not set: a rank is started by the launcher (or torchrun)")
     recipe = scale.scale_recipe(job["framework"])
     source = [Path(path) for path in job["source"]]
     directory = Path(job["directory"])
+    if job["op"] == "save" and os.path.lexists(directory):
+        raise stored.StoredFileError(
+            f"{sys.argv[1]}: a distributed save writes a new directory, and {directory} exists (it may hold your "
+            "files, or be a link): choose a new one"
+        )
+    if not job["source"]:
+        raise stored.StoredFileError(f"{sys.argv[1]}: the job names no source file")
     if job["op"] == "save":
         record = recipe.distributed_save(source, directory, job["device"])
     else:

@@ -54,6 +54,7 @@ COLUMNS = [
     "rounds_waited",
     "minflt_per_round",
     "rounds_s",
+    "rounds_by_process",
     "payload_bytes",
     "file_bytes",
     "gbps",
@@ -90,7 +91,10 @@ def limit_for(op: str, device: str, cache: str, limits: dict | None = None) -> s
         return min(known, key=known.__getitem__) if known else "h2d_pageable"
     if device == "cuda":
         return "h2d_pageable"
-    return "disk_read_cold" if cache == "cold" else "memcpy"
+    if cache == "cold":
+        return "disk_read_cold"
+    # a loader returns new memory: its ceiling is a copy into fresh pages (runs before that limit: memcpy)
+    return "fresh_copy" if limits is not None and (limits.get("fresh_copy") or {}).get("gbps") else "memcpy"
 
 
 RAW_CAP = 256 << 20
@@ -142,7 +146,7 @@ INFO_FIELDS = (
 
 def _benchmark_rows(paths: list[Path]) -> list[dict[str, object]]:
     """One row per case, pooling the rounds of every process and pass that timed it."""
-    pooled: dict[str, tuple[dict, list[list[float]], list[dict], set[str]]] = {}
+    pooled: dict[str, tuple[dict, list[list[float]], list[dict], list[str]]] = {}
     for path in paths:
         for bench in read_json(path, BENCHMARK_SCHEMA)["benchmarks"]:
             info, timing = bench["extra_info"], bench["stats"]
@@ -151,16 +155,41 @@ def _benchmark_rows(paths: list[Path]) -> list[dict[str, object]]:
                 # (unsupported, failed) is the row, not a time without a round trip
                 continue
             case_id = info["id"] if "threads" in info else f"{info['id']}|default"  # runs before the threads axis
-            _, samples, evidence, files = pooled.setdefault(case_id, (info, [], [], set()))
+            _, samples, evidence, sources = pooled.setdefault(case_id, (info, [], [], []))
             data = list(timing.get("data") or [timing["median"]])
             records = info.get("round_evidence") or [{"seconds": value} for value in data]
             samples.append(data)
             evidence.extend(records)
-            files.add(path.name)
-    return [_timed_row(info, samples, evidence, len(files)) for info, samples, evidence, files in pooled.values()]
+            sources.append(path.name)
+    return [_timed_row(info, samples, evidence, sources) for info, samples, evidence, sources in pooled.values()]
 
 
-def _timed_row(info: dict, samples: list[list[float]], evidence: list[dict], processes: int) -> dict[str, object]:
+def samples_of(row: pd.Series, side: str = "", minimum: int = 2) -> list[list[float]] | None:
+    """A timed row's rounds by process (`rounds_by_process`, else `rounds_s` as one process), or None where it
+    holds fewer than `minimum` rounds (2: what a comparison needs). `side` reads a merged row's columns
+    (`rounds_s_base`...)."""
+    suffix = f"_{side}" if side else ""
+    for column in ("rounds_by_process", "rounds_s"):
+        value = row.get(f"{column}{suffix}")
+        if isinstance(value, str) and value.startswith("["):
+            value = json.loads(value)
+        if isinstance(value, list) and value:
+            groups = value if column == "rounds_by_process" else [value]
+            if sum(len(group) for group in groups) >= minimum:
+                return groups
+    return None
+
+
+def by_process(samples: list[list[float]], sources: list[str]) -> list[list[float]]:
+    """The rounds of each process (one benchmark file), its passes joined: the groups a comparison resamples
+    (`bench.decide`), since the passes of one process share its offset and are not independent."""
+    groups: dict[str, list[float]] = {}
+    for sample, source in zip(samples, sources, strict=True):
+        groups.setdefault(source, []).extend(sample)
+    return [group for group in groups.values() if group]
+
+
+def _timed_row(info: dict, samples: list[list[float]], evidence: list[dict], sources: list[str]) -> dict[str, object]:
     waited = [bool(record.get("waited")) for record in evidence]
     kept, note = samples, ""
     if any(waited):
@@ -168,6 +197,7 @@ def _timed_row(info: dict, samples: list[list[float]], evidence: list[dict], pro
         kept = [[value for value in sample if not next(flags)] for sample in samples]
         if sum(len(sample) for sample in kept) < sum(len(sample) for sample in samples) / 2:
             kept, note = samples, f"the machine was busy: {sum(waited)} of {len(waited)} rounds waited for a CPU"
+    processes = len(set(sources))
     figure = stats.spread(kept)
     reason = "; ".join(part for part in (note, figure.unstable_reason) if part)
     faults = [record["minflt"] for record in evidence if "minflt" in record]
@@ -194,6 +224,7 @@ def _timed_row(info: dict, samples: list[list[float]], evidence: list[dict], pro
         "rounds_waited": sum(waited),
         "minflt_per_round": float(np.median(faults)) if faults else None,
         "rounds_s": json.dumps([round(value, 9) for sample in samples for value in sample]),
+        "rounds_by_process": json.dumps([[round(v, 9) for v in group] for group in by_process(kept, sources)]),
     }
 
 
@@ -264,6 +295,8 @@ def _add_derived(frame: pd.DataFrame, run: RunDir) -> pd.DataFrame:
     frame["limit"] = [
         limit_for(o, d, c, limits) for o, d, c in zip(frame["op"], frame["device"], frame["cache"], strict=True)
     ]
+    # the in-memory baseline neither writes nor reads a file: every figure of it is a copy, bounded by memcpy
+    frame.loc[baseline_rows(frame) & frame["limit"].notna(), "limit"] = "memcpy"
     frame["limit_gbps"] = [limits.get(name, {}).get("gbps") if name else None for name in frame["limit"]]
     frame["limit_gbps"] = pd.to_numeric(frame["limit_gbps"], errors="coerce")
     frame["frac_of_limit"] = frame["gbps"] / frame["limit_gbps"]

@@ -34,10 +34,11 @@ ENV_SCHEMA = stored.Object(
         "cores_physical": (stored.COUNT, type(None)),
         "ram_bytes": stored.COUNT,
         "filesystem": stored.MapOf(stored.ANY),
+        "transparent_huge_pages": stored.MapOf(_TEXT),
         "versions": stored.MapOf(_TEXT),
         "versions_in_effect": stored.MapOf(stored.MapOf(_TEXT)),
         "environments": stored.MapOf(stored.MapOf(stored.ANY)),
-        "threads": stored.MapOf(stored.MapOf(stored.ANY)),
+        "threads": stored.MapOf(stored.MapOf((stored.MapOf(stored.ANY), type(None)))),
         "page_reporting": stored.MapOf(stored.ANY),
         "variant": stored.MapOf(stored.ANY),
         "machine": stored.Object(
@@ -130,10 +131,6 @@ class RunDir:
 
     def benchmark(self, chunk: str, process: int) -> Path:
         return self.raw / f"benchmark-{chunk}-p{process}.json"
-
-    def partial_benchmark(self, chunk: str, process: int) -> Path:
-        """Where pytest-benchmark writes; renamed to `benchmark` only when the process finished."""
-        return self.raw / f".benchmark-{chunk}-p{process}.json.partial"
 
     def log(self, chunk: str, process: int) -> Path:
         return self.raw / f"pytest-{chunk}-p{process}.log"
@@ -254,8 +251,34 @@ def _check_figures(path: Path, frame: Any) -> None:
                 f"{path} row {row + 2}: {column} is {timed.loc[row, column]!r}, not a finite time"
                 f"{' above zero' if positive else ''}: not a results table serbench wrote"
             )
-    if "rounds_s" in timed:
-        schema = stored.ListOf(stored.POSITIVE)
-        for row, text in timed["rounds_s"].dropna().items():  # absent in hand-made tables: compare then uses medians
-            where = f"{path} row {row + 2} rounds_s"
+    for low, high in (("q1_s", "median_s"), ("median_s", "q3_s"), ("low_s", "high_s")):
+        if low in timed and high in timed:
+            a, b = pd.to_numeric(timed[low], errors="coerce"), pd.to_numeric(timed[high], errors="coerce")
+            inverted = (a > b * (1 + 1e-9)) & a.notna() & b.notna()
+            if inverted.any():
+                row = timed.index[inverted.to_numpy()][0]
+                raise stored.StoredFileError(
+                    f"{path} row {row + 2}: {low} is above {high}: not a figure serbench wrote"
+                )
+    for column in ("rounds", "samples", "processes", "payload_bytes", "file_bytes"):
+        if column in frame:
+            values = pd.to_numeric(frame[column], errors="coerce")
+            bad = frame[column].notna() & ~(np.isfinite(values) & (values >= 0) & (values == np.floor(values)))
+            if bad.any():
+                row = frame.index[bad.to_numpy()][0]
+                raise stored.StoredFileError(
+                    f"{path} row {row + 2}: {column} is {frame.loc[row, column]!r}, not a count: not a results table"
+                )
+    from bench.timing.plan import CASE_KEY
+
+    duplicated = frame.duplicated(subset=[column for column in CASE_KEY if column in frame])
+    if duplicated.any():
+        row = frame.index[duplicated.to_numpy()][0]
+        raise stored.StoredFileError(f"{path} row {row + 2}: a second row of the same case: not a results table")
+    rounds = stored.ListOf(stored.POSITIVE)
+    for column, schema in (("rounds_s", rounds), ("rounds_by_process", stored.ListOf(rounds))):
+        if column not in timed:
+            continue
+        for row, text in timed[column].dropna().items():  # absent in hand-made and older tables
+            where = f"{path} row {row + 2} {column}"
             stored.check(stored.parse_json(str(text), where, "results table"), schema, where, "results table")

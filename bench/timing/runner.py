@@ -17,9 +17,9 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import os
 import signal
 import subprocess
+import tempfile
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,10 +30,10 @@ import frameworks
 from bench import environment, kinds, workloads
 from bench.errors import UsageError
 from bench.live import Progress
-from bench.timing import limits, machine
+from bench.timing import deciding, limits, machine
 from bench.timing.plan import PRESETS, Case, headline_loads, plan, write_plan
-from bench.timing.results import BENCHMARK_SCHEMA, assemble, read_json
-from bench.timing.rundir import ENV_CAP, RunDir
+from bench.timing.results import BENCHMARK_SCHEMA, RAW_CAP, assemble, read_json
+from bench.timing.rundir import ENV_CAP, LIMITS_SCHEMA, RunDir
 from frameworks import environments, files, stored
 from frameworks.files import write_bytes_atomic
 
@@ -77,6 +77,12 @@ class RunConfig:
     interpreter, which replaces the environment's for every process of the run); recorded in env.json."""
     interleaved_with: list[str] = field(default_factory=list)
     """The other runs whose processes alternated with this one's (`run_interleaved`)."""
+    only_cases: tuple[str, ...] | None = None
+    """Time only these case ids of the selection (`serbench run --cases`, as compare's re-timing does)."""
+    budget_s: float = 0.0
+    """After the planned processes, time the cases `open_cases` names again until decided, for up to this long
+    (`bench.timing.deciding`); 0: not at all."""
+    open_cases: deciding.OpenCases | None = None
 
     @property
     def label(self) -> str:
@@ -154,66 +160,70 @@ def _run_chunk(
     plan_path = run_dir.plan(chunk, plan_name)
     outcomes = run_dir.outcomes(chunk)
     final = run_dir.benchmark(chunk, process)
-    partial = run_dir.partial_benchmark(chunk, process)
     log_path = run_dir.log(chunk, process)
     events = run_dir.events(chunk, process)
     write_plan(cases, plan_path, passes)
     if process == 0:
         outcomes.unlink(missing_ok=True)
     events.unlink(missing_ok=True)
-    partial.unlink(missing_ok=True)  # pytest-benchmark opens this path itself: nothing may be planted there
     if not any(case.held for case in cases):
         write_json(final, {"benchmarks": [], "note": "no case of this selection is held by these formats"})
         return
-    env = thread_environment(framework, threads)  # read by the framework when it is imported
-    command = [
-        frameworks.python_for(framework),
-        "-m",
-        "pytest",
-        str(BENCH_MODULE),
-        "-p",
-        "bench.timing.progress",
-        "--serbench-plan",
-        str(plan_path),
-        "--serbench-scratch",
-        str(scratch),
-        "--serbench-outcomes",
-        str(outcomes),
-        "--serbench-events",
-        str(events),
-        "-p",
-        "no:cacheprovider",
-        "-o",
-        "addopts=",
-        "-q",
-        "--benchmark-json",
-        str(partial),
-        "--benchmark-disable-gc",
-        "--benchmark-save-data",
-        "--benchmark-quiet",
-        "-W",
-        "ignore::DeprecationWarning",
-    ]
-    per_case = {case.id: round_units(case) for case in cases}
-    with files.open_for_writing(log_path, replace=True) as log:
-        child = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-        if progress is None:
-            returncode = child.wait(CHUNK_TIMEOUT_S)
+    # pytest-benchmark opens its --benchmark-json path itself, following links: it writes into a directory of
+    # this process's own (mode 0700, outside the run directory), and the file is moved into raw/ by rename
+    with tempfile.TemporaryDirectory(prefix="serbench-benchmark-") as scratch_json:
+        private = Path(scratch_json)
+        env = thread_environment(framework, threads)  # read by the framework when it is imported
+        command = [
+            frameworks.python_for(framework),
+            "-m",
+            "pytest",
+            str(BENCH_MODULE),
+            "-p",
+            "bench.timing.progress",
+            "--serbench-plan",
+            str(plan_path),
+            "--serbench-scratch",
+            str(scratch),
+            "--serbench-outcomes",
+            str(outcomes),
+            "--serbench-events",
+            str(events),
+            "-p",
+            "no:cacheprovider",
+            "-o",
+            "addopts=",
+            "-q",
+            "--benchmark-json",
+            str(private / "benchmark.json"),
+            "--benchmark-disable-gc",
+            "--benchmark-save-data",
+            "--benchmark-quiet",
+            "-W",
+            "ignore::DeprecationWarning",
+        ]
+        per_case = {case.id: round_units(case) for case in cases}
+        with files.open_for_writing(log_path, replace=True) as log:
+            child = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+            if progress is None:
+                returncode = child.wait(CHUNK_TIMEOUT_S)
+            else:
+                returncode = progress.follow(child, events, lambda case: per_case.get(case, 0.0), CHUNK_TIMEOUT_S)
+        if returncode not in (0, 1):
+            raise RuntimeError(f"benchmark chunk for {framework} failed (exit {returncode}); see {log_path}")
+        if returncode == 1:
+            message = f"{framework}: some cases failed; they are reported as errors (details in {log_path})"
+            if progress is None:
+                console.print(f"[yellow]{message}")
+            else:
+                progress.note(message)
+        written = private / "benchmark.json"
+        if not written.exists() or written.stat().st_size == 0:
+            # pytest-benchmark writes no file (or an empty one, by version) when no case was timed
+            write_json(final, {"benchmarks": [], "note": "no case was timed: each one's outcome is in outcomes"})
         else:
-            returncode = progress.follow(child, events, lambda case: per_case.get(case, 0.0), CHUNK_TIMEOUT_S)
-    if returncode not in (0, 1):
-        raise RuntimeError(f"benchmark chunk for {framework} failed (exit {returncode}); see {log_path}")
-    if returncode == 1:
-        message = f"{framework}: some cases failed; they are reported as errors (details in {log_path})"
-        if progress is None:
-            console.print(f"[yellow]{message}")
-        else:
-            progress.note(message)
-    if not partial.exists() or partial.stat().st_size == 0:
-        # pytest-benchmark writes no file (or an empty one, by version) when no case was timed
-        write_json(partial, {"benchmarks": [], "note": "no case was timed: each one's outcome is in outcomes"})
-    os.replace(partial, final)
-    events.unlink(missing_ok=True)
+            write_bytes_atomic(final, stored.read_bytes(written, cap=RAW_CAP, what="pytest-benchmark JSON"))
+        events.unlink(missing_ok=True)
 
 
 def peak_cases(framework: str, cases: list[Case]) -> list[Case]:
@@ -283,9 +293,16 @@ def run_interleaved(configs: list[RunConfig]) -> list[Path]:
         threads=first.threads,
         workload_names=first.workloads,
     )
+    if first.only_cases is not None:
+        wanted = set(first.only_cases)
+        unknown = sorted(wanted - {case.id for case in cases})
+        if unknown:
+            raise UsageError(f"--cases names {len(unknown)} cases the selection does not hold, e.g. {unknown[0]!r}")
+        cases = [case for case in cases if case.id in wanted]
     if not cases:
         raise UsageError("the selection matches no benchmark case; check --frameworks/--formats/--kinds/--sizes")
-    if not any(case.held for case in cases if not frameworks.is_baseline(case.framework)):
+    named = first.only_cases is not None  # --cases: what is named is timed, a baseline alone too (re-timing)
+    if not named and not any(case.held for case in cases if not frameworks.is_baseline(case.framework)):
         pairs = sorted(
             {f"{case.format} ({case.framework})" for case in cases if not frameworks.is_baseline(case.framework)}
         )
@@ -325,6 +342,11 @@ def _run_locked(runs: list[tuple[RunConfig, RunDir]], cases: list[Case]) -> None
                 env["page_reporting"] = reporting
                 write_json(run_dir.env, env)
             _time_everything(runs, cases)
+            if first.budget_s > 0 and first.open_cases is not None and len(runs) == 1:
+                envs[0]["until_decided"] = _time_until_decided(first, runs[0][1], cases, first.open_cases)
+            _measure_limits_again(runs, cases)
+            for _, run_dir in runs:  # after the deciding processes: a user's checkpoint store is in scratch
+                files.remove_marked(run_dir.scratch, "the run's saved files")
     finally:
         signal.signal(signal.SIGTERM, previous)
     busy = machine.busy_record(start, machine.snapshot())
@@ -338,6 +360,23 @@ def _run_locked(runs: list[tuple[RunConfig, RunDir]], cases: list[Case]) -> None
         write_json(run_dir.env, env)
         write_bytes_atomic(run_dir.results_csv, frame.to_csv(index=False).encode())
         write_bytes_atomic(run_dir.results_json, frame.to_json(orient="records", indent=1).encode())
+
+
+def _time_until_decided(
+    config: RunConfig, run_dir: RunDir, cases: list[Case], open_cases: deciding.OpenCases
+) -> dict[str, object]:
+    passes = PRESETS[config.preset].passes
+
+    def run_chunk(framework: str, chunk: list[Case], process: int, plan_name: str) -> None:
+        try:
+            _run_chunk(framework, chunk, run_dir, run_dir.own_scratch(framework), process, plan_name, passes)
+        finally:
+            files.remove_marked(run_dir.scratch / framework, "the files a framework's cases saved")
+
+    record = deciding.until_decided(
+        run_dir, cases, open_cases, config.budget_s, run_chunk, say=lambda line: console.print(line)
+    )
+    return record.as_dict()
 
 
 def thread_record(run_dir: RunDir) -> dict[str, dict[str, object]]:
@@ -383,19 +422,42 @@ def steps_of(config: RunConfig, cases: list[Case]) -> dict[str, list[Step]]:
     return steps
 
 
-def _time_everything(runs: list[tuple[RunConfig, RunDir]], cases: list[Case]) -> None:
-    first, first_dir = runs[0]
-    if not (first.resume and first_dir.limits.exists()):
-        largest = max(workloads.payload_of(name) for name in {c.workload for c in cases})
-        probe = min(max(largest, 64 << 20), 1 << 30)
-        console.print(f"measuring limits with {probe / 2**20:.0f} MiB buffers ...")
-        measured = {name: limit.as_dict() for name, limit in limits.measure_all(first_dir.root, probe).items()}
-        write_json(first_dir.limits, measured)
+def _probe_bytes(cases: list[Case]) -> int:
+    largest = max(workloads.payload_of(name) for name in {c.workload for c in cases})
+    return min(max(largest, 64 << 20), 1 << 30)
+
+
+def _measured_limits(run_dir: RunDir, cases: list[Case]) -> dict[str, dict]:
+    return {name: limit.as_dict() for name, limit in limits.measure_all(run_dir.root, _probe_bytes(cases)).items()}
+
+
+def _share_limits(runs: list[tuple[RunConfig, RunDir]]) -> None:
+    """The first run's limits.json into every run (one machine, measured once) and into each raw/."""
+    first_dir = runs[0][1]
     measured_limits = stored.read_bytes(first_dir.limits, cap=ENV_CAP, what="limits.json")
-    for _, run_dir in runs:  # one machine, measured once
+    for _, run_dir in runs:
         if run_dir != first_dir:
             write_bytes_atomic(run_dir.limits, measured_limits)
         write_bytes_atomic(run_dir.raw_limits, measured_limits)
+
+
+def _measure_limits_again(runs: list[tuple[RunConfig, RunDir]], cases: list[Case]) -> None:
+    """Limits measured again after the timing, each kept at its best of the two: a ceiling is measured at
+    the run's start and end, so the cases it bounds fall between its measurements, and one busy minute
+    at the start does not leave a figure above its limit."""
+    first_dir = runs[0][1]
+    console.print("measuring the limits again ...")
+    earlier = stored.read_json(first_dir.limits, what="limits.json", cap=ENV_CAP, schema=LIMITS_SCHEMA)
+    write_json(first_dir.limits, limits.best_of(earlier, _measured_limits(first_dir, cases)))
+    _share_limits(runs)
+
+
+def _time_everything(runs: list[tuple[RunConfig, RunDir]], cases: list[Case]) -> None:
+    first, first_dir = runs[0]
+    if not (first.resume and first_dir.limits.exists()):
+        console.print(f"measuring limits with {_probe_bytes(cases) / 2**20:.0f} MiB buffers ...")
+        write_json(first_dir.limits, _measured_limits(first_dir, cases))
+    _share_limits(runs)
 
     passes = PRESETS[first.preset].passes
     todo: dict[str, list[Step]] = {}
@@ -441,5 +503,3 @@ def _time_everything(runs: list[tuple[RunConfig, RunDir]], cases: list[Case]) ->
             finally:
                 for _, run_dir in runs:
                     files.remove_marked(run_dir.scratch / framework, "the files a framework's cases saved")
-    for _, run_dir in runs:
-        files.remove_marked(run_dir.scratch, "the run's saved files")

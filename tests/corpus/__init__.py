@@ -86,8 +86,9 @@ the names):
 - mxnet-np-save-parameters / mxnet-npx-save: with `npx.set_np()` first (d2l's way, and serbench's),
   `save_parameters` and `npx.save("arrays.npx", dict)`: marker 0xF993FACA (V3, NumPy shapes).
 
-`Form.today` records what fails today (the committed readers, before the fixes of issue 27), as the reason of
-an xfail(strict=True): when a reader is fixed, its tests XPASS and the entry is removed.
+`Form.today` records what fails today, as the reason of an xfail(strict=True): when a reader is fixed, its tests
+XPASS and the entry is removed. Issue 27's entries are gone (its fixes read every form above); what is left is
+upstream, each entry with its cause.
 """
 
 from __future__ import annotations
@@ -142,26 +143,16 @@ class Form:
         return self.builder.split(":")[1]
 
 
-NO_INDEX = "refused: a directory needs exactly one *.index.json with a weight_map (found none)"
-MXNET_LEGACY = (
-    "issue 27 item 4: the reader crashes: MXNetError 'ndarray was not saved in np shape semantics, but being "
-    "loaded in np shape semantics' (the adapter runs in npx.set_np() mode; the file has the V2 marker)"
-)
 TENSORFLOW_0D = (
-    "issue 27 item 1: tensorflow's safetensors save of a 0-d tensor fails: "
-    "AttributeError: 'numpy.int64' object has no attribute 'ctypes'"
+    "upstream, not serbench: safetensors 0.8.0's safetensors.tensorflow.save_file turns each tensor into NumPy with "
+    "tensor.numpy() (its _tf2np), which gives a NumPy scalar, not an array, for a 0-d tensor, and "
+    "safetensors.numpy's _flatten then reads its .ctypes: AttributeError: 'numpy.int64' object has no attribute "
+    "'ctypes' (the TensorFlow adapter records it as a finding for shape-0d/dict and keys-dotted)"
 )
 
 REGISTRY: tuple[Form, ...] = (
     Form("hf-gpt2-safetensors", "hf:gpt2_safetensors", "model.safetensors", "numpy", "safetensors"),
-    Form(
-        "hf-gpt2-directory",
-        "hf:gpt2_safetensors",
-        "",
-        "numpy",
-        sniffed=False,
-        today={"read": f"issue 27 item 8: a save_pretrained directory is {NO_INDEX}"},
-    ),
+    Form("hf-gpt2-directory", "hf:gpt2_safetensors", "", "numpy", sniffed=False),
     Form(
         "hf-gpt2-tied-state-dict",
         "hf:gpt2_tied_state_dict",
@@ -170,31 +161,13 @@ REGISTRY: tuple[Form, ...] = (
         "torch",
         trusted=True,
         shared=True,
-        today={"shared": "issue 27 item 2: the entry records no shared storage; the tied pair is stored as two copies"},
     ),
     Form("hf-llama-bf16-shards", "hf:llama_bf16_shards", "", "numpy", sniffed=False),
     Form("hf-llama-bf16-bin-shards", "hf:llama_bf16_bin_shards", "", "torch", trusted=True, sniffed=False),
-    Form(
-        "hf-llama-both-indexes",
-        "hf:llama_both_indexes",
-        "",
-        "numpy",
-        sniffed=False,
-        today={
-            "read": "issue 27 item 8: refused: 'needs exactly one *.index.json with a weight_map (found "
-            "model.safetensors.index.json, pytorch_model.bin.index.json)'"
-        },
-    ),
+    Form("hf-llama-both-indexes", "hf:llama_both_indexes", "", "numpy", sniffed=False),
     Form("hf-bert-fp16", "hf:bert_fp16", "model.safetensors", "numpy", "safetensors"),
     Form("peft-lora-adapter", "hf:peft_lora", "adapter_model.safetensors", "numpy", "safetensors"),
-    Form(
-        "peft-lora-directory",
-        "hf:peft_lora",
-        "",
-        "numpy",
-        sniffed=False,
-        today={"read": f"issue 27 item 8: a peft adapter directory is {NO_INDEX}"},
-    ),
+    Form("peft-lora-directory", "hf:peft_lora", "", "numpy", sniffed=False),
     Form(
         "accelerate-save-state",
         "hf:accelerate_state",
@@ -204,7 +177,6 @@ REGISTRY: tuple[Form, ...] = (
         sniffed=False,
         by_value=True,
         complete=False,
-        today={"read": f"issue 27 item 9: an accelerate save_state directory is {NO_INDEX}"},
     ),
     Form("accelerate-optimizer-bin", "hf:accelerate_optimizer", "optimizer.bin", "torch", "torch", trusted=True),
     Form(
@@ -224,11 +196,6 @@ REGISTRY: tuple[Form, ...] = (
         "torch",
         "torch",
         trusted=True,
-        today={
-            "read": "issue 27 (not among its items): refused even with --trusted: 'its pickle names argparse "
-            "Namespace, beyond the tensors ... If you trust it, use load_whole_model(path, trusted=True)' "
-            "(timm's CheckpointSaver stores train.py's args)"
-        },
     ),
     Form(
         "timm-hub-safetensors",
@@ -239,31 +206,8 @@ REGISTRY: tuple[Form, ...] = (
         zero_d=True,
         today={"zero-d:tensorflow": TENSORFLOW_0D},
     ),
-    Form(
-        "torch-legacy-pickle",
-        "torch_forms:legacy_pickle",
-        "resnet18-legacy.pt",
-        "torch",
-        "torch",
-        trusted=True,
-        today={
-            "recognised": "issue 27 item 6: recognised as jax flax-msgpack only (its first byte 0x80 is a msgpack "
-            "fixmap); the torch sniffer wants a zip",
-            "read": "issue 27 item 6: read as flax-msgpack and refused: 'not a valid flax-msgpack file: unpack(b) "
-            "received extra data'",
-        },
-    ),
-    Form(
-        "torch-dcp",
-        "torch_forms:distributed_checkpoint",
-        "checkpoint",
-        "torch",
-        trusted=True,
-        today={
-            "recognised": "issue 27 item 7: no format recognises a DCP directory (.metadata, __0_0.distcp)",
-            "read": f"issue 27 item 7: a DCP directory is {NO_INDEX}",
-        },
-    ),
+    Form("torch-legacy-pickle", "torch_forms:legacy_pickle", "resnet18-legacy.pt", "torch", "torch", trusted=True),
+    Form("torch-dcp", "torch_forms:distributed_checkpoint", "checkpoint", "torch", trusted=True),
     Form(
         "keras-save-weights",
         "tensorflow_forms:keras_weights",
@@ -272,72 +216,15 @@ REGISTRY: tuple[Form, ...] = (
         "keras-h5",
         by_value=True,
     ),
-    Form(
-        "tf-checkpoint-save",
-        "tensorflow_forms:checkpoint_save",
-        "",
-        "tensorflow",
-        "tf-checkpoint",
-        by_value=True,
-        today={
-            "recognised": "issue 27 item 5: the tf-checkpoint sniffer wants dir/ckpt.index; save() writes "
-            "ckpt-1.index, ckpt-1.data-* and a `checkpoint` file",
-            "read": f"issue 27 item 5: not recognised, so {NO_INDEX}",
-        },
-    ),
-    Form(
-        "tf-checkpoint-write",
-        "tensorflow_forms:checkpoint_write",
-        "",
-        "tensorflow",
-        "tf-checkpoint",
-        by_value=True,
-        today={
-            "read": "issue 27 item 5: refused: 'holds no tree of tensors (its root holds ['net', 'step'])': the "
-            "reader wants serbench's own root name `tree`"
-        },
-    ),
+    Form("tf-checkpoint-save", "tensorflow_forms:checkpoint_save", "", "tensorflow", "tf-checkpoint", by_value=True),
+    Form("tf-checkpoint-write", "tensorflow_forms:checkpoint_write", "", "tensorflow", "tf-checkpoint", by_value=True),
     Form("flax-msgpack-variables", "jax_forms:flax_msgpack_variables", "variables.msgpack", "jax", "flax-msgpack"),
-    Form(
-        "flax-msgpack-train-state",
-        "jax_forms:flax_msgpack_train_state",
-        "state.msgpack",
-        "jax",
-        "flax-msgpack",
-        today={
-            "read": "issue 27 (not among its items): refused: 'holds leaves that are not numeric arrays: "
-            "['int']' (TrainState.step is a Python int; other readers drop such a leaf by name)"
-        },
-    ),
+    Form("flax-msgpack-train-state", "jax_forms:flax_msgpack_train_state", "state.msgpack", "jax", "flax-msgpack"),
     Form("orbax-standard", "jax_forms:orbax_standard", "state", "jax", "orbax"),
-    Form(
-        "orbax-manager",
-        "jax_forms:orbax_manager",
-        "checkpoints",
-        "jax",
-        "orbax",
-        today={
-            "recognised": "issue 27 item 9: a CheckpointManager directory has no Orbax marker at its top (only 5/)",
-            "read": f"issue 27 item 9: a CheckpointManager directory is {NO_INDEX}",
-        },
-    ),
+    Form("orbax-manager", "jax_forms:orbax_manager", "checkpoints", "jax", "orbax"),
     # MXNet's legacy forms first: its NumPy mode, once set, is global to the builder's process
-    Form(
-        "mxnet-legacy-save-parameters",
-        "mxnet_forms:legacy_save_parameters",
-        "net.params",
-        "mxnet",
-        "gluon-params",
-        today={"read": MXNET_LEGACY, "one-line": MXNET_LEGACY},
-    ),
-    Form(
-        "mxnet-legacy-nd-save",
-        "mxnet_forms:legacy_nd_save",
-        "arrays.nd",
-        "mxnet",
-        "mx-ndarray",
-        today={"read": MXNET_LEGACY, "one-line": MXNET_LEGACY},
-    ),
+    Form("mxnet-legacy-save-parameters", "mxnet_forms:legacy_save_parameters", "net.params", "mxnet", "gluon-params"),
+    Form("mxnet-legacy-nd-save", "mxnet_forms:legacy_nd_save", "arrays.nd", "mxnet", "mx-ndarray"),
     Form(
         "mxnet-legacy-export",
         "mxnet_forms:legacy_export",
@@ -345,7 +232,6 @@ REGISTRY: tuple[Form, ...] = (
         "mxnet",
         "gluon-params",
         by_value=True,
-        today={"read": MXNET_LEGACY, "one-line": MXNET_LEGACY},
     ),
     Form("mxnet-np-save-parameters", "mxnet_forms:np_save_parameters", "net.params", "mxnet", "gluon-params"),
     Form("mxnet-npx-save", "mxnet_forms:npx_save", "arrays.npx", "mxnet", "mx-ndarray"),

@@ -1,4 +1,5 @@
-"""What every run records about its machine: the commit (also on a copied tree) and the THP mode."""
+"""env.json, what every run records about its machine (`bench.environment`): the commit (also on a copied tree)
+and the THP mode. The virtualenvs each framework runs in are tests/test_environments.py's."""
 
 from __future__ import annotations
 
