@@ -150,7 +150,7 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     manifest = stored.read_json(path, what="scale checkpoint manifest", schema=MANIFEST_SCHEMA, cap=MANIFEST_CAP)
     directory = Path(path).parent
     for named in [manifest["checkpoint"], *manifest["files"]]:
-        if Path(named).parent != directory:
+        if Path(named).parent != directory or Path(named).name in ("", ".", ".."):  # DIR/.. has DIR as its parent
             raise stored.StoredFileError(f"{path} names {named!r}, which is not in its own directory {directory}")
     return manifest
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import frameworks
 from bench.errors import UsageError
+from bench.reporting.versions import LABEL
 from bench.timing.runner import RunConfig, run_interleaved
 from frameworks import environments, files
 from frameworks.files import write_bytes_atomic
@@ -106,6 +107,8 @@ def run_versions(
         reasons = "; ".join(f"{r['version']}: {r['not_installable']}" for r in records if "not_installable" in r)
         raise UsageError(f"fewer than two of the versions install here, nothing to compare ({reasons})")
     labels = [str(record["label"]) for record in installed]
+    if unplain := [label for label in labels if not LABEL.fullmatch(label)]:  # where each release's run is written
+        raise UsageError(f"a variant's record names its release {unplain[0]!r}, not a plain directory name in {out}")
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     matrix = f"{out.resolve()} {started}"  # the one run these releases were interleaved in
     configs = [

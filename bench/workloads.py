@@ -369,10 +369,10 @@ def read_checkpoints(manifest: str | os.PathLike[str]) -> list[dict[str, Any]]:
             raise stored.StoredFileError(f"{manifest}: {entry['name']!r} is not the name of a user's checkpoint")
         for tensor in entry["tensors"]:
             try:
-                kind = np.dtype(tensor["dtype"]).kind
+                dtype = np.dtype(tensor["dtype"])
             except TypeError:
                 raise stored.StoredFileError(f"{manifest}: {tensor['dtype']!r} is not a dtype") from None
-            if kind not in "biufcV":
+            if dtype.kind not in "biufcV" or dtype.hasobject:  # a structured "O,i4" is kind V and holds objects
                 raise stored.StoredFileError(f"{manifest}: {tensor['dtype']!r} is not a tensor's dtype (no objects)")
         stored.check(entry.get("shared", []), SHARED_SCHEMA, f"{manifest} ({entry['name']})", "shared groups")
         described = {tensor["name"]: (tensor["dtype"], tuple(tensor["shape"])) for tensor in entry["tensors"]}

@@ -160,7 +160,7 @@ def check_target(target: Path) -> None:
     except FileNotFoundError:
         return
     if stat.S_ISDIR(mode):
-        if not (target / SERBENCH_MARKER).is_file():
+        if not is_marked(target):  # the one marker rule: a regular file, not a link to any file
             raise UnsafeTargetError(
                 f"refusing to save to {target}: it is an existing directory that serbench did not write (it has no "
                 f"{SERBENCH_MARKER} marker), and replacing it would delete its files. Choose a new path, or remove it."

@@ -21,7 +21,14 @@ import numpy as np
 from frameworks import scale
 from frameworks.errors import DeviceUnavailableError
 
-NUMPY_DTYPES = {"BF16": "bfloat16", "F16": "float16", "F32": "float32", "U8": "uint8"}
+NUMPY_DTYPES = {
+    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+    "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8",
+    "U64": "uint64", "U32": "uint32", "U16": "uint16", "U8": "uint8", "BOOL": "bool", "C64": "complex64",
+    "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
+}  # fmt: skip
+"""safetensors dtype code -> NumPy dtype name (bfloat16 and float8 through ml_dtypes), for every code a source
+checkpoint may hold: a distributed load of the safety matrix's int64 tensors failed with KeyError 'I64'."""
 
 
 class JaxScale(scale.ScaleRecipe):
@@ -29,6 +36,7 @@ class JaxScale(scale.ScaleRecipe):
 
     writers: ClassVar[dict[str, tuple[str, str]]] = {"safetensors": ("model", ".safetensors")}
     distributed_engine = "orbax-checkpoint (jax.distributed)"
+    distributed_format = "orbax"
     distributed_backends: ClassVar[dict[str, str]] = {"cpu": "gloo", "cuda": "nccl"}
     distributed_load_unpickles = False
     """Orbax's checkpoint is JSON metadata and tensorstore arrays: restoring it unpickles nothing."""

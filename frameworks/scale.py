@@ -213,6 +213,9 @@ class ScaleRecipe(abc.ABC):
     """The name of the loader (one of `loaders`) the report sets the others beside, or "" for none."""
     distributed_engine: ClassVar[str] = ""
     """The distributed checkpoint engine, as the report names it, or "" for none."""
+    distributed_format: ClassVar[str] = ""
+    """The adapter's format of the directory the engine writes ("dcp"): the safety matrix attacks the job entry
+    point (`python -m frameworks.distributed JOB.json`) with that format's hostile files."""
     distributed_backends: ClassVar[dict[str, str]] = {}
     """The collective backend of each device the engine runs on ("cpu": "gloo"); a device not here has none."""
     distributed_load_unpickles: ClassVar[bool] = False
@@ -230,6 +233,8 @@ class ScaleRecipe(abc.ABC):
         for declared, names in needed.items():
             if missing := [name for name in names if not any(name in vars(klass) for klass in below)]:
                 raise TypeError(f"{cls.__name__} declares {declared} but does not define {', '.join(missing)}")
+        if bool(cls.distributed_engine) != bool(cls.distributed_format):
+            raise TypeError(f"{cls.__name__}: a distributed_engine and its distributed_format are declared together")
         if cls.reference_loader and cls.reference_loader not in {loader.name for loader in cls.loaders}:
             raise TypeError(
                 f"{cls.__name__}: reference_loader {cls.reference_loader!r} is not one of its loaders "

@@ -174,10 +174,15 @@ class Number:
     minimum: float = 0.0
     above: bool = False
     integer: bool = False
+    maximum: float = math.inf
 
 
 POSITIVE = Number(above=True)
 """A time, a rate: finite and above zero."""
+MAX_TIME_S = 7 * 86400.0
+DURATION = Number(above=True, maximum=MAX_TIME_S)
+"""One timed round or a figure made of them: above zero and at most a week (a round of 1e308 s is no timing, and
+squaring it overflowed the comparison's arithmetic)."""
 COUNT = Number(integer=True)
 """A size in bytes, a number of rounds: an integer of at least zero."""
 
@@ -243,10 +248,11 @@ def _problem(value: Any, schema: Any, at: str) -> tuple[str, str] | None:
     if isinstance(schema, Number):
         kinds = (int,) if schema.integer else (int, float)
         ok = type(value) in kinds and math.isfinite(value) and value >= schema.minimum
-        ok = ok and not (schema.above and value == schema.minimum)
+        ok = ok and not (schema.above and value == schema.minimum) and value <= schema.maximum
         what = ("an integer" if schema.integer else "a finite number") + (
             f" above {schema.minimum:g}" if schema.above else f" of at least {schema.minimum:g}"
         )
+        what += f" and at most {schema.maximum:g}" if math.isfinite(schema.maximum) else ""
         return None if ok else (at, f"expected {what}, found {_describe(value)}")
     if isinstance(schema, OneOf):
         found = any(type(value) is type(option) and value == option for option in schema.values)

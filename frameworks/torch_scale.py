@@ -253,6 +253,7 @@ class TorchScale(scale.ScaleRecipe):
     reference_loader = REFERENCE_LOADER
     writers = WRITERS
     distributed_engine = "torch.distributed.checkpoint"
+    distributed_format = "dcp"
     distributed_backends: ClassVar[dict[str, str]] = {"cpu": "gloo", "cuda": "nccl"}
     distributed_load_unpickles = True
     """`dcp.load` reads the checkpoint's `.metadata` with `pickle.load`: `distributed_load` needs trust."""

@@ -106,14 +106,8 @@ class Variant:
             return self._record(str(self.base.python), replaced=[], conflicts=[])
         if files.is_marked(self.directory) and self.stamp.is_file() and self.python.exists():
             cached = _read_stamp(self.stamp)
-            record = cached.get("record")
-            # the stamp is a cache, not an instruction: its interpreter must be this variant's own
-            if (
-                cached.get("key") == self.key()
-                and isinstance(record, dict)
-                and record.get("interpreter") == str(self.python)
-            ):
-                return record
+            if cached.get("key") == self.key() and self._is_own_record(cached.get("record")):
+                return cached["record"]
         files.remove_marked(self.directory, "a version variant")
         try:
             record = self._build()
@@ -179,6 +173,22 @@ class Variant:
         )
         conflicts = [line for line in check.stdout.splitlines() if line and "No broken requirements" not in line]
         return self._record(str(self.python), replaced=replaced, conflicts=conflicts)
+
+    def _is_own_record(self, record: object) -> bool:
+        """Whether a cached stamp's record is this variant's: the stamp is a cache, not an instruction, so every
+        field that says where and what the variant is (its label names the run directory of its release) must be
+        the variant's own, and the rest lists of strings (a forged label sent a run's files outside --out)."""
+        from frameworks import stored
+
+        own = self._record(str(self.python), replaced=[], conflicts=[])
+        if not isinstance(record, dict) or set(record) != set(own):
+            return False
+        try:
+            stored.check(record["replaced"], stored.ListOf(str), str(self.stamp), "variant stamp")
+            stored.check(record["conflicts"], stored.ListOf(str), str(self.stamp), "variant stamp")
+        except stored.StoredFileError:
+            return False
+        return all(record[name] == own[name] for name in own if name not in ("replaced", "conflicts"))
 
     def _record(self, interpreter: str, replaced: list[str], conflicts: list[str]) -> dict[str, object]:
         return {

@@ -220,6 +220,27 @@ def test_a_retimed_case_takes_the_retimings_verdict_and_one_not_retimed_stays_un
     assert "REGRESSION" not in render(unchecked)
 
 
+def test_a_slowdown_the_runs_decided_that_re_timing_cannot_decide_does_not_pass_the_gate(tmp_path: Path) -> None:
+    """A case the two runs decided 2x slower, re-timed into an undecided 1.05x, was settled as "undecided, not
+    slower" and the gate passed: evidence of a slowdown neither confirmed nor refuted is exit 5, not 0."""
+    table = compare(load_any(make_run(tmp_path / "a")), load_any(make_run(tmp_path / "b", scaled(2.0, TORCH_WARM))))
+    flagged = to_retime(table)
+    assert (flagged["kind"] == Change.SLOWER.value).all()
+    noisy = decide.decide([[1.05, 0.7, 1.4]] * 2, [[1.0, 1.3, 0.8]] * 2)
+    assert noisy.verdict is decide.Verdict.UNDECIDED
+    assert noisy.ratio <= 1.10
+    settled = settle(
+        apply_retiming(table, dict.fromkeys(map(case_id, (r for _, r in flagged.iterrows())), noisy)), 0.10
+    )
+    assert (settled.loc[flagged.index, "kind"] == Change.UNDECIDED.value).all()
+    assert summary(settled, [])["exit_status"] == cli.EXIT_UNDECIDED
+    # an undecided case the runs did not decide slower, within the threshold, still settles (the gate is passable)
+    quiet = settle(
+        apply_retiming(compare(load_any(make_run(tmp_path / "c")), load_any(make_run(tmp_path / "c"))), {}), 0.10
+    )
+    assert summary(quiet, [])["exit_status"] == 0
+
+
 def _pytest_benchmark_json(path: Path, median: float, rounds: bool = True) -> Path:
     data = json.loads(rounds_for(median, "x", processes=1, per_process=12))[0] if rounds else None
     stats = {"median": median, "iqr": median * 0.01, **({"data": data} if data else {})}
@@ -266,3 +287,17 @@ def test_runs_from_before_the_threads_axis_and_the_process_column_still_compare(
     assert set(table["threads"]) == {"default"}
     assert not has_regression(table)
     assert set(table.loc[table["median_s_base"].notna(), "kind"]) == {Change.SAME.value}
+
+
+def test_cases_decided_slower_are_re_timed_before_undecided_ones_whatever_their_low_ends() -> None:
+    """A decided case's low end is the joint interval's (Bonferroni over every case), an undecided one's per case:
+    sorting them together put a wide undecided case before a decided regression."""
+    table = pd.DataFrame(
+        {
+            "kind": [Change.UNDECIDED.value, Change.SLOWER.value, Change.UNDECIDED.value, Change.SLOWER.value],
+            "ratio": [2.5, 1.5, 1.2, 1.9],
+            "low": [1.3, 1.15, 0.8, 1.2],
+        },
+        index=["wide-undecided", "decided-low", "faint", "decided-high"],
+    )
+    assert list(to_retime(table).index) == ["decided-high", "decided-low", "wide-undecided", "faint"]

@@ -71,6 +71,8 @@ def test_a_scale_recipe_is_a_complete_scale_recipe(framework: str) -> None:
         assert suffix.startswith("."), (format_name, suffix)
     assert all(isinstance(loader, ShardLoader) and loader.format in formats for loader in cls.loaders)
     assert cls.reference_loader in {"", *(loader.name for loader in cls.loaders)}
+    if cls.distributed_engine:  # the safety matrix attacks the engine's job entry point with this format's files
+        assert cls.distributed_format in formats, (cls.distributed_engine, cls.distributed_format)
 
 
 @pytest.mark.parametrize("framework", SCALE)
@@ -270,6 +272,10 @@ def test_a_scale_recipe_missing_what_a_declared_capability_needs_is_refused_when
         type("Loading", (ToyScale,), {"loaders": (_loader(),)})
     with pytest.raises(TypeError, match="declares a distributed_engine but does not define distributed_backends, dis"):
         type("Distributed", (ToyScale,), {"distributed_engine": "toy-dcp", "distributed_save": ToyScale.write_shard})
+    engine = {"distributed_engine": "toy-dcp", **dict.fromkeys(scale.DISTRIBUTED, lambda self, *a: None)}
+    with pytest.raises(TypeError, match="Unformatted: a distributed_engine and its distributed_format are declared"):
+        type("Unformatted", (ToyScale,), engine)
+    assert type("Formatted", (ToyScale,), {**engine, "distributed_format": "npy"}).distributed_format == "npy"
     with pytest.raises(TypeError, match=r"Referenced: reference_loader 'theirs' is not one of its loaders \(none\)"):
         type("Referenced", (ToyScale,), {"reference_loader": "theirs"})
     assert type(

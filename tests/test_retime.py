@@ -292,3 +292,49 @@ def test_within_budget_counts_both_sides_of_every_alternation_and_always_keeps_o
     assert retime.within_budget([100.0], 1.0, 2) == 1
     assert retime.within_budget([], 1.0, 2) == 0
     assert retime.within_budget([10.0, 10.0, 10.0], 80.0, 1, fixed_s=20.0) == 2
+
+
+def test_the_fixed_cost_of_a_run_is_never_learnt_below_the_prior_unless_the_run_took_less() -> None:
+    """A stored run that overstated its cases (40 s of cases, re-timed in 12 s) was learnt as a 0 s fixed cost,
+    so dropping cases seemed to save the whole run and the budget overran."""
+    prior = retime.FIXED_PRIOR_S
+    scale, fixed = retime.learn_costs(prior + 2.0, 40.0)
+    assert fixed == prior
+    assert scale == pytest.approx(2.0 / 40.0)
+    assert retime.learn_costs(prior / 2, 40.0) == (0.0, prior / 2)  # the whole run is less than the prior
+    assert retime.learn_costs(prior + 50.0, 40.0) == (1.0, prior + 10.0)  # slower than the costs: the excess is fixed
+    assert retime.learn_costs(prior + 5.0, 0.0) == (None, prior + 5.0)
+
+
+def test_a_re_timing_that_fails_after_its_minimum_alternations_keeps_their_decisions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `serbench run` failing in the third alternation threw away the two alternations' decisions: they stand,
+    and the note says why the re-timing stopped."""
+    import contextlib
+
+    case = case_id(FLAGGED)
+    calls = [0]
+    base_rounds = [[0.010, 0.014, 0.008, 0.012, 0.009], [0.013, 0.009, 0.011, 0.010, 0.015]]  # noisy: undecided,
+    new_rounds = [[0.011, 0.015, 0.008, 0.013, 0.0095], [0.009, 0.016, 0.012, 0.010, 0.013]]  # 1.10x by estimate
+
+    def fake_retime(tree: Path, options: list[str], out: Path, pause: bool, commit: str) -> pd.DataFrame:
+        calls[0] += 1
+        if calls[0] > 2 * retime.MIN_ALTERNATIONS:
+            raise retime.Unconfirmable("re-timing in /tree failed: the disk is full")
+        alternation = (calls[0] - 1) // 2
+        seconds = (base_rounds if commit == "a" * 40 else new_rounds)[alternation % 2]
+        return pd.DataFrame({"rounds_s": [json.dumps(seconds)]}, index=[case])
+
+    monkeypatch.setattr(retime, "_commit", lambda run: ("a" if run.name == "base" else "b") * 40)
+    monkeypatch.setattr(retime, "source_tree", lambda commit: contextlib.nullcontext(tmp_path))
+    monkeypatch.setattr(retime, "_takes_cases", lambda tree: True)
+    monkeypatch.setattr(retime, "_retime", fake_retime)
+    monkeypatch.setattr(retime, "PROCESSES", 1)
+    monkeypatch.setattr(retime, "case_costs", lambda run, cases: dict.fromkeys(cases, 0.0))
+    decisions, note = retime.retime(tmp_path / "base", tmp_path / "new", pd.DataFrame([FLAGGED]), budget_s=600)
+    assert calls[0] == 2 * retime.MIN_ALTERNATIONS + 1, "undecided and slower by its estimate: timed again"
+    assert decisions[case].verdict is retime.decide.Verdict.UNDECIDED
+    assert decisions[case].processes_a == retime.MIN_ALTERNATIONS
+    assert f"stopped after {retime.MIN_ALTERNATIONS} alternations" in note
+    assert "disk is full" in note

@@ -14,9 +14,11 @@ import pandas as pd
 import pytest
 
 import frameworks
-from bench.safety import OUTCOMES
+from bench.safety import OUTCOMES, modes
 from bench.safety.expectations import expected_outcome
+from bench.safety.modes import base_mode
 from bench.safety.runner import run_safety, safety_markdown
+from frameworks import scale
 
 pytestmark = pytest.mark.crosses_environments  # run_safety runs each framework's loads in its environment
 
@@ -149,11 +151,28 @@ def test_keras_safe_mode_blocks_the_lambda(matrix: pd.DataFrame) -> None:
     assert lam["keras.saving.load_model safe_mode=False"] == "code-executed"
 
 
-def test_serbench_default_path_never_executes_code(matrix: pd.DataFrame) -> None:
-    serbench = matrix[matrix["mode"] == "serbench"]
-    assert not serbench.empty
+def test_serbench_default_path_and_the_entry_points_held_to_it_never_execute_code(matrix: pd.DataFrame) -> None:
+    """serbench's untrusted load, and the remote request and distributed job that load for a caller untrusted."""
+    serbench = matrix[matrix["mode"].map(base_mode) == "serbench"]
+    assert {"serbench", modes.REMOTE, modes.JOB} <= set(serbench["mode"])
     assert not (serbench["outcome"] == "code-executed").any()
-    assert not (serbench[serbench["group"] == "hostile"]["outcome"] != "clear-error").any()
+    hostile = serbench[serbench["group"] == "hostile"]
+    assert (hostile["outcome"] == "clear-error").all(), hostile[hostile["outcome"] != "clear-error"].to_string()
+
+
+@pytest.mark.parametrize("framework", frameworks.names())
+def test_the_entry_points_that_load_for_a_caller_are_attacked(matrix: pd.DataFrame, framework: str) -> None:
+    """Every format holding a dict through `python -m frameworks.remote`, and the format a scale recipe's engine
+    writes through `python -m frameworks.distributed` (from the registries: a new one is attacked unasked)."""
+    cls = frameworks.adapter_class(framework)
+    wanted = {(spec.name, modes.REMOTE) for spec in cls.specs if "dict" in spec.holds and not spec.model_only}
+    if cls.scale_recipe and scale.recipe_class(framework).distributed_engine:
+        wanted.add((scale.recipe_class(framework).distributed_format, modes.JOB))
+    rows = matrix[matrix["framework"] == framework]
+    for fmt, mode in wanted:
+        attacked = rows[(rows["format"] == fmt) & (rows["mode"] == mode)]
+        assert set(attacked["group"]) == {"valid", "hostile", "damaged"}, (fmt, mode)
+        assert (attacked[attacked["input"] == "valid"]["outcome"] != "hang").all()
 
 
 def test_allocation_bombs_never_take_the_machine(matrix: pd.DataFrame) -> None:

@@ -112,6 +112,22 @@ def test_an_index_cannot_send_a_load_outside_its_folder(tmp_path: Path) -> None:
             scale.checkpoint_files(_index(tmp_path / "ckpt", {"w": name}))
 
 
+@pytest.mark.parametrize("name", ["../secret.safetensors", "/etc/passwd", "sub/model.safetensors", "..", "."])
+def test_a_scale_manifest_cannot_send_a_loader_outside_its_folder(name: str, tmp_path: Path) -> None:
+    """`DIR/..` passed the manifest's own-directory check: its parent is DIR."""
+    from bench import scale_workloads
+    from frameworks.stored import StoredFileError
+
+    folder = tmp_path / "llama-tiny-safetensors"
+    folder.mkdir()
+    manifest = folder / scale_workloads.MANIFEST
+    named = name if name.startswith("/") else f"{folder}/{name}"
+    document = {"key": {}, "workload": "w", "format": "safetensors", "checkpoint": named, "files": [named]}
+    manifest.write_text(json.dumps({**document, "payload_bytes": 4, "tensors": {}}))
+    with pytest.raises(StoredFileError, match="not in its own directory"):
+        scale_workloads.read_manifest(manifest)
+
+
 def test_an_index_that_is_deep_empty_linked_or_wrong_about_its_shards_is_refused(tmp_path: Path) -> None:
     from safetensors.numpy import save_file
 
@@ -266,7 +282,7 @@ ENGINES = [f for f in scale.with_scale_recipes() if getattr(scale.recipe_class(f
 def test_a_distributed_checkpoint_saved_by_n_ranks_loads_on_m_ranks_bit_exactly(
     framework: str, save_ranks: int, load_ranks: int, data_dir: Path, tmp_path: Path
 ) -> None:
-    from bench.scale import distributed
+    from frameworks import distributed
 
     adapter_or_skip(framework)
     recipe = scale.scale_recipe(framework)
@@ -302,7 +318,7 @@ def test_a_distributed_checkpoint_saved_by_n_ranks_loads_on_m_ranks_bit_exactly(
 
 @pytest.mark.parametrize("framework", [f for f in ENGINES if scale.recipe_class(f).distributed_load_unpickles])
 def test_a_distributed_load_that_unpickles_needs_trust(framework: str, tmp_path: Path, data_dir: Path) -> None:
-    from bench.scale import distributed
+    from frameworks import distributed
 
     adapter_or_skip(framework)
     with pytest.raises(UnsafeLoadError, match="unpickles"):

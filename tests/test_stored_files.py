@@ -172,7 +172,7 @@ def test_env_json_of_256_mib_is_refused_without_reading_it(tmp_path: Path, capsy
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 128 << 10  # KiB: far below 256 MiB
 
 
-@pytest.mark.parametrize("median", ["nan", "0", "-0.04", "inf"])
+@pytest.mark.parametrize("median", ["nan", "0", "-0.04", "inf", "1e308"])
 def test_compare_refuses_a_median_that_is_not_a_time(
     median: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -186,6 +186,22 @@ def test_compare_refuses_a_median_that_is_not_a_time(
     status, err = _exit_and_stderr(["compare", str(base), str(new), "--no-confirm"], capsys)
     assert status == cli.EXIT_USAGE, err
     assert "median_s" in err, err
+
+
+def test_compare_refuses_rounds_no_timing_gives_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Rounds of 1e308 s printed three overflow warnings from the comparison's arithmetic before the refusal."""
+    import pandas as pd
+
+    base, new = make_run(tmp_path / "a"), make_run(tmp_path / "b")
+    frame = pd.read_csv(new / "results.csv")
+    timed = frame.index[frame["status"] == "ok"][0]
+    frame["rounds_s"] = frame["rounds_s"].astype(object)
+    frame.loc[timed, "rounds_s"] = json.dumps([1e308, 1e308, 1e308])
+    frame.to_csv(new / "results.csv", index=False)
+    status, err = _exit_and_stderr(["compare", str(base), str(new), "--no-confirm"], capsys)
+    assert status == cli.EXIT_USAGE, err
+    assert "rounds_s" in err, err
+    assert len(err.strip().splitlines()) == 1, err
 
 
 def test_a_versions_label_that_leaves_the_directory_is_refused(
@@ -267,7 +283,7 @@ def _scale_job(tmp_path: Path) -> dict[str, object]:
 
 JOB_FILES: dict[str, tuple[list[str], Callable[[Path], dict[str, object]], str]] = {
     "remote request": (["-m", "frameworks.remote"], _remote_request, "trusted"),
-    "distributed job": (["-m", "bench.scale.distributed"], _distributed_job, "trusted"),
+    "distributed job": (["-m", "frameworks.distributed"], _distributed_job, "trusted"),
     "scale job": (["-m", "bench.scale.child"], _scale_job, "device"),
 }
 """Every JSON file one serbench process hands another: its entry point, a valid document, a typed field."""
@@ -310,6 +326,54 @@ def test_a_job_file_that_is_a_fifo_is_refused_not_waited_for(kind: str, tmp_path
     assert "FIFO" in result.stdout + result.stderr
 
 
+def _names_a_missing_file(kind: str, tmp_path: Path) -> tuple[dict[str, object], dict[str, str]]:
+    """A valid job of `kind` whose files are missing, and the environment its entry point needs."""
+    missing = tmp_path / "gone"
+    if kind == "remote request":
+        return {**_remote_request(tmp_path), "path": str(missing)}, {}
+    if kind == "distributed job":
+        ranks = {"RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29999"}
+        return {**_distributed_job(tmp_path), "source": [str(missing)], "trusted": True}, ranks
+    manifest = tmp_path / "serbench-manifest.json"
+    checkpoint = str(tmp_path / "model.safetensors")
+    manifest.write_text(
+        json.dumps(
+            {
+                "key": {},
+                "workload": "w",
+                "format": "safetensors",
+                "checkpoint": checkpoint,
+                "files": [checkpoint],
+                "payload_bytes": 4,
+                "tensors": {},
+            }
+        )
+    )
+    return {**_scale_job(tmp_path), "manifests": [str(manifest)]}, {}
+
+
+@pytest.mark.parametrize("kind", JOB_FILES)
+def test_a_job_naming_a_missing_file_says_so_in_one_line(kind: str, tmp_path: Path) -> None:
+    """A distributed job with a missing source, or a scale job whose checkpoint is gone, ended in a
+    FileNotFoundError traceback."""
+    arguments, _, _ = JOB_FILES[kind]
+    document, environment = _names_a_missing_file(kind, tmp_path)
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps(document))
+    result = subprocess.run(
+        [sys.executable, *arguments, str(job)],
+        env={**os.environ, **environment},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    text = result.stdout + result.stderr
+    assert "Traceback" not in text, text
+    assert "No such file" in text or "does not exist" in text or "not found" in text, text
+    assert result.returncode == 2 or '"ok": false' in result.stdout, text
+
+
 def test_a_remote_request_loads_untrusted_unless_it_says_trusted(tmp_path: Path) -> None:
     """`python -m frameworks.remote` always loaded with trusted=True: an object .npy named in a request ran."""
     from tests.hostile import npy_object_array
@@ -341,7 +405,7 @@ def test_a_distributed_job_with_the_string_false_never_unpickles(tmp_path: Path)
     checkpoint = tmp_path / "ckpt"
     checkpoint.mkdir()
     plain_pickle(checkpoint, marker).rename(checkpoint / ".metadata")
-    result = _child(["-m", "bench.scale.distributed"], {**_distributed_job(tmp_path), "trusted": "false"}, tmp_path)
+    result = _child(["-m", "frameworks.distributed"], {**_distributed_job(tmp_path), "trusted": "false"}, tmp_path)
     assert result.returncode == 2, result.stderr
     assert "trusted" in result.stderr, result.stderr
     assert not marker.exists()

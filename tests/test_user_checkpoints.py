@@ -486,6 +486,18 @@ def test_a_checkpoints_json_whose_shared_groups_are_not_its_tensors_is_refused(
         workloads.read_checkpoints(tmp_path / "checkpoints.json")
 
 
+@pytest.mark.parametrize("dtype", ["O", "O,i4", "U3", "datetime64[s]"])
+def test_a_checkpoints_json_naming_a_dtype_that_is_no_tensor_s_is_refused(dtype: str, tmp_path: Path) -> None:
+    """A structured dtype holding an object ("O,i4", kind V) passed, and only NumPy's own error stopped it later."""
+    from frameworks.stored import StoredFileError
+
+    tensors = [{"name": "a", "dtype": dtype, "shape": [2]}]
+    entry = {"name": "user-x", "source": "x", "store": "x.npz", "payload_bytes": 8, "tensors": tensors}
+    (tmp_path / "checkpoints.json").write_text(json.dumps({"checkpoints": [entry]}))
+    with pytest.raises(StoredFileError, match="not a tensor's dtype"):
+        workloads.read_checkpoints(tmp_path / "checkpoints.json")
+
+
 def _directory(tmp_path: Path, names: dict[str, str]) -> Path:
     """A directory of files: name -> 'safetensors', 'torch', 'rng' or text."""
     torch_adapter = adapter_or_skip("torch")
@@ -632,3 +644,24 @@ def test_a_legacy_mxnet_file_is_read_as_mxnet_reads_it(tmp_path: Path) -> None:
     assert all(np.array_equal(arrays[key], value) for key, value in STATE.items())
     assert "legacy (V2) arrays" in reader
     assert mx.util.is_np_array(), "NumPy mode is back on after the read"
+
+
+def test_overlapping_views_of_one_storage_are_stored_within_the_load_budget_or_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """100 offset slices of one 4 MiB storage (a 4 MB .pt) become a 401 MB store: the torch gate counts every
+    reference to a shared storage against the load budget, so what is stored is within it, or refused unread."""
+    torch = pytest.importorskip("torch")
+    from frameworks import gate
+
+    storage = torch.arange(1 << 18, dtype=torch.float32)  # 1 MiB
+    source = tmp_path / "views.pt"
+    torch.save({f"view{i}": storage[i * 1000 : i * 1000 + 200_000] for i in range(20)}, source)  # 16 MB stored
+    monkeypatch.setenv(gate.BUDGET_VARIABLE, str(8 << 20))
+    store = tmp_path / "user-views.npz"
+    with pytest.raises(checkpoints.Refused, match="each reference to a shared storage counted declares 16,000,000"):
+        checkpoints.import_checkpoint(source, store, "user-views", trusted=True)
+    assert not store.exists()
+    monkeypatch.setenv(gate.BUDGET_VARIABLE, str(32 << 20))
+    entry = checkpoints.import_checkpoint(source, store, "user-views", trusted=True)
+    assert entry["payload_bytes"] == 20 * 200_000 * 4

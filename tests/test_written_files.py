@@ -6,9 +6,11 @@ file is covered without editing these tests."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -146,38 +148,106 @@ def test_a_resumed_run_never_writes_through_a_link(tiny_run: Path, tmp_path: Pat
     assert_untouched(copy, planted)
 
 
-def test_a_run_directory_is_locked_while_a_run_writes_into_it(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    """Two concurrent `--resume` runs both wrote outcomes-*.jsonl, and lines were duplicated."""
-    run = make_run(tmp_path / "run")
+@contextlib.contextmanager
+def held_by_another_process(directory: Path) -> Iterator[subprocess.Popen]:
+    """`directory`'s run lock, held by another process for the block."""
     holder = subprocess.Popen(
         [
             sys.executable,
             "-c",
             "import sys, time; from frameworks import files\n"
             "with files.locked(sys.argv[1], 'a test'):\n    print('held', flush=True); time.sleep(60)",
-            str(run),
+            str(directory),
         ],
         stdout=subprocess.PIPE,
         text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "held"
-        status = cli.main(["run", "--resume", "--out", str(run), "--frameworks", "numpy", "--sizes", "small"])
-        assert status == cli.EXIT_USAGE
-        assert "being written by serbench pid" in capsys.readouterr().err
+        yield holder
     finally:
         holder.kill()
         holder.wait()
 
 
-def test_the_limit_probe_never_writes_through_a_link(tmp_path: Path) -> None:
+def test_a_run_directory_is_locked_while_a_run_writes_into_it(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Two concurrent `--resume` runs both wrote outcomes-*.jsonl, and lines were duplicated."""
+    run = make_run(tmp_path / "run")
+    with held_by_another_process(run):
+        status = cli.main(["run", "--resume", "--out", str(run), "--frameworks", "numpy", "--sizes", "small"])
+        assert status == cli.EXIT_USAGE
+        assert "being written by serbench pid" in capsys.readouterr().err
+
+
+def test_a_scale_run_refuses_a_data_directory_another_run_holds(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Two scale runs on one --scale-data directory rebuilt and removed each other's checkpoints."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "precious.txt").write_text(VICTIM_TEXT)
+    with held_by_another_process(data):
+        status = cli.main(["run", "--scale", "--scale-data", str(data), "--out", str(tmp_path / "run")])
+        assert status == cli.EXIT_USAGE
+        assert "being written by serbench pid" in capsys.readouterr().err
+    assert sorted(path.name for path in data.iterdir()) == [files.LOCK_NAME, "precious.txt"]
+
+
+def test_a_bench_refused_by_the_lock_leaves_the_running_runs_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `bench --resume` refused because a run held the directory then removed that run's scratch/ and its
+    lock: the run recorded its later cases as errors, and a third process got the lock while it ran."""
+    from bench import workloads
+
+    monkeypatch.delenv(workloads.CHECKPOINTS_VARIABLE, raising=False)
+    monkeypatch.setattr(workloads, "WORKLOADS", dict(workloads.WORKLOADS))
+    run = make_run(tmp_path / "run")
+    saved = run / "scratch" / "numpy"
+    for directory in (saved.parent, saved):
+        directory.mkdir(exist_ok=True)
+        files.mark(directory)
+    (saved / "a-case.npy").write_bytes(b"what the running run saved")
+    checkpoint = tmp_path / "mine.npz"
+    np.savez(checkpoint, w=np.ones(3, dtype=np.float32))
+    with held_by_another_process(run) as holder:
+        status = cli.main(["bench", str(checkpoint), "--out", str(run), "--resume", "--frameworks", "numpy"])
+        assert status == cli.EXIT_USAGE
+        assert "being written by serbench pid" in capsys.readouterr().err
+        assert (saved / "a-case.npy").read_bytes() == b"what the running run saved"
+        assert (run / files.LOCK_NAME).read_text().strip() == f"serbench pid {holder.pid}"
+
+
+def test_the_limit_probe_writes_and_removes_only_its_own_file(tmp_path: Path) -> None:
+    """The disk probe truncated, overwrote and removed a user's file of its name, removed a link or FIFO planted
+    there, and two runs probing one directory broke each other."""
+    import threading
+
     from bench.timing import limits
 
-    (victim,) = victims(tmp_path, ["probe"]).values()
-    (tmp_path / ".serbench-limit-probe.bin").symlink_to(victim)
-    with pytest.raises(UnsafeTargetError, match="symbolic link"):
-        limits.measure_disk(tmp_path, 1 << 20, rounds=1)
-    assert victim.read_text() == VICTIM_TEXT
+    linked, mine = victims(tmp_path, ["linked", "mine"]).values()
+    data = tmp_path / "scale-data"
+    data.mkdir()
+    (data / ".serbench-limit-probe.bin").symlink_to(linked)
+    (data / ".serbench-limit-probe-mine.bin").write_text(VICTIM_TEXT)
+    os.mkfifo(data / ".serbench-limit-probe-fifo.bin")
+    before = sorted(path.name for path in data.iterdir())
+    errors = []
+
+    def probe() -> None:
+        try:
+            limits.measure_disk(data, 1 << 20, rounds=2)
+        except Exception as error:  # noqa: BLE001  (collected for the assertion)
+            errors.append(error)
+
+    threads = [threading.Thread(target=probe) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert sorted(path.name for path in data.iterdir()) == before
+    assert linked.read_text() == VICTIM_TEXT
+    assert (data / ".serbench-limit-probe-mine.bin").read_text() == VICTIM_TEXT
+    assert mine.read_text() == VICTIM_TEXT
 
 
 @pytest.mark.parametrize("kind", ["symlink", "hardlink"])
@@ -332,6 +402,45 @@ def test_a_variant_directory_serbench_did_not_make_is_never_removed(
     assert (tmp_path / "variant" / "precious.txt").read_text() == "keep"
 
 
+@pytest.mark.parametrize(
+    "forged",
+    [{"label": "/tmp/victimrun"}, {"label": "../x"}, {"version": "9.9"}, {"interpreter": "/bin/sh"},
+     {"replaced": "everything"}, {"extra": 1}],
+    ids=["label-absolute", "label-parent", "version", "interpreter", "replaced-not-a-list", "extra-field"],
+)  # fmt: skip
+def test_a_variant_stamp_is_a_cache_never_an_instruction(
+    forged: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A forged `.installed.json` whose label was an absolute path sent `versions`' runs outside --out, over a
+    user's results: a stamp whose record is not the variant's own is rebuilt, never used."""
+    import json
+
+    from frameworks import environments, variants
+
+    monkeypatch.setenv(environments.AT_VARIABLE, str(environments.ROOT))
+    monkeypatch.setenv(variants.DIRECTORY_VARIABLE, str(tmp_path / "variants"))
+    variant = variants.Variant("core", "numpy", "1.0.1")
+    if not variant.base.python.exists():
+        pytest.skip("the core environment is not built")
+    rebuilt = []
+
+    def build_it(self: variants.Variant) -> dict:  # what a real build leaves: the directory, marked, its python
+        rebuilt.append(self)
+        (self.directory / "bin").mkdir(parents=True)
+        files.mark(self.directory)
+        self.python.symlink_to(self.base.python)
+        return own
+
+    monkeypatch.setattr(variants.Variant, "_build", build_it)
+    own = variant._record(str(variant.python), replaced=["numpy==1.0.1"], conflicts=[])
+    build_it(variant)
+    variant.stamp.write_text(json.dumps({"key": variant.key(), "record": {**own, **forged}}))
+    assert variant.build() == own
+    assert len(rebuilt) == 2  # the forged stamp was not used: the variant was built again
+    assert variant.build() == own  # and its own stamp is a cache hit
+    assert len(rebuilt) == 2
+
+
 @pytest.mark.parametrize("commit", ["--lock", "--no-checkout", "HEAD", "main", "../x", "0123abc"])
 def test_compare_never_hands_git_what_an_env_json_says_unless_it_is_a_commit_id(commit: str, tmp_path: Path) -> None:
     """`git_commit: "--lock"` was passed to git as an option and left a locked worktree in .git/worktrees."""
@@ -366,4 +475,12 @@ def test_a_marker_planted_as_a_link_does_not_make_a_directory_serbench_s(tmp_pat
     elsewhere = tmp_path / "marker"
     elsewhere.write_text("")
     os.symlink(elsewhere, users / files.SERBENCH_MARKER)
+    (users / "mine.txt").write_text("keep")
     assert not files.is_marked(users)
+    # every rule that consults the marker holds to the same one (check_target followed the link, and a scale
+    # checkpoint's directory of the user's files was replaced)
+    with pytest.raises(UnsafeTargetError, match="serbench did not write"):
+        files.check_target(users)
+    with pytest.raises(UnsafeTargetError):
+        files.remove_marked(users, "a test")
+    assert (users / "mine.txt").read_text() == "keep"

@@ -8,9 +8,14 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench.cli.options import add_run_options, add_selection_options
 from bench.cli.runs import run_config, run_directory, timed_run
+from frameworks.errors import SerbenchError
+
+if TYPE_CHECKING:
+    from bench.timing.rundir import RunDir
 
 BENCH_BUDGET_S = 120.0
 """`bench`'s default --budget: a user's question deserves a decided answer more than `run`'s matrix does."""
@@ -45,6 +50,22 @@ def _open_answers(names: tuple[str, ...], frame: object) -> set[str]:
     return open_cases(answer for name in names for answer in answers(frame, name))
 
 
+def _remove_what_this_command_made(run_dir: RunDir, created: bool) -> None:
+    """A refused checkpoint's run leaves nothing behind: the run directory if this command made it, else the
+    scratch directory and lock it put in the user's own. Runs while the lock is held; a refusal to remove (no
+    marker) is said on stderr, so that the error that stopped the command is the one raised."""
+    from frameworks.files import LOCK_NAME, remove_marked
+
+    try:
+        if created:
+            remove_marked(run_dir.root, "the run directory this command made")
+        else:
+            remove_marked(run_dir.scratch, "the scratch directory this command made")
+            (run_dir.root / LOCK_NAME).unlink(missing_ok=True)
+    except SerbenchError as refusal:
+        print(f"serbench: left in place: {' '.join(str(refusal).split())}", file=sys.stderr)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """Benchmark the user's own checkpoints: read each once (in a child, behind the trust gate), then time
     every framework and format that can hold it, and answer which to use."""
@@ -55,14 +76,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from bench.reporting.report import load_run, write_report
     from bench.reporting.trust import verdicts
     from bench.timing.rundir import RunDir
-    from frameworks.files import LOCK_NAME, remove_marked, write_bytes_atomic
+    from frameworks.files import write_bytes_atomic
 
     out = run_directory(args, "checkpoint")
     run_dir = RunDir(out)
     created = not out.exists()
     run_dir.prepare()
-    try:
-        with run_dir.locked():
+    # the lock first: a command refused because another holds the directory has written nothing and cleans
+    # nothing (cleaning there removed a running run's scratch/ and its lock)
+    with run_dir.locked():
+        try:
             entries = prepare(args.paths, run_dir.own_scratch(run_dir.checkpoint_store.name), args.trusted)
             write_bytes_atomic(run_dir.checkpoints, json.dumps({"checkpoints": entries}, indent=1).encode())
             os.environ[workloads.CHECKPOINTS_VARIABLE] = str(run_dir.checkpoints.resolve())  # for every child
@@ -83,14 +106,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 open_cases=functools.partial(_open_answers, names),
             )
             out = timed_run(args, config)
-    except BaseException:  # cleaning up, not handling: it is raised again
-        if not run_dir.checkpoints.exists():  # a refused checkpoint leaves nothing behind
-            if created:
-                remove_marked(run_dir.root, "the run directory this command made")
-            else:  # the user's own directory: only what this command put in it goes
-                remove_marked(run_dir.scratch, "the scratch directory this command made")
-                (run_dir.root / LOCK_NAME).unlink(missing_ok=True)
-        raise
+        except BaseException:  # cleaning up, not handling: it is raised again
+            if not run_dir.checkpoints.exists():  # a refused checkpoint leaves nothing behind
+                _remove_what_this_command_made(run_dir, created)
+            raise
     report = write_report(out)
     frame = load_run(out)[0]
     trust = verdicts(out)

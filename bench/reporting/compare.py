@@ -304,18 +304,26 @@ def to_retime(table: pd.DataFrame) -> pd.DataFrame:
     estimate shows no sign of a regression to confirm). Ordered by the low end of the interval (the slowdown
     the runs show at the least), then by the estimate, so that a budget too short for all of them re-times the
     likeliest regressions first: by the estimate alone, tiny noisy cases (a nested save at 2.26x [1.21-3.59])
-    went before a real 2x slower 64 MiB load (1.98x [1.60-3.33])."""
+    went before a real 2x slower 64 MiB load (1.98x [1.60-3.33]). The cases decided slower go first: their low
+    end is the joint interval's (all the comparison's cases at once), not comparable with an undecided case's."""
     leaning_slower = (table["kind"] == Change.UNDECIDED.value) & (table["ratio"] > 1)
-    suspect = (table["kind"] == Change.SLOWER.value) | leaning_slower
-    return table[suspect & table["ratio"].notna()].sort_values(["low", "ratio"], ascending=False, kind="stable")
+    decided = table["kind"] == Change.SLOWER.value
+    suspects = table[(decided | leaning_slower) & table["ratio"].notna()]
+    # decided ones first: their interval is the comparison's joint one, an undecided one's is per case
+    order = suspects.assign(_decided=decided[suspects.index])
+    return suspects.loc[order.sort_values(["_decided", "low", "ratio"], ascending=False, kind="stable").index]
 
 
 def settle(table: pd.DataFrame, threshold: float) -> pd.DataFrame:
     """The table with each undecided case whose estimate is within the threshold marked UNSETTLED: no sign of a
     regression, so not a reason to fail the gate (it is counted and shown). An undecided case whose estimate
-    is beyond the threshold stays UNDECIDED: a slowdown the runs suggest but did not show."""
+    is beyond the threshold stays UNDECIDED: a slowdown the runs suggest but did not show. So does one the two runs
+    decided slower (`kind_between`, kept by `apply_retiming`) whose re-timing did not decide: evidence of a
+    slowdown that was neither confirmed nor refuted is not a pass."""
     table = table.copy()
     quiet = (table["kind"] == Change.UNDECIDED.value) & (table["ratio"] <= 1 + threshold)
+    if "kind_between" in table:  # decided slower between the runs, and re-timing did not decide: still a suspect
+        quiet &= table["kind_between"] != Change.SLOWER.value
     table.loc[quiet, "kind"] = Change.UNSETTLED.value
     table.loc[quiet, "verdict"] = [
         f"{Change.UNSETTLED.value}: its estimate is within {threshold:.0%}; {verdict.removeprefix('cannot decide: ')}"
@@ -329,6 +337,7 @@ def apply_retiming(table: pd.DataFrame, decisions: dict[str, decide.Decision], u
     and each case that needed re-timing but got none undecided, with the reason."""
     table = table.copy()
     table["retimed"] = ""
+    table["kind_between"] = table["kind"]  # what the two runs alone decided, before any re-timing
     faster = table["kind"] == Change.FASTER.value  # two runs of one commit gave 5 of these, from the machine
     table.loc[faster, "verdict"] = table.loc[faster, "verdict"] + (
         " (between the runs only: a speed-up is not re-timed, and two sittings differ by the machine's drift)"
@@ -411,6 +420,7 @@ def render(table: pd.DataFrame, show_all: bool = False) -> str:
         median_s_new=shown["median_s_new"].map(seconds),
         ratio=["" if pd.isna(r.ratio) else f"{r.ratio:.2f}x [{r.low:.2f}–{r.high:.2f}]" for r in shown.itertuples()],
     ).rename(columns={"median_s_base": "median base", "median_s_new": "median new", "ratio": "new / base"})
-    view = view.drop(columns=["low", "high", "kind", *(["retimed"] if "retimed" in view else [])])
+    internal = [column for column in ("retimed", "kind_between") if column in view]  # said in the verdict
+    view = view.drop(columns=["low", "high", "kind", *internal])
     body = markdown.table(view, empty="(no differences)")
     return f"{body}\n\nsummary: {counts}"

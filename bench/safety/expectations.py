@@ -10,13 +10,18 @@ memory fails a test.
 from __future__ import annotations
 
 import frameworks
+from bench.safety.modes import base_mode
 
 DEFAULT_BY_GROUP = {"valid": "loaded-exact", "hostile": "clear-error", "damaged": "clear-error"}
 
 
 def expected_outcome(framework: str, fmt: str, mode: str, name: str, group: str) -> tuple[str, str]:
-    """(outcome, reason) the suite expects for one load: the format's first matching finding, else the default."""
-    for finding in frameworks.adapter_class(framework).safety_spec(fmt).safety_findings:
-        if finding.matches(mode, name):
-            return finding.outcome, finding.reason
+    """(outcome, reason) the suite expects for one load: the format's first matching finding, else the default.
+    An entry point's mode (a remote request, a distributed job) is held to the serbench mode it stands for
+    (`modes.base_mode`), unless a finding names the entry point's mode itself."""
+    findings = frameworks.adapter_class(framework).safety_spec(fmt).safety_findings
+    for held_as in dict.fromkeys((mode, base_mode(mode))):
+        for finding in findings:
+            if finding.matches(held_as, name):
+                return finding.outcome, finding.reason
     return DEFAULT_BY_GROUP[group], f"default for {group} inputs"

@@ -112,6 +112,7 @@ def run_framework(
 ) -> None:
     """Every load of the generated inputs, each in its own process; one JSON line per load in `out`."""
     from bench.safety.child import run_one
+    from bench.safety.modes import startup_s
 
     os.environ["SERBENCH_SAFETY_FRAMEWORK"] = framework
     context = _context()
@@ -126,7 +127,7 @@ def run_framework(
             )
             process.start()
             sender.close()
-            limit_s = FIFO_TIMEOUT_S if item.name.startswith("fifo") else timeout_s
+            limit_s = (FIFO_TIMEOUT_S if item.name.startswith("fifo") else timeout_s) + startup_s(mode)
             report = watch(process, receiver, limit_s, MEMORY_CAP_BYTES)
             if item.marker and Path(item.marker).exists():
                 report = {

@@ -12,8 +12,6 @@ every tensor against the manifest: names, dtypes, shapes and CRC-32 of the bytes
 
 from __future__ import annotations
 
-import ctypes
-import gc
 import json
 import sys
 import time
@@ -24,16 +22,6 @@ from bench.scale_workloads import read_manifest
 from bench.timing import peak_memory
 from frameworks import gate, scale, stored
 from frameworks.errors import SerbenchError
-
-
-def _settle() -> None:
-    """Collect garbage and hand freed heap memory back to the kernel (glibc keeps freed blocks below its mmap
-    threshold), so the next round's RSS baseline holds what is live, and its peak is not hidden in reused memory."""
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def check(recipe: Any, tensors: dict[str, Any], manifest: dict[str, Any]) -> list[str]:
@@ -61,7 +49,7 @@ def load_once(recipe: Any, loader: Any, manifest: dict[str, Any], device: str) -
     for file in files:
         gate.admit(file, spec, trusted=False)
     recipe.prepare(loader, device)
-    _settle()
+    peak_memory.settle()
     baseline = peak_memory.status_bytes("VmRSS")
     file_baseline = peak_memory.status_bytes("RssFile")
     method = peak_memory.reset_peak()
@@ -78,7 +66,7 @@ def load_once(recipe: Any, loader: Any, manifest: dict[str, Any], device: str) -
     wrong = check(recipe, checked, manifest)
     del checked, copies, tensors
     release()
-    _settle()
+    peak_memory.settle()
     return {
         "seconds": seconds,
         "peak_rss_bytes": max(peak, 0),
@@ -129,6 +117,6 @@ def main() -> int:
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except SerbenchError as error:
+    except (SerbenchError, FileNotFoundError) as error:  # a missing file is named in one line too
         print(f"bench.scale.child: {' '.join(str(error).split())[:500]}", file=sys.stderr)
         sys.exit(2)

@@ -33,9 +33,8 @@ import numpy as np
 import frameworks
 from bench import scale_workloads as workloads
 from bench.environment import environment
-from bench.scale import distributed
 from bench.timing import limits, machine, pagecache
-from frameworks import files, gate, scale
+from frameworks import distributed, files, gate, scale
 
 MiB = 1 << 20
 CHILD_TIMEOUT_S = 1800
@@ -320,21 +319,23 @@ def run(config: ScaleConfig) -> Path:
     files.own_directory(config.data)
     progress = Progress()
     start = machine.snapshot()
-    with machine.page_reporting_paused(config.pause_page_reporting) as reporting:
-        progress.say("measuring the machine's limits")
-        measured = {
-            name: limit.as_dict() for name, limit in limits.measure_all(config.data, config.limit_bytes).items()
-        }
-        model = choose_llm(gate.available_memory(), config.llm)
-        llm = measure_llm(config, model, progress.say)
-        dcp = measure_distributed(config, model, progress.say)
-        sweep = measure_sweep(config, progress.say)
-    env = environment(out)
-    env["machine_busy"] = machine.busy_record(start, machine.snapshot())
-    env["page_reporting"] = reporting
-    env["scale"] = {"data": str(config.data), "config": {k: str(v) for k, v in dataclasses.asdict(config).items()}}
-    record = {"limits": measured, "llm": llm, "distributed": dcp, "sweep": sweep}
-    files.write_bytes_atomic(out / "env.json", json.dumps(env, indent=1, default=str).encode())
-    files.write_bytes_atomic(out / "scale.json", json.dumps(record, indent=1).encode())
+    # two scale runs on one data directory rebuilt and removed each other's checkpoints: one at a time
+    with files.locked(config.data, "a scale run's checkpoints"), files.locked(out, "a scale run"):
+        with machine.page_reporting_paused(config.pause_page_reporting) as reporting:
+            progress.say("measuring the machine's limits")
+            measured = {
+                name: limit.as_dict() for name, limit in limits.measure_all(config.data, config.limit_bytes).items()
+            }
+            model = choose_llm(gate.available_memory(), config.llm)
+            llm = measure_llm(config, model, progress.say)
+            dcp = measure_distributed(config, model, progress.say)
+            sweep = measure_sweep(config, progress.say)
+        env = environment(out)
+        env["machine_busy"] = machine.busy_record(start, machine.snapshot())
+        env["page_reporting"] = reporting
+        env["scale"] = {"data": str(config.data), "config": {k: str(v) for k, v in dataclasses.asdict(config).items()}}
+        record = {"limits": measured, "llm": llm, "distributed": dcp, "sweep": sweep}
+        files.write_bytes_atomic(out / "env.json", json.dumps(env, indent=1, default=str).encode())
+        files.write_bytes_atomic(out / "scale.json", json.dumps(record, indent=1).encode())
     progress.say(f"done: {out}")
     return out

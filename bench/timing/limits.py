@@ -14,16 +14,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from bench.timing import pagecache
-from frameworks.files import open_for_writing
 
 
 @dataclass(frozen=True)
@@ -116,37 +118,52 @@ def best_of(first: dict[str, dict], second: dict[str, dict]) -> dict[str, dict]:
 
 
 def _read_all(path: Path, buffer: bytearray) -> int:
-    with open(path, "rb", buffering=0) as handle:
+    descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(descriptor, "rb", buffering=0) as handle:
         return handle.readinto(buffer) or 0
 
 
+def _write_all(handle: Any, payload: bytes) -> None:
+    view = memoryview(payload)
+    while view:
+        view = view[handle.write(view) :]
+
+
 def measure_disk(directory: Path, nbytes: int, rounds: int = 3) -> list[Limit]:
-    """Sequential write+fsync, warm read and cold read of one `nbytes` file in `directory`."""
-    path = directory / ".serbench-limit-probe.bin"
+    """Sequential write+fsync, warm read and cold read of one `nbytes` file in `directory`.
+
+    The probe is a new file of a name no one else holds (created exclusively: a user's file, a planted link or
+    another run's probe in `directory` is never written, and two runs probing one directory do not meet), and
+    what is removed at the end is that file only (checked by its inode)."""
     payload = np.random.default_rng(0).integers(0, 255, nbytes, dtype=np.uint8).tobytes()
     buffer = bytearray(nbytes)
     writes, warm, cold, residency = [], [], [], []
-    try:
-        for _ in range(rounds):
-            start = time.perf_counter()
-            with open_for_writing(path, encoding=None) as handle:  # never through a link planted there
-                handle.write(payload)
-                handle.flush()
+    descriptor, name = tempfile.mkstemp(prefix=".serbench-limit-probe-", suffix=".bin", dir=directory)
+    path = Path(name)
+    with os.fdopen(descriptor, "r+b", buffering=0) as handle:
+        try:
+            for _ in range(rounds):
+                start = time.perf_counter()
+                handle.seek(0)
+                handle.truncate(0)
+                _write_all(handle, payload)
                 os.fsync(handle.fileno())
-            writes.append(time.perf_counter() - start)
-        _read_all(path, buffer)
-        for _ in range(rounds):
-            start = time.perf_counter()
+                writes.append(time.perf_counter() - start)
             _read_all(path, buffer)
-            warm.append(time.perf_counter() - start)
-        for _ in range(rounds):
-            pagecache.evict(path)
-            residency.append(pagecache.resident_fraction(path))
-            start = time.perf_counter()
-            _read_all(path, buffer)
-            cold.append(time.perf_counter() - start)
-    finally:
-        path.unlink(missing_ok=True)
+            for _ in range(rounds):
+                start = time.perf_counter()
+                _read_all(path, buffer)
+                warm.append(time.perf_counter() - start)
+            for _ in range(rounds):
+                pagecache.evict(path)
+                residency.append(pagecache.resident_fraction(path))
+                start = time.perf_counter()
+                _read_all(path, buffer)
+                cold.append(time.perf_counter() - start)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                if os.lstat(path).st_ino == os.fstat(handle.fileno()).st_ino:
+                    path.unlink()
     evicted = max(residency) < 0.01
     cold_note = (
         "after fadvise(DONTNEED), checked with mincore"

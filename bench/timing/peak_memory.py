@@ -1,8 +1,10 @@
 """Peak memory added by one load, measured in a fresh process: `python -m bench.timing.peak_memory ...`.
 
-The child imports the framework, builds the clone (for the MLP), settles, records its RSS, resets
-the kernel's peak-RSS mark (`/proc/self/clear_refs`), loads, touches every page of the result, and
-reports VmHWM - baseline: the most memory the load needed at any moment, not just what it kept.
+The child imports the framework, builds the clone (for the MLP), settles, hands the allocator's free pages
+back to the kernel (`malloc_trim`), records its RSS, resets the kernel's peak-RSS mark
+(`/proc/self/clear_refs`), loads, touches every page of the result, and reports VmHWM - baseline: the most
+memory the load needed at any moment, not just what it kept. Without the trim a small load reused pages
+the import had freed but kept resident, and came out below its own payload (28 KiB for a 31 KiB MLP).
 Mapped file pages count once touched (RSS includes them), so a memory-mapped load shows about 1x.
 """
 
@@ -25,6 +27,19 @@ def status_bytes(field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1]) * 1024
     raise KeyError(field)
+
+
+def settle() -> None:
+    """Collect garbage and hand glibc's free heap pages back to the kernel (`malloc_trim(0)`: glibc keeps freed
+    blocks below its mmap threshold), so that the RSS baseline holds what is live and what a load allocates next is
+    faulted in and counted, not reused from memory already resident; the trim is a no-op on a C library without it."""
+    import ctypes
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def reset_peak() -> str:
@@ -51,7 +66,7 @@ def measure(framework: str, format: str, workload: str, path: Path) -> dict[str,
     adapter = frameworks.get_adapter(framework)
     kind = kinds.kind_of(workload)
     subject = kind.load_only(adapter, workload)
-    gc.collect()
+    settle()
     baseline = status_bytes("VmRSS")
     method = reset_peak()
     loaded = kind.load(adapter, subject, path, format)

@@ -40,11 +40,11 @@ from frameworks import environments
 
 REPO = Path(__file__).resolve().parents[2]
 MIN_ALTERNATIONS = 2
+"""At least this many alternations (each PROCESSES processes a side) before a re-timed case is decided."""
 PROCESSES = 3
 """Processes of each side per alternation: base's k, then new's k, paired in order. One process a side paid a
 run's fixed cost (start-up, the machine's limits, the report: 10-14 s) for every pair, and 2 pairs leave
 intervals such as 2.20x [0.49-2.74] that decide nothing among 50 cases; k pairs cost one fixed cost."""
-"""At least this many processes of each side before a re-timed case is decided."""
 MAX_ALTERNATIONS = 8
 FIXED_PRIOR_S = 10.0
 """What a re-timing `serbench run` costs whatever it times, until the first alternation measures it (start-up,
@@ -223,6 +223,18 @@ def within_budget(costs: list[float], budget_s: float, alternations: int, fixed_
     return count
 
 
+def learn_costs(run_s: float, estimated_s: float) -> tuple[float | None, float]:
+    """(scale, fixed) such that one re-timing run of cases the stored run's costs put at `estimated_s` takes
+    fixed + scale x estimated_s = `run_s`, as measured. The fixed part (start-up, the machine's limits, the
+    report) is never taken below FIXED_PRIOR_S unless the whole run took less: learning it as 0 (a stored run
+    that overstated its cases) made dropping cases look like it saved the whole run, and the budget overran.
+    scale is None where the stored run gave no costs."""
+    fixed = min(run_s, max(FIXED_PRIOR_S, run_s - estimated_s))
+    if estimated_s <= 0:
+        return None, fixed
+    return (run_s - fixed) / estimated_s, fixed
+
+
 def retime(
     base_run: Path,
     new_run: Path,
@@ -263,6 +275,7 @@ def retime(
             "(--budget)"
         )
 
+    stopped = ""
     with contextlib.ExitStack() as stack:
         trees = {"base": stack.enter_context(source_tree(base_commit))}
         trees["new"] = trees["base"] if new_commit == base_commit else stack.enter_context(source_tree(new_commit))
@@ -272,16 +285,25 @@ def retime(
             began = clock()
             chosen = scratch / f"cases-{alternation}.json"
             chosen.write_text(json.dumps(open_cases))
-            for side in ("base", "new"):
-                elapsed = clock() - start
-                left = f"; about {duration(budget_s - elapsed)} of the {duration(budget_s)} budget left"
-                progress(
-                    f"re-timing {len(open_cases)} of {len(cases)} cases: {side} code, alternation {alternation + 1}"
-                    + (left if alternation else "")
-                )
-                given = [*options, "--cases", str(chosen)] if _takes_cases(trees[side]) else options
-                commit = base_commit if side == "base" else new_commit
-                frame = _retime(trees[side], given, scratch / f"{side}-{alternation}", pause, commit)
+            timed: dict[str, pd.DataFrame] = {}
+            try:
+                for side in ("base", "new"):
+                    elapsed = clock() - start
+                    left = f"; about {duration(budget_s - elapsed)} of the {duration(budget_s)} budget left"
+                    progress(
+                        f"re-timing {len(open_cases)} of {len(cases)} cases: {side} code, alternation {alternation + 1}"
+                        + (left if alternation else "")
+                    )
+                    given = [*options, "--cases", str(chosen)] if _takes_cases(trees[side]) else options
+                    commit = base_commit if side == "base" else new_commit
+                    timed[side] = _retime(trees[side], given, scratch / f"{side}-{alternation}", pause, commit)
+            except Unconfirmable as failed:
+                if alternation < MIN_ALTERNATIONS:  # no case has its minimum yet: nothing decided to keep
+                    raise
+                # the decisions of the alternations that ran stand; this one's half is dropped (it has no pair)
+                stopped = f"re-timing stopped after {alternation} alternations: {failed}"
+                break
+            for side, frame in timed.items():
                 for case in open_cases:
                     rounds[side][case] += _processes(frame, case)
             for case in open_cases:
@@ -294,10 +316,10 @@ def retime(
             done, took = alternation + 1, clock() - began
             # what a run of these cases took, against the stored run's costs: the excess is what every run
             # costs whatever it times (start-up, the machine's limits, the report), which fewer cases keep
-            if (estimated := sum(costs[case] for case in open_cases)) > 0:
-                scale, fixed = min(1.0, took / 2 / estimated), max(0.0, took / 2 - estimated)
-            else:  # the stored run gave no costs: the cases share what this alternation took
-                costs, scale, fixed = {case: took / 2 / len(open_cases) for case in cases}, 1.0, 0.0
+            scale, fixed = learn_costs(took / 2, sum(costs[case] for case in open_cases))
+            if scale is None:  # the stored run gave no costs: the cases share what the run took beyond its fixed cost
+                costs = {case: (took / 2 - fixed) / len(open_cases) for case in cases}
+                scale = 1.0
             remaining = budget_s - (clock() - start)
             scaled = {case: costs[case] * scale for case in cases}
             if done < MIN_ALTERNATIONS:  # every case kept gets its first MIN_ALTERNATIONS, decided or not
@@ -312,4 +334,4 @@ def retime(
             open_cases = open_cases[: within_budget([scaled[c] for c in open_cases], remaining, 1, fixed)]
             if not open_cases or 2 * (fixed + sum(scaled[c] for c in open_cases)) > remaining:
                 break
-    return decisions, left_out()
+    return decisions, "; ".join(note for note in (left_out(), stopped) if note)

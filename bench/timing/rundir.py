@@ -244,12 +244,13 @@ def _check_figures(path: Path, frame: Any) -> None:
         positive = column not in ("iqr_s",)
         # the median must be there; the spread may be absent (hand-made tables), but never wrong
         absent = timed[column].isna() & (column != "median_s")
-        bad = ~absent & (~np.isfinite(values) | ((values <= 0) if positive else (values < 0)))
+        out_of_range = (values <= 0) if positive else (values < 0)
+        bad = ~absent & (~np.isfinite(values) | out_of_range | (values > stored.MAX_TIME_S))
         if bad.any():
             row = timed.index[bad.to_numpy()][0]
             raise stored.StoredFileError(
                 f"{path} row {row + 2}: {column} is {timed.loc[row, column]!r}, not a finite time"
-                f"{' above zero' if positive else ''}: not a results table serbench wrote"
+                f"{' above zero' if positive else ''} of at most a week: not a results table serbench wrote"
             )
     for low, high in (("q1_s", "median_s"), ("median_s", "q3_s"), ("low_s", "high_s")):
         if low in timed and high in timed:
@@ -275,7 +276,7 @@ def _check_figures(path: Path, frame: Any) -> None:
     if duplicated.any():
         row = frame.index[duplicated.to_numpy()][0]
         raise stored.StoredFileError(f"{path} row {row + 2}: a second row of the same case: not a results table")
-    rounds = stored.ListOf(stored.POSITIVE)
+    rounds = stored.ListOf(stored.DURATION)
     for column, schema in (("rounds_s", rounds), ("rounds_by_process", stored.ListOf(rounds))):
         if column not in timed:
             continue

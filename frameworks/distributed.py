@@ -2,7 +2,7 @@
 
 `launch` starts one process per rank the way torchrun does (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR,
 MASTER_PORT; one intra-op thread per rank when there are several, torchrun's default), each running
-`python -m bench.scale.distributed JOB.json`, which calls the framework's scale recipe
+`python -m frameworks.distributed JOB.json`, which calls the framework's scale recipe
 (`distributed_save` / `distributed_load`). Every rank times its own operation from a barrier to its
 return; the launch is timed end to end (start of the first process to exit of the last, so process start,
 imports and the process group's rendezvous are in it). MLPerf Storage reports the slowest rank: so does
@@ -87,7 +87,7 @@ def launch(
                 with open(out, "w") as stdout, open(err, "w") as stderr:
                     processes.append(
                         subprocess.Popen(
-                            [frameworks.python_for(framework), "-m", "bench.scale.distributed", str(job)],
+                            [frameworks.python_for(framework), "-m", "frameworks.distributed", str(job)],
                             env=environment,
                             stdout=stdout,
                             stderr=stderr,
@@ -157,7 +157,7 @@ def job_schema() -> stored.Object:
 
 def main() -> int:
     if len(sys.argv) != 2:
-        raise stored.StoredFileError("usage: python -m bench.scale.distributed JOB.json (started by the launcher)")
+        raise stored.StoredFileError("usage: python -m frameworks.distributed JOB.json (started by the launcher)")
     job = stored.read_json(sys.argv[1], what="distributed job", schema=job_schema(), cap=1 << 20)
     missing = [name for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if name not in os.environ]
     if missing:
@@ -184,6 +184,6 @@ if __name__ == "__main__":
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     try:
         sys.exit(main())
-    except SerbenchError as error:
-        print(f"bench.scale.distributed: {' '.join(str(error).split())[:500]}", file=sys.stderr)
+    except (SerbenchError, FileNotFoundError) as error:  # a missing file is named in one line too
+        print(f"frameworks.distributed: {' '.join(str(error).split())[:500]}", file=sys.stderr)
         sys.exit(2)
