@@ -122,9 +122,11 @@ def test_the_safety_matrix_attacks_it(tmp_path: Path) -> None:
     frame = pd.read_csv(out / "safety.csv", keep_default_na=False)
     toy = frame[frame["framework"] == NAME]
     assert set(toy["format"]) == {"toy-npz"}
-    assert set(toy["mode"]) == {"serbench", "np.load allow_pickle=False"}
+    assert set(toy["mode"]) == {"serbench", "remote request", "np.load allow_pickle=False"}  # a dict: requestable
     assert {"valid", "fifo", "a-directory", "truncated-mid-data", "canary-object-array"} <= set(toy["input"])
     serbench_rows = toy[toy["mode"] == "serbench"]
     valid = serbench_rows[serbench_rows["input"] == "valid"]
     assert list(valid["outcome"]) == ["loaded-exact"]
     assert not set(serbench_rows["outcome"]) & {"code-executed", "crash", "hang", "memory-blowup"}
+    requested = toy[toy["mode"] == "remote request"].set_index("input")["outcome"]
+    assert requested.to_dict() == serbench_rows.set_index("input")["outcome"].to_dict(), "the request is no less safe"

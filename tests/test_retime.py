@@ -255,7 +255,9 @@ def test_the_budget_starts_only_the_suspect_cases_whose_minimum_alternations_fit
     first, second = (case_id(case) for case in SUSPECTS[:2])
     assert asked[:-1] == [[first, second]] * retime.MIN_ALTERNATIONS
     assert set(decisions) == {first, second}
-    assert all(d.verdict is retime.decide.Verdict.SLOWER and d.comparisons == 50 for d in decisions.values())
+    # decided among the comparison's 50 cases times the looks a case may get (deciding after every alternation)
+    assert all(d.verdict is retime.decide.Verdict.SLOWER for d in decisions.values())
+    assert all(d.comparisons == 50 * retime.LOOKS for d in decisions.values())
     assert "re-timed 2 of the 3 suspect cases" in left_out
     assert "--budget" in left_out
 
@@ -338,3 +340,31 @@ def test_a_re_timing_that_fails_after_its_minimum_alternations_keeps_their_decis
     assert decisions[case].processes_a == retime.MIN_ALTERNATIONS
     assert f"stopped after {retime.MIN_ALTERNATIONS} alternations" in note
     assert "disk is full" in note
+
+
+def test_processes_pair_only_with_the_other_sides_of_their_own_alternation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pairs were matched by position across all alternations: a run that timed a case in fewer processes
+    shifted every later pair onto another alternation's process, and the comparison still called itself paired."""
+    import contextlib
+
+    case = case_id(FLAGGED)
+    calls = [0]
+
+    def fake_retime(tree: Path, options: list[str], out: Path, pause: bool, commit: str) -> pd.DataFrame:
+        calls[0] += 1
+        alternation, base = (calls[0] - 1) // 2, commit == "a" * 40
+        processes = (2 if base else 3) if alternation % 2 == 0 else (3 if base else 2)  # 5 a side in 2 alternations
+        seconds = 0.010 if base else 0.030
+        rounds = [json.dumps([seconds * (1 + 0.01 * (i + p)) for i in range(5)]) for p in range(processes)]
+        return pd.DataFrame({"rounds_s": rounds}, index=[case] * processes)
+
+    monkeypatch.setattr(retime, "_commit", lambda run: ("a" if run.name == "base" else "b") * 40)
+    monkeypatch.setattr(retime, "source_tree", lambda commit: contextlib.nullcontext(tmp_path))
+    monkeypatch.setattr(retime, "_takes_cases", lambda tree: True)
+    monkeypatch.setattr(retime, "_retime", fake_retime)
+    monkeypatch.setattr(retime, "case_costs", lambda run, cases: dict.fromkeys(cases, 0.0))
+    decisions, _ = retime.retime(tmp_path / "base", tmp_path / "new", pd.DataFrame([FLAGGED]), budget_s=600)
+    assert decisions[case].processes_a == decisions[case].processes_b == 5
+    assert not decisions[case].paired

@@ -46,6 +46,10 @@ PROCESSES = 3
 run's fixed cost (start-up, the machine's limits, the report: 10-14 s) for every pair, and 2 pairs leave
 intervals such as 2.20x [0.49-2.74] that decide nothing among 50 cases; k pairs cost one fixed cost."""
 MAX_ALTERNATIONS = 8
+LOOKS = MAX_ALTERNATIONS - MIN_ALTERNATIONS + 1
+"""How many times a case may be decided (after its minimum, then after each further alternation): a verdict of
+slower is decided among the comparison's cases times these looks (Bonferroni), since deciding again after every
+alternation until one says slower is that many chances of a false alarm."""
 FIXED_PRIOR_S = 10.0
 """What a re-timing `serbench run` costs whatever it times, until the first alternation measures it (start-up,
 the machine's limits measured twice, the report: 10-14 s for numpy alone on this project's VM). Without it, the
@@ -258,6 +262,9 @@ def retime(
     costs = {case: cost * PROCESSES for case, cost in case_costs(new_run, cases).items()}  # per re-timing run
     pause = pause_page_reporting  # asked for on the command line, never taken from a stored run (it needs root)
     rounds: dict[str, dict[str, list[list[float]]]] = {side: {case: [] for case in cases} for side in ("base", "new")}
+    # processes per alternation, by side and case: a process pairs with the other side's of its alternation and
+    # position only, so a run that timed a case in fewer processes must not shift every later pair
+    layout: dict[str, dict[str, list[int]]] = {side: {case: [] for case in cases} for side in ("base", "new")}
     decisions: dict[str, decide.Decision] = {}
     start = clock()
     # a re-timing run's cost: fixed + scale x its cases' costs, from FIXED_PRIOR_S, then learnt as it goes
@@ -305,14 +312,17 @@ def retime(
                 break
             for side, frame in timed.items():
                 for case in open_cases:
-                    rounds[side][case] += _processes(frame, case)
+                    timed_here = _processes(frame, case)
+                    rounds[side][case] += timed_here
+                    layout[side][case].append(len(timed_here))
             for case in open_cases:
                 base, new = rounds["base"][case], rounds["new"][case]
                 if not base or not new:
                     raise Unconfirmable(f"the re-timing did not time {case}")
-                paired = [len(group) for group in base] == [len(group) for group in new]
+                same_layout = layout["base"][case] == layout["new"][case]
+                paired = same_layout and [len(group) for group in base] == [len(group) for group in new]
                 settings = {"threshold": threshold, "confidence": confidence, "paired": paired}
-                decisions[case] = decide.decide_among(new, base, comparisons=comparisons, **settings)
+                decisions[case] = decide.decide_among(new, base, comparisons=comparisons * LOOKS, **settings)
             done, took = alternation + 1, clock() - began
             # what a run of these cases took, against the stored run's costs: the excess is what every run
             # costs whatever it times (start-up, the machine's limits, the report), which fewer cases keep
