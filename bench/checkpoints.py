@@ -47,7 +47,7 @@ import numpy as np
 import frameworks
 from bench import workloads
 from bench.errors import UsageError
-from frameworks import environments, files, gate, reading, stored
+from frameworks import environments, files, gate, reading, stored, trees
 from frameworks.errors import SerbenchError
 from frameworks.trees import count_nodes
 
@@ -74,32 +74,16 @@ def workload_name(path: Path, taken: set[str]) -> str:
     return name
 
 
-ROOT_NAME = "tensor"
+ROOT_NAME = trees.ROOT_NAME
 """The name of a checkpoint that is one bare tensor, not a container of named ones."""
 
 
 def flatten(tree: Any, prefix: str | None = None) -> tuple[dict[str, np.ndarray], list[str]]:
-    """A nested checkpoint as one dict of tensors (keys joined with '.', as a state_dict names them; a key is
-    kept exactly, the empty one too) and the names of the leaves that are not tensors (an epoch number, a
-    string), which a benchmark of tensors drops."""
-    arrays: dict[str, np.ndarray] = {}
-    dropped: list[str] = []
-    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list | tuple) else None
-    if items is None:
-        if isinstance(tree, np.ndarray) and tree.dtype.kind in "biufcV":
-            arrays[ROOT_NAME if prefix is None else prefix] = tree
-        else:
-            dropped.append(f"{'value' if prefix is None else prefix or repr('')} ({type(tree).__name__})")
-        return arrays, dropped
-    for key, value in items:
-        name = str(key) if prefix is None else f"{prefix}.{key}"
-        inner, lost = flatten(value, name)
-        clash = arrays.keys() & inner.keys()
-        if clash:
-            raise Refused(f"two tensors would both be named {sorted(clash)[0]!r} once the checkpoint is flattened")
-        arrays.update(inner)
-        dropped += lost
-    return arrays, dropped
+    """`frameworks.trees.flatten_tensors`, a name clash refused (see there)."""
+    try:
+        return trees.flatten_tensors(tree, prefix)
+    except trees.NameClash as clash:
+        raise Refused(str(clash)) from None
 
 
 def _one_line(error: BaseException) -> str:
@@ -116,9 +100,9 @@ def needs_trust(path: Path) -> str | None:
     return None
 
 
-def read_file(path: Path, trusted: bool) -> tuple[Any, str]:
-    """The file's tree and which reader read it: the first (framework, format) that recognises it and imports;
-    what the reader chose while reading (`frameworks.reading`) follows its name."""
+def read_file(path: Path, trusted: bool) -> tuple[Any, str, tuple[str, str]]:
+    """The file's tree, which reader read it, and that reader's (framework, format): the first that recognises
+    it and imports; what the reader chose while reading (`frameworks.reading`) follows its name."""
     candidates = frameworks.readers_of(path)
     if not candidates:
         formats = sorted({spec.name for name in frameworks.names() for spec in frameworks.adapter_class(name).specs})
@@ -136,7 +120,7 @@ def read_file(path: Path, trusted: bool) -> tuple[Any, str]:
                 tree = adapter.read_arrays(path, fmt, trusted=trusted)
             # a pickle can name one list a billion times in a few bytes: counted before anything walks it
             gate.check_count(path, fmt, count_nodes(tree, gate.MAX_MEMBERS), "values and containers")
-            return tree, f"{framework} ({fmt})" + "".join(f"; {note}" for note in notes)
+            return tree, f"{framework} ({fmt})" + "".join(f"; {note}" for note in notes), (framework, fmt)
         except (ImportError, SerbenchError) as error:
             problems.append(f"as {fmt} ({framework}): {' '.join(str(error).split())}")
         except Exception as error:  # noqa: BLE001  (a framework's own error on this file is why it cannot be read)
@@ -196,7 +180,7 @@ def read_sharded(directory: Path, trusted: bool) -> tuple[dict[str, np.ndarray],
     readers = set()
     shards = list(dict.fromkeys(weight_map.values()))
     for shard in shards:
-        tree, reader = read_file(directory / shard, trusted)
+        tree, reader, _ = read_file(directory / shard, trusted)
         readers.add(reader)
         arrays, lost = flatten(tree)
         expected = {name for name, where in weight_map.items() if where == shard}
@@ -268,7 +252,7 @@ def read_directory(directory: Path, trusted: bool) -> tuple[dict[str, np.ndarray
     for position, entry in enumerate(readable):
         own_names = len(readable) == 1 or (position == 0 and _stem(entry) in MODEL_STEMS)
         prefix = None if own_names else _stem(entry)
-        tree, reader = read_file(entry, trusted)
+        tree, reader, _ = read_file(entry, trusted)
         arrays, lost = flatten(tree, prefix)
         clash = merged.keys() & arrays.keys()
         if clash:
@@ -287,15 +271,16 @@ def read_directory(directory: Path, trusted: bool) -> tuple[dict[str, np.ndarray
     return merged, [*left_out, *dropped], what + beside
 
 
-def read_checkpoint(path: Path, trusted: bool) -> tuple[dict[str, np.ndarray], list[str], str]:
-    """A file or a directory (see the module docstring) as (tensors by name, what was dropped, how it was read)."""
+def read_checkpoint(path: Path, trusted: bool) -> tuple[dict[str, np.ndarray], list[str], str, tuple[str, str] | None]:
+    """A file or a directory (see the module docstring) as (tensors by name, what was dropped, how it was read,
+    and the one (framework, format) that read it whole: None for shards or a directory of files)."""
     if path.is_dir() and _indexes(path):
-        return read_sharded(path, trusted)
+        return (*read_sharded(path, trusted), None)
     if path.is_dir() and not frameworks.readers_of(path):
-        return read_directory(path, trusted)
-    tree, reader = read_file(path, trusted)
+        return (*read_directory(path, trusted), None)
+    tree, reader, chosen = read_file(path, trusted)
     arrays, dropped = flatten(tree)
-    return arrays, dropped, f"read with {reader}"
+    return arrays, dropped, f"read with {reader}", chosen
 
 
 def shared_storage(arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[list[str]]]:
@@ -315,7 +300,7 @@ def shared_storage(arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray]
 
 def import_checkpoint(source: Path, store: Path, name: str, trusted: bool) -> dict[str, Any]:
     """Read `source`, store its tensors at `store`, and describe it (an entry of checkpoints.json)."""
-    arrays, dropped, reader = read_checkpoint(source, trusted)
+    arrays, dropped, reader, as_given = read_checkpoint(source, trusted)
     if not arrays:
         raise Refused(f"{source} holds no tensors ({len(dropped)} other values)")
     arrays, shared = shared_storage(arrays)
@@ -333,6 +318,7 @@ def import_checkpoint(source: Path, store: Path, name: str, trusted: bool) -> di
         "shared": shared,
         "dtypes": sorted({array.dtype.name for array in arrays.values()}),
         "dropped": dropped,
+        **({"as_given": {"framework": as_given[0], "format": as_given[1]}} if as_given else {}),
     }
 
 

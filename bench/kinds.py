@@ -4,7 +4,9 @@
   on any device the adapter has;
 - the d2l MLP is a model: `save_mlp`, then `load_mlp` into a clone initialised differently;
 - a training checkpoint is the framework's training recipe (model and optimizer after two Adam
-  steps), restored into a fresh model and optimizer.
+  steps), restored into a fresh model and optimizer;
+- a user's checkpoint in a format that cannot hold a tree (Keras weights) is still a row in the format it came
+  in (`timed_as_given`): its file is copied as it is, and loaded as serbench reads it (`read_arrays`, untrusted).
 
 The benchmark (`bench.timing.test_io`), the round trip (`bench.conformance.roundtrip`) and the
 peak-memory child all go through `kind_of(workload)`, so no caller branches on a kind's name.
@@ -17,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import workloads
-from frameworks import Adapter, UnsupportedError
+from frameworks import Adapter, FormatSpec, UnsupportedError, files
+from frameworks.trees import flatten_tensors
 
 
 @dataclass
@@ -32,6 +35,25 @@ class Subject:
     target: Any = None
     recipe: Any = None
     loss: float = float("nan")
+    workload: str = ""
+
+
+def timed_as_given(workload: workloads.Workload, framework: str, spec: FormatSpec) -> bool:
+    """Whether `spec`, which cannot hold `workload`, is still timed: it is the format a user's checkpoint came in,
+    read whole by this framework (`Workload.as_given`), and it reads arrays without trust (a stored run never
+    decides that a pickle is loaded trusted)."""
+    return (
+        workload.kind not in spec.holds
+        and workload.as_given == (framework, spec.name)
+        and spec.read_arrays is not None
+        and not (spec.executes_code or spec.unpickles)
+    )
+
+
+def _given(adapter: Adapter, subject: Subject, format: str) -> bool:
+    return bool(subject.workload) and timed_as_given(
+        workloads.WORKLOADS[subject.workload], adapter.name, adapter.spec(format)
+    )
 
 
 class Kind:
@@ -44,17 +66,23 @@ class Kind:
 
     def subject(self, adapter: Adapter, workload: str) -> Subject:
         reference = workloads.build(workload)
-        return Subject(reference, adapter.from_numpy(reference))
+        return Subject(reference, adapter.from_numpy(reference), workload=workload)
 
     def load_only(self, adapter: Adapter, workload: str) -> Subject:
         """Only what `load` needs, nothing to save or compare (the peak-memory child measures from here)."""
-        return Subject()
+        return Subject(workload=workload)
 
     def save(self, adapter: Adapter, subject: Subject, path: Path, format: str) -> None:
+        if _given(adapter, subject, format):  # the user's own file, as it is: serbench cannot write this format
+            files.copy_as_given(Path(workloads.WORKLOADS[subject.workload].source), path)
+            return
         adapter.save(subject.native, path, format)
 
     def load(self, adapter: Adapter, subject: Subject, path: Path, format: str, device: str = "cpu") -> Any:
-        """Load what `save` wrote (trusted: serbench wrote it) and return what holds the loaded values."""
+        """Load what `save` wrote (trusted: serbench wrote it) and return what holds the loaded values; the
+        user's own file as serbench reads it (untrusted: serbench did not write it), its tensors by name."""
+        if _given(adapter, subject, format):
+            return flatten_tensors(adapter.read_arrays(path, format, trusted=False))[0]
         return adapter.load(path, format, device, trusted=True)
 
     def state(self, adapter: Adapter, subject: Subject, loaded: Any) -> Any:

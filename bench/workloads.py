@@ -77,6 +77,11 @@ class Workload:
     size: str
     builder: Callable[[], Any] = field(repr=False, compare=False)
     dtype: str = "mixed"
+    source: str = ""
+    """A user's checkpoint: the path it was read from."""
+    as_given: tuple[str, str] | None = None
+    """A user's checkpoint read whole by one reader: its (framework, format). That format is a row of the run
+    even where it cannot hold a tree (Keras weights): the user's own file, timed as serbench reads it."""
 
     def build(self) -> Any:
         return self.builder()
@@ -375,6 +380,8 @@ def read_checkpoints(manifest: str | os.PathLike[str]) -> list[dict[str, Any]]:
             if dtype.kind not in "biufcV" or dtype.hasobject:  # a structured "O,i4" is kind V and holds objects
                 raise stored.StoredFileError(f"{manifest}: {tensor['dtype']!r} is not a tensor's dtype (no objects)")
         stored.check(entry.get("shared", []), SHARED_SCHEMA, f"{manifest} ({entry['name']})", "shared groups")
+        if "as_given" in entry:
+            _check_as_given(entry["as_given"], f"{manifest} ({entry['name']})")
         described = {tensor["name"]: (tensor["dtype"], tuple(tensor["shape"])) for tensor in entry["tensors"]}
         grouped = [name for group in entry.get("shared", []) for name in group]
         for group in entry.get("shared", []):
@@ -385,6 +392,20 @@ def read_checkpoints(manifest: str | os.PathLike[str]) -> list[dict[str, Any]]:
         if len(grouped) != len(set(grouped)):
             raise stored.StoredFileError(f"{manifest}: a tensor is in two shared groups of {entry['name']}")
     return document["checkpoints"]
+
+
+AS_GIVEN_SCHEMA = stored.Object(required={"framework": str, "format": str})
+
+
+def _check_as_given(value: Any, where: str) -> None:
+    """An entry's `as_given`: a registered framework and one of its adapter's formats."""
+    import frameworks
+
+    stored.check(value, AS_GIVEN_SCHEMA, where, "as_given")
+    if value["framework"] not in frameworks.names():
+        raise stored.StoredFileError(f"{where}: as_given names {value['framework']!r}, not a registered framework")
+    if value["format"] not in frameworks.adapter_class(value["framework"]).format_names():
+        raise stored.StoredFileError(f"{where}: as_given names {value['format']!r}, not a {value['framework']} format")
 
 
 def register_checkpoints(manifest: str | os.PathLike[str]) -> list[Workload]:
@@ -399,6 +420,8 @@ def register_checkpoints(manifest: str | os.PathLike[str]) -> list[Workload]:
             size_of(entry["payload_bytes"]),
             functools.partial(_read_stored, entry["store"], entry["tensors"], entry.get("shared", [])),
             dtypes.pop() if len(dtypes) == 1 else "mixed",
+            entry["source"],
+            (entry["as_given"]["framework"], entry["as_given"]["format"]) if "as_given" in entry else None,
         )
         WORKLOADS[workload.name] = workload
         added.append(workload)

@@ -60,3 +60,36 @@ def tree_kind(tree: Any) -> str:
     if any(is_container(child) for child in children):
         return "nested"
     return "dict" if isinstance(tree, dict) else "list"
+
+
+ROOT_NAME = "tensor"
+"""The name of a checkpoint that is one tensor, once flattened."""
+
+
+class NameClash(ValueError):
+    """Two tensors of a nested checkpoint would have one name once flattened."""
+
+
+def flatten_tensors(tree: Any, prefix: str | None = None) -> tuple[dict[str, Any], list[str]]:
+    """A nested checkpoint as one dict of NumPy tensors (keys joined with '.', as a state_dict names them; a key
+    is kept exactly, the empty one too) and the names of the leaves that are not tensors (an epoch number, a
+    string), which a benchmark of tensors drops; NameClash if two tensors would share a name."""
+    import numpy as np
+
+    arrays: dict[str, Any] = {}
+    dropped: list[str] = []
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list | tuple) else None
+    if items is None:
+        if isinstance(tree, np.ndarray) and tree.dtype.kind in "biufcV":
+            arrays[ROOT_NAME if prefix is None else prefix] = tree
+        else:
+            dropped.append(f"{'value' if prefix is None else prefix or repr('')} ({type(tree).__name__})")
+        return arrays, dropped
+    for key, value in items:
+        name = str(key) if prefix is None else f"{prefix}.{key}"
+        inner, lost = flatten_tensors(value, name)
+        if clash := arrays.keys() & inner.keys():
+            raise NameClash(f"two tensors would both be named {sorted(clash)[0]!r} once the checkpoint is flattened")
+        arrays.update(inner)
+        dropped += lost
+    return arrays, dropped

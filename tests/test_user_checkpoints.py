@@ -70,7 +70,7 @@ def test_a_users_file_is_recognised_and_read_back_exactly(framework: str, fmt: s
     adapter = adapter_or_skip(framework)
     path, expected = _write(adapter, fmt, tmp_path)
     assert fmt in {found for _, found in frameworks.readers_of(path)}, "the format's sniffer recognises the file"
-    arrays, dropped, reader = checkpoints.read_checkpoint(path, trusted=True)
+    arrays, dropped, reader, _ = checkpoints.read_checkpoint(path, trusted=True)
     assert dropped == []
     assert _same_values(expected, arrays), (reader, {key: value.shape for key, value in arrays.items()})
 
@@ -110,7 +110,7 @@ def _shards(directory: Path, weight_map: dict[str, str] | None = None) -> Path:
 
 
 def test_a_shard_directory_is_read_through_its_index(tmp_path: Path) -> None:
-    arrays, _, reader = checkpoints.read_checkpoint(_shards(tmp_path / "model"), trusted=False)
+    arrays, _, reader, _ = checkpoints.read_checkpoint(_shards(tmp_path / "model"), trusted=False)
     assert list(arrays) == list(STATE)
     assert all(np.array_equal(arrays[key], value) for key, value in STATE.items())
     assert "2 shards" in reader
@@ -373,7 +373,7 @@ def test_a_legacy_torch_stream_is_torchs_read_trusted_and_checked_before_torch_l
     legacy = tmp_path / "legacy.pt"
     torch.save(adapter.from_numpy(STATE), legacy, _use_new_zipfile_serialization=False)
     assert frameworks.readers_of(legacy) == [("torch", "torch")]
-    arrays, _, reader = checkpoints.read_checkpoint(legacy, trusted=True)
+    arrays, _, reader, _ = checkpoints.read_checkpoint(legacy, trusted=True)
     assert reader == "read with torch (torch)"
     assert all(np.array_equal(arrays[key], value) for key, value in STATE.items())
     with pytest.raises(checkpoints.Refused, match="--trusted"):
@@ -520,7 +520,7 @@ def _directory(tmp_path: Path, names: dict[str, str]) -> Path:
 
 def test_a_save_pretrained_directory_is_read_from_its_one_weights_file(tmp_path: Path) -> None:
     directory = _directory(tmp_path, {"model.safetensors": "safetensors", "config.json": "{}", "README.md": "# m"})
-    arrays, dropped, reader = checkpoints.read_checkpoint(directory, trusted=False)
+    arrays, dropped, reader, _ = checkpoints.read_checkpoint(directory, trusted=False)
     assert sorted(arrays) == sorted(STATE)  # safetensors sorts the keys
     assert dropped == []
     assert reader.startswith("model.safetensors, the directory's one weights file, read with numpy (safetensors)")
@@ -529,7 +529,7 @@ def test_a_save_pretrained_directory_is_read_from_its_one_weights_file(tmp_path:
 
 def test_a_directory_holding_one_model_both_ways_is_read_from_its_safetensors(tmp_path: Path) -> None:
     directory = _directory(tmp_path, {"model.safetensors": "safetensors", "pytorch_model.bin": "torch"})
-    arrays, dropped, _reader = checkpoints.read_checkpoint(directory, trusted=False)
+    arrays, dropped, _reader, _ = checkpoints.read_checkpoint(directory, trusted=False)
     assert sorted(arrays) == sorted(STATE)
     assert dropped == ["pytorch_model.bin (the same model as model.safetensors, in torch's format: not read)"]
 
@@ -537,11 +537,11 @@ def test_a_directory_holding_one_model_both_ways_is_read_from_its_safetensors(tm
 def test_an_accelerate_directory_is_read_file_by_file_and_its_pickles_only_when_trusted(tmp_path: Path) -> None:
     files = {"model.safetensors": "safetensors", "optimizer.bin": "torch", "random_states_0.pkl": "rng"}
     directory = _directory(tmp_path, files)
-    arrays, dropped, reader = checkpoints.read_checkpoint(directory, trusted=True)
+    arrays, dropped, reader, _ = checkpoints.read_checkpoint(directory, trusted=True)
     assert sorted(arrays) == sorted([*STATE, "optimizer.state.0.exp_avg"])
     assert "random_states_0.pkl (RNG states, not tensors: not read)" in dropped
     assert "optimizer.bin with torch (torch) (as optimizer.*)" in reader
-    arrays, dropped, reader = checkpoints.read_checkpoint(directory, trusted=False)
+    arrays, dropped, reader, _ = checkpoints.read_checkpoint(directory, trusted=False)
     assert sorted(arrays) == sorted(STATE)
     assert "optimizer.bin (a torch file, a pickle: read only with --trusted)" in dropped
     (tmp_path / "bin").mkdir()
@@ -575,7 +575,7 @@ def test_a_dcp_directory_is_read_only_when_trusted_and_its_declared_sizes_are_ch
     adapter = adapter_or_skip("torch")
     valid = tmp_path / "valid.dcp"
     torch_files.save_dcp(adapter, {"model": adapter.from_numpy(dict(STATE)), "epoch": 3}, valid)
-    arrays, dropped, reader = checkpoints.read_checkpoint(valid, trusted=True)
+    arrays, dropped, reader, _ = checkpoints.read_checkpoint(valid, trusted=True)
     assert list(arrays) == [f"model.{key}" for key in STATE]
     assert dropped == ["epoch (int)"]
     assert reader == "read with torch (dcp)"
@@ -626,7 +626,7 @@ def test_an_orbax_manager_directory_is_read_from_its_latest_step(tmp_path: Path)
         for step in (1, 3):
             manager.save(step, args=ocp.args.StandardSave({"w": np.full(2, step, np.float32)}))
         manager.wait_until_finished()
-    arrays, _, reader = checkpoints.read_checkpoint(tmp_path / "run", trusted=False)
+    arrays, _, reader, _ = checkpoints.read_checkpoint(tmp_path / "run", trusted=False)
     assert np.array_equal(arrays["w"], np.full(2, 3, np.float32))
     assert reader == "read with jax (orbax); step 3, the latest of 2 steps (1, 3); item default"
 
@@ -640,7 +640,7 @@ def test_a_legacy_mxnet_file_is_read_as_mxnet_reads_it(tmp_path: Path) -> None:
     with mx.util.np_array(False), mx.util.np_shape(False):
         mx.nd.save(str(path), {key: mx.nd.array(value, dtype=value.dtype) for key, value in STATE.items()})
     assert frameworks.mxnet_adapter.is_legacy(frameworks.mxnet_adapter.read_ndarray_list(path))
-    arrays, _, reader = checkpoints.read_checkpoint(path, trusted=False)
+    arrays, _, reader, _ = checkpoints.read_checkpoint(path, trusted=False)
     assert all(np.array_equal(arrays[key], value) for key, value in STATE.items())
     assert "legacy (V2) arrays" in reader
     assert mx.util.is_np_array(), "NumPy mode is back on after the read"
@@ -665,3 +665,76 @@ def test_overlapping_views_of_one_storage_are_stored_within_the_load_budget_or_r
     monkeypatch.setenv(gate.BUDGET_VARIABLE, str(32 << 20))
     entry = checkpoints.import_checkpoint(source, store, "user-views", trusted=True)
     assert entry["payload_bytes"] == 20 * 200_000 * 4
+
+
+def _formats_that_hold_no_dict() -> list[tuple[str, str]]:
+    return [
+        (name, spec.name)
+        for name in frameworks.names()
+        for spec in frameworks.adapter_class(name).specs
+        if "dict" not in spec.holds
+    ]
+
+
+@pytest.mark.parametrize(("framework", "fmt"), _formats_that_hold_no_dict(), ids="/".join)
+def test_the_format_a_checkpoint_came_in_is_a_row_even_where_serbench_cannot_write_it(
+    framework: str, fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user's Keras .weights.h5 got "cannot hold it: keras-h5 (tensorflow)", so the format it came in was never
+    timed: it is loaded, warm and cold, as given; a stored run never makes serbench load a pickle trusted."""
+    from bench.timing.plan import plan
+
+    monkeypatch.setattr(workloads, "WORKLOADS", dict(workloads.WORKLOADS))
+    spec = frameworks.adapter_class(framework).spec(fmt)
+    given = workloads.Workload("user-given", "dict", "user", "small", dict, source="x", as_given=(framework, fmt))
+    workloads.WORKLOADS[given.name] = given
+    cases = [
+        c for c in plan("quick", (framework,), workload_names=(given.name,), include_null=False) if c.format == fmt
+    ]
+    loads = sorted((c.op, c.cache) for c in cases if c.held)
+    if spec.read_arrays is not None and not (spec.executes_code or spec.unpickles):
+        assert loads == [("load", "cold"), ("load", "warm")]
+    else:
+        assert loads == []
+    assert [(c.op, c.held) for c in cases if not c.held] == [("save", False)]  # serbench still cannot write it
+
+
+def test_a_users_keras_weights_are_copied_as_given_and_read_back_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bench import kinds
+
+    adapter = adapter_or_skip("tensorflow")
+    keras = adapter.keras
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16), keras.layers.Dense(4)])
+    source = tmp_path / "model.weights.h5"
+    model.save_weights(source)
+    monkeypatch.setattr(workloads, "WORKLOADS", dict(workloads.WORKLOADS))
+    entry = checkpoints.import_checkpoint(source, tmp_path / "user-model.npz", "user-model", trusted=False)
+    assert entry["as_given"] == {"framework": "tensorflow", "format": "keras-h5"}
+    (tmp_path / "checkpoints.json").write_text(json.dumps({"checkpoints": [entry]}))
+    (workload,) = workloads.register_checkpoints(tmp_path / "checkpoints.json")
+    kind = kinds.kind_of(workload.name)
+    subject = kind.subject(adapter, workload.name)
+    copy = tmp_path / "scratch" / "tensorflow-keras-h5-user-model.weights.h5"
+    copy.parent.mkdir()
+    kind.save(adapter, subject, copy, "keras-h5")
+    assert copy.read_bytes() == source.read_bytes()
+    back = kind.state(adapter, subject, kind.load(adapter, subject, copy, "keras-h5"))
+    assert _same_values(subject.reference, back)
+    assert len(back) == 4
+
+
+@pytest.mark.parametrize(
+    "as_given",
+    [{"framework": "nope", "format": "npz"}, {"framework": "numpy", "format": "nope"}, {"framework": 1, "format": "x"}],
+    ids=["unknown-framework", "unknown-format", "wrong-type"],
+)
+def test_a_checkpoints_json_whose_as_given_is_not_a_reader_is_refused(as_given: dict, tmp_path: Path) -> None:
+    from frameworks.stored import StoredFileError
+
+    tensors = [{"name": "a", "dtype": "float32", "shape": [2]}]
+    entry = {"name": "user-x", "source": "x", "store": "x.npz", "payload_bytes": 8, "tensors": tensors}
+    (tmp_path / "checkpoints.json").write_text(json.dumps({"checkpoints": [{**entry, "as_given": as_given}]}))
+    with pytest.raises(StoredFileError, match="as_given"):
+        workloads.read_checkpoints(tmp_path / "checkpoints.json")

@@ -123,8 +123,16 @@ def checkpoint_answer(frame: pd.DataFrame, workload: str, trust: Verdicts | None
     for _, row in changed.iterrows():
         lines.append(f"not exact: {label(row)}: {changes(row['roundtrip'])}")
     unsupported = rows[(rows["status"] == "unsupported") & (rows["op"] == "save")]
+    timed_loads = {(row["framework"], row["format"]) for _, row in ok[ok["op"] == "load"].iterrows()}
     for _, row in unsupported.iterrows():
-        lines.append(f"cannot hold it: {label(row)}: {str(row['note']).removeprefix('unsupported: ')[:200]}")
+        why = str(row["note"]).removeprefix("unsupported: ")[:200]
+        if (row["framework"], row["format"]) in timed_loads:  # the format the checkpoint came in (kinds.timed_as_given)
+            lines.append(
+                f"your own format: {label(row)}: serbench cannot write one ({why}), so your file is timed as you gave "
+                "it, loaded as serbench reads it"
+            )
+        else:
+            lines.append(f"cannot hold it: {label(row)}: {why}")
     failed = rows[rows["status"] == "error"]
     if not failed.empty:
         first = failed.drop_duplicates(["framework", "format"])

@@ -20,7 +20,7 @@ from typing import Any
 
 import frameworks
 from bench import workloads
-from bench.kinds import KINDS
+from bench.kinds import KINDS, timed_as_given
 
 CACHES = ("warm", "cold")
 DEVICES = ("cpu", "cuda")
@@ -177,6 +177,10 @@ def _cases(
                 rounds = chosen.rounds[workload.size]
                 if workload.kind not in spec.holds:
                     cases.append(Case(framework, spec.name, name, "cpu", "-", "save", 0, held=False))
+                    if timed_as_given(
+                        workload, framework, spec
+                    ):  # the user's own file: its loads, as serbench reads it
+                        cases += [Case(framework, spec.name, name, "cpu", cache, "load", rounds) for cache in caches]
                     continue
                 cases.append(Case(framework, spec.name, name, "cpu", "-", "save", rounds))
                 on_devices = KINDS[workload.kind].loads_on_devices and not baseline
