@@ -22,6 +22,9 @@ class Expectation:
     """For drift: exactly what `bench.conformance.roundtrip.describe_changes` reports."""
     error: str = ""
     """For error: the exception class name the framework raises."""
+    signature: str = ""
+    """For an upstream error: words of its message that identify it, so that a user's checkpoint meeting the same
+    bug is told it is upstream's (`upstream_cause`), not a failure of serbench or of the checkpoint."""
 
     def reasons(self) -> tuple[str, ...]:
         return self.reason if isinstance(self.reason, tuple) else (self.reason,)
@@ -102,3 +105,19 @@ def fifo_blocks(loaders: object) -> tuple[SafetyFinding, ...]:
     """The framework's own `loaders` (labels, or a `framework_loaders` mapping) block on a FIFO."""
     labels = tuple(loaders)
     return (SafetyFinding(labels, ("fifo",), "hang", FIFO_OPENED),) if labels else ()
+
+
+def upstream_cause(findings: tuple[Finding, ...], format: str, note: str) -> str:
+    """The reason of the upstream bug among `findings` (of `format`) whose error and signature `note` shows, or ""
+    (a failure of a user's checkpoint, named as the library's bug where it is one)."""
+    for finding in findings:
+        expected = finding.expectation
+        if (
+            format in finding.formats
+            and expected.status == "error"
+            and expected.signature
+            and expected.error in note
+            and expected.signature in note
+        ):
+            return expected.reasons()[0]
+    return ""

@@ -417,6 +417,7 @@ FINDINGS = (
             "with tensor.numpy(), which gives a NumPy scalar for a 0-d tensor, and safetensors.numpy then reads its "
             ".ctypes ('numpy.float32' object has no attribute 'ctypes')",
             error="AttributeError",
+            signature="object has no attribute 'ctypes'",
         ),
     ),
     SAFETENSORS_KEY_ORDER,

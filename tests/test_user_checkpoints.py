@@ -738,3 +738,28 @@ def test_a_checkpoints_json_whose_as_given_is_not_a_reader_is_refused(as_given: 
     (tmp_path / "checkpoints.json").write_text(json.dumps({"checkpoints": [{**entry, "as_given": as_given}]}))
     with pytest.raises(StoredFileError, match="as_given"):
         workloads.read_checkpoints(tmp_path / "checkpoints.json")
+
+
+def _upstream_findings() -> list[tuple[str, object]]:
+    return [
+        (name, finding)
+        for name in frameworks.names()
+        for finding in frameworks.adapter_class(name).findings
+        if finding.expectation.signature
+    ]
+
+
+@pytest.mark.parametrize(("framework", "finding"), _upstream_findings(), ids=lambda v: v if isinstance(v, str) else "")
+def test_a_failure_with_an_upstream_bugs_signature_is_named_as_upstream(framework: str, finding: object) -> None:
+    """A user's 0-d int64 met safetensors 0.8.0's TensorFlow writer bug, and the answer said only "failed:
+    AttributeError ..." as though serbench or the file were wrong."""
+    from bench.reporting.answer import _upstream
+
+    expected = finding.expectation
+    fmt = finding.formats[0]
+    note = f"{expected.error}: the library said {expected.signature}, deep inside"
+    row = pd.Series({"framework": framework, "format": fmt, "note": note})
+    assert _upstream(row).startswith(" (upstream, not serbench: ")
+    assert expected.reasons()[0].removeprefix("upstream: ")[:40] in _upstream(row)
+    assert _upstream(row.copy().replace({note: f"{expected.error}: something else"})) == ""
+    assert _upstream(pd.Series({"framework": framework, "format": "not-" + fmt, "note": note})) == ""

@@ -136,9 +136,21 @@ def checkpoint_answer(frame: pd.DataFrame, workload: str, trust: Verdicts | None
     failed = rows[rows["status"] == "error"]
     if not failed.empty:
         first = failed.drop_duplicates(["framework", "format"])
-        notes = [f"{label(row)} {row['op']}: {str(row['note'])[:160]}" for _, row in first.iterrows()]
+        notes = [f"{label(row)} {row['op']}: {str(row['note'])[:160]}{_upstream(row)}" for _, row in first.iterrows()]
         lines.append("failed: " + "; ".join(notes))
     return lines
+
+
+def _upstream(row: pd.Series) -> str:
+    """' (upstream, not serbench: ...)' where the failure is a library bug its adapter declares (`Expectation.
+    signature`), else ""."""
+    import frameworks
+    from frameworks.findings import upstream_cause
+
+    if row["framework"] not in frameworks.names():
+        return ""
+    cause = upstream_cause(frameworks.adapter_class(row["framework"]).findings, row["format"], str(row["note"]))
+    return f" (upstream, not serbench: {cause.removeprefix('upstream: ')[:400]})" if cause else ""
 
 
 def _label_of(framework: str, format_name: str) -> str:
