@@ -6,7 +6,7 @@
 - a training checkpoint is the framework's training recipe (model and optimizer after two Adam
   steps), restored into a fresh model and optimizer;
 - a user's checkpoint in a format that cannot hold a tree (Keras weights) is still a row in the format it came
-  in (`timed_as_given`): its file is copied as it is, and loaded as serbench reads it (`read_arrays`, untrusted).
+  in (`timed_as_given`): its own file, where it is, loaded as serbench reads it (`read_arrays`, untrusted).
 
 The benchmark (`bench.timing.test_io`), the round trip (`bench.conformance.roundtrip`) and the
 peak-memory child all go through `kind_of(workload)`, so no caller branches on a kind's name.
@@ -73,9 +73,8 @@ class Kind:
         return Subject(workload=workload)
 
     def save(self, adapter: Adapter, subject: Subject, path: Path, format: str) -> None:
-        if _given(adapter, subject, format):  # the user's own file, as it is: serbench cannot write this format
-            files.copy_as_given(Path(workloads.WORKLOADS[subject.workload].source), path)
-            return
+        if _given(adapter, subject, format):  # serbench cannot write this format: the case reads the user's file
+            raise UnsupportedError(f"{path}, the checkpoint as given, is no longer there: nothing to load")
         adapter.save(subject.native, path, format)
 
     def load(self, adapter: Adapter, subject: Subject, path: Path, format: str, device: str = "cpu") -> Any:
@@ -161,6 +160,14 @@ def kind_of(workload: str) -> Kind:
 
 
 def saved_path(adapter: Adapter | type[Adapter], format: str, workload: str, directory: Path) -> Path:
-    """Where a case's saved file lives: the benchmark writes it, the peak-memory pass finds it."""
+    """Where a case's saved file lives: the benchmark writes it, the peak-memory pass finds it. A user's checkpoint
+    timed as given (`timed_as_given`) is its own file, where it is: read, never written or removed; it must be a
+    regular file or a real directory (a stored run naming a FIFO or a link is refused before anything opens it)."""
+    given = workloads.WORKLOADS.get(workload)
+    if given is not None and timed_as_given(given, adapter.name, adapter.spec(format)):
+        source = Path(given.source)
+        if not (files.is_regular(source) or (source.is_dir() and not source.is_symlink())):
+            raise UnsupportedError(f"{source}, the checkpoint as given, is not a regular file or directory")
+        return source
     stem = f"{adapter.name}-{format}-{workload}".replace("/", "_")
     return Path(directory) / f"{stem}{adapter.spec(format).suffix}"

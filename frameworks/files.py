@@ -296,20 +296,6 @@ def mark(directory: Path) -> None:
     write_bytes_atomic(Path(directory) / SERBENCH_MARKER, b"")
 
 
-def copy_as_given(source: Path, target: Path) -> None:
-    """A copy of a user's checkpoint at `target`, written as every serbench file is (staged beside it, renamed
-    into place): a regular file, or a directory whose links are copied as links, never followed (the reader's
-    gate then refuses them). Anything else (a FIFO, a device) is refused unread."""
-    mode = os.lstat(source).st_mode
-    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-        raise UnsafeTargetError(f"refusing to copy {source}: it is not a regular file or a directory")
-    with atomic_path(target) as staging:
-        if stat.S_ISREG(mode):
-            shutil.copyfile(source, staging, follow_symlinks=False)
-        else:
-            shutil.copytree(source, staging, symlinks=True)
-
-
 def is_regular(path: Path) -> bool:
     """Whether `path` is itself a regular file (not a link to one)."""
     try:

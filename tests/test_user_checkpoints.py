@@ -699,9 +699,12 @@ def test_the_format_a_checkpoint_came_in_is_a_row_even_where_serbench_cannot_wri
     assert [(c.op, c.held) for c in cases if not c.held] == [("save", False)]  # serbench still cannot write it
 
 
-def test_a_users_keras_weights_are_copied_as_given_and_read_back_exactly(
+def test_a_users_keras_weights_are_read_in_place_exactly_and_never_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import dataclasses
+    import os
+
     from bench import kinds
 
     adapter = adapter_or_skip("tensorflow")
@@ -709,6 +712,7 @@ def test_a_users_keras_weights_are_copied_as_given_and_read_back_exactly(
     model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16), keras.layers.Dense(4)])
     source = tmp_path / "model.weights.h5"
     model.save_weights(source)
+    before = source.read_bytes()
     monkeypatch.setattr(workloads, "WORKLOADS", dict(workloads.WORKLOADS))
     entry = checkpoints.import_checkpoint(source, tmp_path / "user-model.npz", "user-model", trusted=False)
     assert entry["as_given"] == {"framework": "tensorflow", "format": "keras-h5"}
@@ -716,13 +720,23 @@ def test_a_users_keras_weights_are_copied_as_given_and_read_back_exactly(
     (workload,) = workloads.register_checkpoints(tmp_path / "checkpoints.json")
     kind = kinds.kind_of(workload.name)
     subject = kind.subject(adapter, workload.name)
-    copy = tmp_path / "scratch" / "tensorflow-keras-h5-user-model.weights.h5"
-    copy.parent.mkdir()
-    kind.save(adapter, subject, copy, "keras-h5")
-    assert copy.read_bytes() == source.read_bytes()
-    back = kind.state(adapter, subject, kind.load(adapter, subject, copy, "keras-h5"))
+    path = kinds.saved_path(adapter, "keras-h5", workload.name, tmp_path / "scratch")
+    assert path == source, "the user's own file, where it is"
+    back = kind.state(adapter, subject, kind.load(adapter, subject, path, "keras-h5"))
     assert _same_values(subject.reference, back)
     assert len(back) == 4
+    assert source.read_bytes() == before
+    # a stored run naming a FIFO, a link or nothing as the file given is refused before anything opens it
+    for planted in ("fifo", "link", "gone"):
+        workloads.WORKLOADS[workload.name] = dataclasses.replace(workload, source=str(tmp_path / planted))
+        if planted == "fifo":
+            os.mkfifo(tmp_path / planted)
+        elif planted == "link":
+            (tmp_path / planted).symlink_to(source)
+        with pytest.raises(frameworks.UnsupportedError, match="as given"):
+            kinds.saved_path(adapter, "keras-h5", workload.name, tmp_path / "scratch")
+    with pytest.raises(frameworks.UnsupportedError, match="no longer there"):
+        kind.save(adapter, subject, tmp_path / "gone", "keras-h5")
 
 
 @pytest.mark.parametrize(

@@ -249,9 +249,13 @@ def _measure_peaks(
     for case in peak_cases(framework, cases):
         if progress is not None:
             progress.start(f"peak memory: {framework} {case.format} {case.workload}")
-        path = kinds.saved_path(frameworks.adapter_class(framework), case.format, case.workload, scratch)
         record: dict[str, object] = {"framework": framework, "format": case.format, "workload": case.workload}
-        records.append({**record, **_peak_of(framework, case, path)})
+        try:
+            path = kinds.saved_path(frameworks.adapter_class(framework), case.format, case.workload, scratch)
+        except frameworks.UnsupportedError as error:  # a checkpoint timed as given that is no longer a file
+            records.append({**record, "error": str(error)})
+        else:
+            records.append({**record, **_peak_of(framework, case, path)})
         if progress is not None:
             progress.advance(peak_units(case))
     return records
