@@ -14,6 +14,7 @@ peak-memory child all go through `kind_of(workload)`, so no caller branches on a
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -161,13 +162,14 @@ def kind_of(workload: str) -> Kind:
 
 def saved_path(adapter: Adapter | type[Adapter], format: str, workload: str, directory: Path) -> Path:
     """Where a case's saved file lives: the benchmark writes it, the peak-memory pass finds it. A user's checkpoint
-    timed as given (`timed_as_given`) is its own file, where it is: read, never written or removed; it must be a
-    regular file or a real directory (a stored run naming a FIFO or a link is refused before anything opens it)."""
+    timed as given (`timed_as_given`) is its own file, where it is (a link to it resolved, as it was read): read,
+    never written or removed; it must be a regular file or a real directory (a stored run naming a FIFO, a device
+    or nothing is refused before anything opens it)."""
     given = workloads.WORKLOADS.get(workload)
     if given is not None and timed_as_given(given, adapter.name, adapter.spec(format)):
-        source = Path(given.source)
+        source = Path(os.path.realpath(given.source))  # a file given as a link (the Hugging Face cache's) is read
         if not (files.is_regular(source) or (source.is_dir() and not source.is_symlink())):
-            raise UnsupportedError(f"{source}, the checkpoint as given, is not a regular file or directory")
+            raise UnsupportedError(f"{given.source}, the checkpoint as given, is not a regular file or directory")
         return source
     stem = f"{adapter.name}-{format}-{workload}".replace("/", "_")
     return Path(directory) / f"{stem}{adapter.spec(format).suffix}"

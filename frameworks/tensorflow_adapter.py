@@ -62,7 +62,9 @@ def _weights_file(path: Path) -> Iterator[Any]:
 
 
 def _datasets(handle: Any, path: Path) -> list[tuple[str, Any]]:
-    """Every dataset of an open weights file, in visiting order; more than gate.MAX_MEMBERS objects is refused."""
+    """Every dataset of an open weights file, in visiting order; more than gate.MAX_MEMBERS objects is refused,
+    and so is a dataset whose bytes are not in the file: HDF5's external storage and virtual datasets read
+    other files (a forged weights file read a mode-0600 file of the user's, or blocked on a FIFO)."""
     import h5py
 
     found: list[tuple[str, Any]] = []
@@ -70,6 +72,12 @@ def _datasets(handle: Any, path: Path) -> list[tuple[str, Any]]:
     def visit(name: str, item: object) -> None:
         gate.check_count(path, "keras-h5", len(found), "datasets")
         if isinstance(item, h5py.Dataset):
+            if item.external or item.is_virtual:
+                where = "a virtual dataset's sources" if item.is_virtual else f"external file {item.external[0][0]!r}"
+                raise FormatMismatchError(
+                    f"refusing {path} as 'keras-h5': its dataset {name!r} stores its bytes in {where}, outside the "
+                    "file (Keras writes every weight into the file itself)"
+                )
             found.append((name, item))
 
     handle.visititems(visit)

@@ -726,13 +726,15 @@ def test_a_users_keras_weights_are_read_in_place_exactly_and_never_written(
     assert _same_values(subject.reference, back)
     assert len(back) == 4
     assert source.read_bytes() == before
-    # a stored run naming a FIFO, a link or nothing as the file given is refused before anything opens it
-    for planted in ("fifo", "link", "gone"):
+    # given as a link (the Hugging Face cache's), it is read where the link points
+    (tmp_path / "link").symlink_to(source)
+    workloads.WORKLOADS[workload.name] = dataclasses.replace(workload, source=str(tmp_path / "link"))
+    assert kinds.saved_path(adapter, "keras-h5", workload.name, tmp_path / "scratch") == source
+    # a stored run naming a FIFO, a link to one, or nothing as the file given is refused before anything opens it
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "fifo-link").symlink_to(tmp_path / "fifo")
+    for planted in ("fifo", "fifo-link", "gone"):
         workloads.WORKLOADS[workload.name] = dataclasses.replace(workload, source=str(tmp_path / planted))
-        if planted == "fifo":
-            os.mkfifo(tmp_path / planted)
-        elif planted == "link":
-            (tmp_path / planted).symlink_to(source)
         with pytest.raises(frameworks.UnsupportedError, match="as given"):
             kinds.saved_path(adapter, "keras-h5", workload.name, tmp_path / "scratch")
     with pytest.raises(frameworks.UnsupportedError, match="no longer there"):
@@ -777,3 +779,68 @@ def test_a_failure_with_an_upstream_bugs_signature_is_named_as_upstream(framewor
     assert expected.reasons()[0].removeprefix("upstream: ")[:40] in _upstream(row)
     assert _upstream(row.copy().replace({note: f"{expected.error}: something else"})) == ""
     assert _upstream(pd.Series({"framework": framework, "format": "not-" + fmt, "note": note})) == ""
+
+
+@pytest.mark.parametrize("storage", ["external-file", "external-fifo", "virtual"])
+def test_a_keras_weights_file_whose_data_lives_in_other_files_is_refused_unread(storage: str, tmp_path: Path) -> None:
+    """A forged .weights.h5 whose dataset used HDF5 external storage returned a mode-0600 file of the user's as
+    a tensor (and blocked on a FIFO); a virtual dataset read another .h5 file."""
+    import os
+
+    import h5py
+
+    adapter = adapter_or_skip("tensorflow")
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"TOP SECRET shadow-like\n")
+    os.chmod(secret, 0o600)
+    forged = tmp_path / "evil.weights.h5"
+    with h5py.File(forged, "w") as handle:
+        handle.create_dataset("layers/dense/vars/0", data=np.ones((2, 2), dtype=np.float32))
+        if storage == "virtual":
+            other = tmp_path / "other.h5"
+            with h5py.File(other, "w") as source:
+                source.create_dataset("x", data=np.frombuffer(secret.read_bytes(), dtype=np.uint8))
+            layout = h5py.VirtualLayout(shape=(23,), dtype="u1")
+            layout[:] = h5py.VirtualSource(str(other), "x", shape=(23,))
+            handle.create_virtual_dataset("layers/dense/vars/1", layout)
+        else:
+            target = secret
+            if storage == "external-fifo":
+                target = tmp_path / "pipe"
+                os.mkfifo(target)
+            handle.create_dataset("layers/dense/vars/1", shape=(23,), dtype="u1", external=[(str(target), 0, 23)])
+    for read in (lambda: adapter.read_arrays(forged, "keras-h5"), lambda: checkpoints.read_file(forged, False)):
+        with pytest.raises((frameworks.FormatMismatchError, checkpoints.Refused), match="outside the file"):
+            read()
+
+
+def test_a_resume_with_another_checkpoint_of_the_same_name_is_refused_and_keeps_the_run(tmp_path: Path) -> None:
+    """`bench other/model.weights.h5 --resume --out K` (2 tensors), K made from a 4-tensor file of the same name,
+    said "already done, skipped" and answered for the new file from the old one's figures."""
+    adapter = adapter_or_skip("numpy")
+    first, second = tmp_path / "a" / "mine.safetensors", tmp_path / "b" / "mine.safetensors"
+    for path, state in ((first, STATE), (second, {"only": np.ones(3, dtype=np.float32)})):
+        path.parent.mkdir()
+        adapter.save(state, path, "safetensors")
+    out = tmp_path / "run"
+    options = ("--frameworks", "numpy", "--formats", "npz", "--devices", "cpu", "--no-peak-memory", "--budget", "0")
+    made = _serbench("bench", str(first), *options, "--out", str(out))
+    assert made.returncode == 0, made.stderr[-2000:]
+
+    def files_of(run: Path) -> dict[Path, bytes]:  # the lock names its last holder
+        return {
+            p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".serbench-lock"
+        }
+
+    before = files_of(out)
+    refused = _serbench("bench", str(second), *options, "--out", str(out), "--resume")
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert "timed other checkpoints" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert files_of(out) == before, "the run's store, entries and results are as they were"
+    again = _serbench("bench", str(first), *options, "--out", str(out), "--resume")
+    assert again.returncode == 0, again.stderr[-2000:]
+    # and a `run --resume` of a bench run is refused (its cases are the checkpoints' workloads)
+    resumed = _serbench("run", "--resume", "--out", str(out), "--frameworks", "numpy", "--sizes", "small")
+    assert resumed.returncode == 2, resumed.stderr[-2000:]
+    assert "serbench bench" in resumed.stderr

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from bench.cli.options import add_run_options, add_selection_options
 from bench.cli.runs import run_config, run_directory, timed_run
+from bench.errors import UsageError
 from frameworks.errors import SerbenchError
 
 if TYPE_CHECKING:
@@ -66,12 +67,52 @@ def _remove_what_this_command_made(run_dir: RunDir, created: bool) -> None:
         print(f"serbench: left in place: {' '.join(str(refusal).split())}", file=sys.stderr)
 
 
+RESUMED_STORE = "checkpoints-resumed"
+"""Where `bench --resume` reads the checkpoints again, to compare them with the run's, before anything of the
+run's is replaced."""
+
+
+def _identity(entry: dict) -> tuple:
+    """What makes two reads one checkpoint: its workload name, tensors (names, dtypes, shapes), shared groups."""
+    tensors = tuple((t["name"], t["dtype"], tuple(t["shape"])) for t in entry["tensors"])
+    return entry["name"], tensors, entry["payload_bytes"], tuple(map(tuple, entry.get("shared", [])))
+
+
+def _read_checkpoints(args: argparse.Namespace, run_dir: RunDir) -> list[dict]:
+    """The checkpoints' entries, their tensors stored in the run's scratch. A resume reads them again beside the
+    run's store and goes on only if they are the checkpoints the run timed (it reused another checkpoint's
+    timings for a new file of the same name); refused, it leaves the run as it was."""
+    from bench import workloads
+    from bench.checkpoints import prepare
+    from frameworks.files import remove_marked
+
+    if not (args.resume and run_dir.checkpoints.exists()):
+        return prepare(args.paths, run_dir.own_scratch(run_dir.checkpoint_store.name), args.trusted)
+    timed = workloads.read_checkpoints(run_dir.checkpoints)
+    made = run_dir.scratch if not os.path.lexists(run_dir.scratch) else run_dir.scratch / RESUMED_STORE
+    staging = run_dir.own_scratch(RESUMED_STORE)
+    try:
+        entries = prepare(args.paths, staging, args.trusted)
+        if [_identity(entry) for entry in entries] != [_identity(entry) for entry in timed]:
+            names = ", ".join(entry["name"] for entry in timed)
+            raise UsageError(
+                f"--resume: {run_dir.root} timed other checkpoints ({names}: their tensors differ from these); "
+                "resume it with the same files, or choose a new --out"
+            )
+    except BaseException:
+        remove_marked(made, "the checkpoints read again to resume")
+        raise
+    store = run_dir.scratch / run_dir.checkpoint_store.name  # the same tensors: this read becomes the run's store
+    remove_marked(store, "the run's store of the same checkpoints")
+    os.rename(staging, store)
+    return [{**entry, "store": str(store / Path(entry["store"]).name)} for entry in entries]
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """Benchmark the user's own checkpoints: read each once (in a child, behind the trust gate), then time
     every framework and format that can hold it, and answer which to use."""
 
     from bench import workloads
-    from bench.checkpoints import prepare
     from bench.reporting.answer import checkpoint_answer
     from bench.reporting.report import load_run, write_report
     from bench.reporting.trust import verdicts
@@ -86,7 +127,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     # nothing (cleaning there removed a running run's scratch/ and its lock)
     with run_dir.locked():
         try:
-            entries = prepare(args.paths, run_dir.own_scratch(run_dir.checkpoint_store.name), args.trusted)
+            entries = _read_checkpoints(args, run_dir)
             write_bytes_atomic(run_dir.checkpoints, json.dumps({"checkpoints": entries}, indent=1).encode())
             os.environ[workloads.CHECKPOINTS_VARIABLE] = str(run_dir.checkpoints.resolve())  # for every child
             names = tuple(workload.name for workload in workloads.register_checkpoints(run_dir.checkpoints))

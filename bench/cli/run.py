@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from bench.cli import resumable
@@ -71,6 +72,7 @@ def add_run(commands: argparse._SubParsersAction) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from bench.reporting.report import console_summary, load_run, write_report
+    from bench.timing.rundir import RunDir
 
     if args.scale:
         return cmd_run_scale(args)
@@ -78,7 +80,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if given:
         raise UsageError(f"{', '.join(given)} apply only to the scale run: add --scale, or leave them out")
     preset = "full" if args.full else "quick"
-    out = timed_run(args, run_config(args, preset, run_directory(args, preset), open_cases=_open_advice))
+    out = run_directory(args, preset)
+    if args.resume and os.path.lexists(RunDir(out).checkpoints):  # its cases are the checkpoints' workloads
+        raise UsageError(
+            f"{out} is a `serbench bench` run (it holds {RunDir(out).checkpoints.name}): resume it with "
+            f"`serbench bench CHECKPOINT... --resume --out {out}`"
+        )
+    out = timed_run(args, run_config(args, preset, out, open_cases=_open_advice))
     print(console_summary(load_run(out)[0]))
     print(f"results: {out}\nreport: {write_report(out)}")
     return 0
