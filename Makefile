@@ -44,7 +44,7 @@ gpu-dry-run: $(STAMPS)
 	$(PY) -m bench.gpu --dry-run --budget-s $(GPU_BUDGET) $(GPU_ARGS)
 
 lint: $(STAMPS)
-	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy
 
 support-table: $(STAMPS)
 	$(VENV)/bin/serbench support-table

@@ -129,6 +129,18 @@ class FormatSpec:
         """The format stores a model's parameters, not trees (Keras weights, Gluon params)."""
         return self.save is None
 
+    def tree_save(self) -> Callable[[Any, Any, Path], None]:
+        """`save`, or UnsupportedError for a format that holds no tree."""
+        if self.save is None:
+            raise UnsupportedError(f"format {self.name!r} holds only {', '.join(sorted(self.holds))}, not a tree")
+        return self.save
+
+    def tree_load(self) -> Callable[[Any, Path, str], Any]:
+        """`load`, or UnsupportedError for a format that holds no tree."""
+        if self.load is None:
+            raise UnsupportedError(f"format {self.name!r} holds only {', '.join(sorted(self.holds))}, not a tree")
+        return self.load
+
     def missing_functions(self) -> list[str]:
         """The save/load functions this spec needs for the kinds it holds but lacks: each pair comes whole,
         trees need `save` and `load`, and the MLP needs one of the two pairs."""
@@ -368,7 +380,7 @@ class Adapter(abc.ABC):
         self.check_holds_trees(spec)
         self.check_device(device)
         source = gate.admit(path, spec, trusted=trusted)
-        return spec.load(self, source, device)
+        return spec.tree_load()(self, source, device)
 
     def read_arrays(self, path: str | Path, format: str, *, trusted: bool = False) -> Any:
         """A file of `format` that serbench did not write (a user's checkpoint), through the gate, as a tree
@@ -379,7 +391,7 @@ class Adapter(abc.ABC):
         source = gate.admit(path, spec, trusted=trusted, validate=spec.read_arrays is None)
         if spec.read_arrays is not None:
             return spec.read_arrays(self, source)
-        return map_tree(spec.load(self, source, "cpu"), self._leaf_to_numpy)
+        return map_tree(spec.tree_load()(self, source, "cpu"), self._leaf_to_numpy)
 
     def _leaf_to_numpy(self, leaf: Any) -> Any:
         return leaf if isinstance(leaf, str | bytes | int | float | complex | None) else self.tensor_to_numpy(leaf)
@@ -393,7 +405,7 @@ class Adapter(abc.ABC):
 
     def _save(self, tree: Any, path: Path, spec: FormatSpec) -> None:
         """Write to `path` (the temporary the save renames into place)."""
-        spec.save(self, tree, path)
+        spec.tree_save()(self, tree, path)
 
     # The d2l MLP ---------------------------------------------------------------------------
     @abc.abstractmethod
@@ -436,7 +448,7 @@ class Adapter(abc.ABC):
         if spec.load_mlp is not None:
             spec.load_mlp(self, source, clone)
         else:
-            state = self.to_numpy(spec.load(self, source, "cpu"))
+            state = self.to_numpy(spec.tree_load()(self, source, "cpu"))
             check_mlp_file(source, spec.name, state)
             self.set_mlp_state(clone, state)
         return clone
@@ -446,7 +458,7 @@ class Adapter(abc.ABC):
         if spec.save_mlp is not None:
             spec.save_mlp(self, model, path)
         else:
-            spec.save(self, self.from_numpy(self.mlp_state(model)), path)
+            spec.tree_save()(self, self.from_numpy(self.mlp_state(model)), path)
 
 
 def check_mlp_state(params: dict[str, np.ndarray]) -> None:
