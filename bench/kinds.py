@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import workloads
-from frameworks import Adapter, FormatSpec, UnsupportedError, files
+from frameworks import Adapter, FormatSpec, UnsupportedError, gate
+from frameworks.errors import SerbenchError
 from frameworks.trees import flatten_tensors
 
 
@@ -168,8 +169,12 @@ def saved_path(adapter: Adapter | type[Adapter], format: str, workload: str, dir
     given = workloads.WORKLOADS.get(workload)
     if given is not None and timed_as_given(given, adapter.name, adapter.spec(format)):
         source = Path(os.path.realpath(given.source))  # a file given as a link (the Hugging Face cache's) is read
-        if not (files.is_regular(source) or (source.is_dir() and not source.is_symlink())):
-            raise UnsupportedError(f"{given.source}, the checkpoint as given, is not a regular file or directory")
-        return source
+        spec = adapter.spec(format)
+        if source.is_dir() and not spec.directory:
+            raise UnsupportedError(f"{given.source}, the checkpoint as given, is a directory, not a {format} file")
+        try:  # a regular file, or a directory of them for a directory format; no FIFO, device, /proc file, link
+            return gate.regular_source(source, format, directory=spec.directory, subdirectories=spec.directory)
+        except (SerbenchError, OSError) as refused:
+            raise UnsupportedError(f"{given.source}, the checkpoint as given, cannot be read: {refused}") from None
     stem = f"{adapter.name}-{format}-{workload}".replace("/", "_")
     return Path(directory) / f"{stem}{adapter.spec(format).suffix}"

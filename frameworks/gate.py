@@ -85,6 +85,11 @@ def regular_source(
     `subdirectories`, directories of them, at most MAX_MEMBERS entries in all, no symbolic links)."""
     source = files.require_existing(path)
     mode = os.stat(source).st_mode
+    if Path(os.path.realpath(source)).parts[1:2] in (("proc",), ("sys",), ("dev",)):
+        raise NotRegularFileError(
+            f"refusing {source} as {format_name!r}: it is a kernel interface (/proc, /sys or /dev), not a file, "
+            "however it looks (/proc/kmsg is a 'regular' empty file whose read blocks and consumes the kernel log)"
+        )
     if (kind := _describe(mode)) is not None:
         raise NotRegularFileError(
             f"refusing {source} as {format_name!r}: it is {kind}, not a regular file; reading it could block "

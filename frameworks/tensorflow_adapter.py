@@ -61,6 +61,10 @@ def _weights_file(path: Path) -> Iterator[Any]:
         raise FormatMismatchError(f"{path} is not a valid 'keras-h5' file: {error}") from None
 
 
+CHUNK_SLACK_BYTES = 1 << 20
+"""How far a chunked dataset's chunk may exceed its data (h5py's own chunk guesses for small data stay under it)."""
+
+
 def _datasets(handle: Any, path: Path) -> list[tuple[str, Any]]:
     """Every dataset of an open weights file, in visiting order; more than gate.MAX_MEMBERS objects is refused,
     and so is a dataset whose bytes are not in the file: HDF5's external storage and virtual datasets read
@@ -78,6 +82,15 @@ def _datasets(handle: Any, path: Path) -> list[tuple[str, Any]]:
                     f"refusing {path} as 'keras-h5': its dataset {name!r} stores its bytes in {where}, outside the "
                     "file (Keras writes every weight into the file itself)"
                 )
+            if item.chunks is not None:  # a chunk is decompressed whole: one of 1 GiB held a 1-element dataset
+                chunk_bytes = int(np.prod(item.chunks, dtype=object)) * item.dtype.itemsize
+                data_bytes = int(np.prod(item.shape, dtype=object)) * item.dtype.itemsize
+                if chunk_bytes > max(data_bytes, CHUNK_SLACK_BYTES):
+                    raise FormatMismatchError(
+                        f"refusing {path} as 'keras-h5': its dataset {name!r} of {data_bytes:,} bytes is stored in "
+                        f"chunks of {chunk_bytes:,} bytes, each decompressed whole (a decompression bomb; Keras "
+                        "writes its weights contiguous)"
+                    )
             found.append((name, item))
 
     handle.visititems(visit)

@@ -5,6 +5,7 @@ file (`frameworks.readers_of`) is written by its framework and read back by name
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -733,7 +734,9 @@ def test_a_users_keras_weights_are_read_in_place_exactly_and_never_written(
     # a stored run naming a FIFO, a link to one, or nothing as the file given is refused before anything opens it
     os.mkfifo(tmp_path / "fifo")
     (tmp_path / "fifo-link").symlink_to(tmp_path / "fifo")
-    for planted in ("fifo", "fifo-link", "gone"):
+    (tmp_path / "folder").mkdir()  # a directory, for a file format, whose links the page cache helpers followed
+    (tmp_path / "folder" / "link").symlink_to(source)
+    for planted in ("fifo", "fifo-link", "gone", "folder", "/proc/self/status"):
         workloads.WORKLOADS[workload.name] = dataclasses.replace(workload, source=str(tmp_path / planted))
         with pytest.raises(frameworks.UnsupportedError, match="as given"):
             kinds.saved_path(adapter, "keras-h5", workload.name, tmp_path / "scratch")
@@ -838,9 +841,56 @@ def test_a_resume_with_another_checkpoint_of_the_same_name_is_refused_and_keeps_
     assert "timed other checkpoints" in refused.stderr
     assert "Traceback" not in refused.stderr
     assert files_of(out) == before, "the run's store, entries and results are as they were"
+    # a fine-tuned model: the same names and shapes, other values
+    tuned = tmp_path / "c" / "mine.safetensors"
+    tuned.parent.mkdir()
+    adapter.save({name: value + 1 for name, value in STATE.items()}, tuned, "safetensors")
+    refused = _serbench("bench", str(tuned), *options, "--out", str(out), "--resume")
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert files_of(out) == before
     again = _serbench("bench", str(first), *options, "--out", str(out), "--resume")
     assert again.returncode == 0, again.stderr[-2000:]
     # and a `run --resume` of a bench run is refused (its cases are the checkpoints' workloads)
     resumed = _serbench("run", "--resume", "--out", str(out), "--frameworks", "numpy", "--sizes", "small")
     assert resumed.returncode == 2, resumed.stderr[-2000:]
     assert "serbench bench" in resumed.stderr
+    # and with its checkpoints.json removed by hand, neither resume can tell what it timed
+    (out / "checkpoints.json").unlink()
+    for command in (("bench", str(first), *options), ("run", "--frameworks", "numpy", "--sizes", "small")):
+        blind = _serbench(*command, "--out", str(out), "--resume")
+        assert blind.returncode == 2, blind.stderr[-2000:]
+        assert "Traceback" not in blind.stderr
+
+
+def test_a_keras_weights_file_with_a_chunk_larger_than_its_data_is_refused_unread(tmp_path: Path) -> None:
+    """A 21 KB .weights.h5 whose 1-element dataset sat in one deflated 1 GiB chunk took 2.8 s and 1.75 GB to read,
+    and 39 copies of it 42 s: a chunk is decompressed whole, whatever the dataset declares."""
+    import h5py
+
+    adapter = adapter_or_skip("tensorflow")
+    bomb = tmp_path / "bomb.weights.h5"
+    with h5py.File(bomb, "w") as handle:
+        handle.create_dataset("layers/dense/vars/0", data=np.ones((2, 2), dtype=np.float32))
+        handle.create_dataset(
+            "layers/dense/vars/1", shape=(1,), maxshape=(None,), chunks=(1 << 26,), dtype="f4", compression="gzip"
+        )
+    with pytest.raises(frameworks.FormatMismatchError, match="decompression bomb"):
+        adapter.read_arrays(bomb, "keras-h5")
+    chunked = tmp_path / "chunked.weights.h5"  # what h5py chooses for a small resizable dataset still reads
+    with h5py.File(chunked, "w") as handle:
+        handle.create_dataset("layers/dense/vars/0", data=np.ones((3, 4), dtype=np.float32), maxshape=(None, 4))
+    assert adapter.read_arrays(chunked, "keras-h5")["layers/dense/vars/0"].shape == (3, 4)
+
+
+@pytest.mark.parametrize("path", ["/proc/self/status", "/sys/kernel/mm/transparent_hugepage/enabled", "/dev/null"])
+def test_a_kernel_interface_is_refused_as_a_checkpoint_whatever_it_looks_like(path: str, tmp_path: Path) -> None:
+    """/proc/kmsg passes as a "regular" empty file, and reading it blocks and consumes the kernel's log."""
+    from bench.errors import UsageError
+
+    if not os.path.exists(path):
+        pytest.skip(f"{path} is not on this machine")
+    link = tmp_path / "model.safetensors"
+    link.symlink_to(path)
+    for given in (Path(path), link):
+        with pytest.raises(UsageError, match="kernel interface"):
+            checkpoints.check_source(given)

@@ -73,9 +73,11 @@ run's is replaced."""
 
 
 def _identity(entry: dict) -> tuple:
-    """What makes two reads one checkpoint: its workload name, tensors (names, dtypes, shapes), shared groups."""
+    """What makes two reads one checkpoint: its workload name, tensors (names, dtypes, shapes), shared groups and
+    what they hold (`crc32`: a fine-tuned model has the original's names and shapes)."""
     tensors = tuple((t["name"], t["dtype"], tuple(t["shape"])) for t in entry["tensors"])
-    return entry["name"], tensors, entry["payload_bytes"], tuple(map(tuple, entry.get("shared", [])))
+    shared = tuple(map(tuple, entry.get("shared", [])))
+    return entry["name"], tensors, entry["payload_bytes"], shared, entry.get("crc32")
 
 
 def _read_checkpoints(args: argparse.Namespace, run_dir: RunDir) -> list[dict]:
@@ -86,6 +88,11 @@ def _read_checkpoints(args: argparse.Namespace, run_dir: RunDir) -> list[dict]:
     from bench.checkpoints import prepare
     from frameworks.files import remove_marked
 
+    if args.resume and not run_dir.checkpoints.exists() and run_dir.is_checkpoint_run():
+        raise UsageError(
+            f"--resume: {run_dir.root} timed checkpoints, but its {run_dir.checkpoints.name} is gone, so which ones "
+            "cannot be told: choose a new --out"
+        )
     if not (args.resume and run_dir.checkpoints.exists()):
         return prepare(args.paths, run_dir.own_scratch(run_dir.checkpoint_store.name), args.trusted)
     timed = workloads.read_checkpoints(run_dir.checkpoints)

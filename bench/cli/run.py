@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from bench.cli import resumable
@@ -81,7 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"{', '.join(given)} apply only to the scale run: add --scale, or leave them out")
     preset = "full" if args.full else "quick"
     out = run_directory(args, preset)
-    if args.resume and os.path.lexists(RunDir(out).checkpoints):  # its cases are the checkpoints' workloads
+    if args.resume and RunDir(out).is_checkpoint_run():  # its cases are the checkpoints' workloads
         raise UsageError(
             f"{out} is a `serbench bench` run (it holds {RunDir(out).checkpoints.name}): resume it with "
             f"`serbench bench CHECKPOINT... --resume --out {out}`"

@@ -158,6 +158,21 @@ class RunDir:
     def is_benchmark_run(self) -> bool:
         return self.results_csv.exists()
 
+    def is_checkpoint_run(self) -> bool:
+        """Whether `serbench bench` made this run: its checkpoints.json, or (that file removed) a plan timing a
+        user's checkpoint (`user-...`), whose workload only that file describes."""
+        from bench.timing.plan import read_plan
+
+        if os.path.lexists(self.checkpoints):
+            return True
+        for path, _ in self.plans():
+            try:
+                if any(case.workload.startswith("user-") for case in read_plan(path)):
+                    return True
+            except stored.StoredFileError:
+                continue
+        return False
+
     def prepare(self) -> None:
         """Make (or check) the run directory and its subdirectories for writing: real directories, no links
         (a planted `raw -> elsewhere` would send the run's files there), and serbench's marker in the root,
