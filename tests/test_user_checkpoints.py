@@ -894,3 +894,28 @@ def test_a_kernel_interface_is_refused_as_a_checkpoint_whatever_it_looks_like(pa
     for given in (Path(path), link):
         with pytest.raises(UsageError, match="kernel interface"):
             checkpoints.check_source(given)
+
+
+def test_the_load_budget_counts_a_keras_weights_file_chunk_by_chunk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each chunk is decompressed whole: many tiny datasets in chunks just under the slack are refused by what
+    their chunks hold, not waved through by the few bytes their shapes declare."""
+    import h5py
+
+    from frameworks import gate
+    from frameworks.errors import ResourceLimitError
+
+    adapter = adapter_or_skip("tensorflow")
+    many = tmp_path / "many.weights.h5"
+    with h5py.File(many, "w") as handle:
+        for index in range(20):
+            handle.create_dataset(
+                f"layers/d{index}/vars/0", shape=(1,), maxshape=(None,), chunks=(1 << 18,), dtype="f4",
+                compression="gzip",
+            )  # fmt: skip
+    monkeypatch.setenv(gate.BUDGET_VARIABLE, str(16 << 20))  # 20 chunks of 1 MiB pass 32 MiB, not 16
+    with pytest.raises(ResourceLimitError, match="chunk by chunk"):
+        adapter.read_arrays(many, "keras-h5")
+    monkeypatch.setenv(gate.BUDGET_VARIABLE, str(32 << 20))
+    assert len(adapter.read_arrays(many, "keras-h5")) == 20
