@@ -14,7 +14,9 @@ file may be as large as it likes, but it may not *declare* more than this.
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -78,6 +80,43 @@ def _describe(mode: int) -> str | None:
     return KINDS_OF_FILE.get(stat.S_IFMT(mode))
 
 
+KERNEL_FILESYSTEMS = frozenset(
+    {"proc", "sysfs", "devtmpfs", "devpts", "debugfs", "tracefs", "securityfs", "cgroup", "cgroup2", "configfs",
+     "fusectl", "bpf", "pstore", "efivarfs", "mqueue", "binfmt_misc", "nsfs", "rpc_pipefs", "autofs"}
+)  # fmt: skip
+"""Filesystems whose files are the kernel's interfaces: reading one can block, or change the kernel's state."""
+
+
+@functools.lru_cache(maxsize=1)
+def _mounts() -> tuple[tuple[str, str], ...] | None:
+    """(mount point, filesystem type) of this process's mounts, longest point first; None where unknown."""
+    try:
+        text = Path("/proc/self/mountinfo").read_text()
+    except OSError:
+        return None
+    mounts = []
+    for line in text.splitlines():
+        fields = line.split()
+        if "-" in fields[6:]:
+            point = re.sub(r"\\([0-7]{3})", lambda octal: chr(int(octal.group(1), 8)), fields[4])
+            mounts.append((point, fields[fields.index("-", 6) + 1]))
+    return tuple(sorted(mounts, key=lambda mount: -len(mount[0])))
+
+
+def kernel_filesystem(path: str | os.PathLike[str]) -> str | None:
+    """The kernel filesystem (procfs, sysfs, devtmpfs ...) holding `path` wherever it is mounted (a container's
+    /host/proc, a chroot's), through links; else None. Where the mounts are unknown, /proc, /sys and /dev are."""
+    real = os.path.realpath(path)
+    mounts = _mounts()
+    if mounts is None:
+        top = Path(real).parts[1:2]
+        return f"/{top[0]}" if top in (("proc",), ("sys",), ("dev",)) else None
+    for point, kind in mounts:
+        if real == point or real.startswith(point.rstrip("/") + "/"):
+            return f"{kind}, mounted at {point}" if kind in KERNEL_FILESYSTEMS else None
+    return None
+
+
 def regular_source(
     path: str | os.PathLike[str], format_name: str, directory: bool = False, subdirectories: bool = False
 ) -> Path:
@@ -85,10 +124,10 @@ def regular_source(
     `subdirectories`, directories of them, at most MAX_MEMBERS entries in all, no symbolic links)."""
     source = files.require_existing(path)
     mode = os.stat(source).st_mode
-    if Path(os.path.realpath(source)).parts[1:2] in (("proc",), ("sys",), ("dev",)):
+    if (kernel := kernel_filesystem(source)) is not None:
         raise NotRegularFileError(
-            f"refusing {source} as {format_name!r}: it is a kernel interface (/proc, /sys or /dev), not a file, "
-            "however it looks (/proc/kmsg is a 'regular' empty file whose read blocks and consumes the kernel log)"
+            f"refusing {source} as {format_name!r}: it is a kernel interface ({kernel}), not a file, however it "
+            "looks (/proc/kmsg is a 'regular' empty file whose read blocks and consumes the kernel log)"
         )
     if (kind := _describe(mode)) is not None:
         raise NotRegularFileError(

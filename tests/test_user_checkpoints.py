@@ -860,6 +860,10 @@ def test_a_resume_with_another_checkpoint_of_the_same_name_is_refused_and_keeps_
         blind = _serbench(*command, "--out", str(out), "--resume")
         assert blind.returncode == 2, blind.stderr[-2000:]
         assert "Traceback" not in blind.stderr
+    for plan in (out / "raw").glob("plan-*.json"):  # and its plans too: the benchmark files still name the checkpoint
+        plan.unlink()
+    blind = _serbench("bench", str(tuned), *options, "--out", str(out), "--resume")
+    assert blind.returncode == 2, blind.stderr[-2000:]
 
 
 def test_a_keras_weights_file_with_a_chunk_larger_than_its_data_is_refused_unread(tmp_path: Path) -> None:
@@ -919,3 +923,37 @@ def test_the_load_budget_counts_a_keras_weights_file_chunk_by_chunk(
         adapter.read_arrays(many, "keras-h5")
     monkeypatch.setenv(gate.BUDGET_VARIABLE, str(32 << 20))
     assert len(adapter.read_arrays(many, "keras-h5")) == 20
+
+
+def test_a_kernel_filesystem_is_refused_wherever_it_is_mounted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A procfs mounted at /host/proc (a container's, a chroot's) passed a check of the path's first part, and a
+    tmpfs under /dev (/dev/shm) was refused with it."""
+    from frameworks import gate
+    from frameworks.errors import NotRegularFileError
+
+    proc = tmp_path / "host" / "proc"
+    (proc / "self").mkdir(parents=True)
+    (proc / "self" / "status").write_text("")
+    mounts = ((str(proc), "proc"), ("/dev/shm", "tmpfs"), ("/dev", "devtmpfs"), ("/", "ext4"))
+    monkeypatch.setattr(gate, "_mounts", lambda: mounts)
+    with pytest.raises(NotRegularFileError, match="kernel interface"):
+        gate.regular_source(proc / "self" / "status", "npz")
+    assert gate.kernel_filesystem("/dev/shm/weights.npz") is None
+    assert gate.kernel_filesystem("/dev/null") == "devtmpfs, mounted at /dev"
+    assert gate.kernel_filesystem(tmp_path / "elsewhere.npz") is None
+
+
+def test_a_keras_weights_file_whose_chunks_hold_far_more_than_its_data_is_refused(tmp_path: Path) -> None:
+    """A (1, N) dataset in (2^18, 1) chunks passed the per-chunk rule: writing row 0 stored N chunks of 1 MiB, and an
+    18 MB file declaring 64 KiB decompressed 16 GiB."""
+    import h5py
+
+    adapter = adapter_or_skip("tensorflow")
+    wide = tmp_path / "wide.weights.h5"
+    with h5py.File(wide, "w") as handle:
+        dataset = handle.create_dataset(
+            "layers/d/vars/0", shape=(1, 80), maxshape=(None, 80), chunks=(1 << 18, 1), dtype="f4", compression="gzip"
+        )
+        dataset[0] = np.ones(80, dtype=np.float32)
+    with pytest.raises(frameworks.FormatMismatchError, match="would decompress"):
+        adapter.read_arrays(wide, "keras-h5")

@@ -159,18 +159,29 @@ class RunDir:
         return self.results_csv.exists()
 
     def is_checkpoint_run(self) -> bool:
-        """Whether `serbench bench` made this run: its checkpoints.json, or (that file removed) a plan timing a
-        user's checkpoint (`user-...`), whose workload only that file describes."""
+        """Whether `serbench bench` made this run: its checkpoints.json or store, or (those removed) a plan or a
+        benchmark file naming a user's checkpoint (`user-...`), whose workload only checkpoints.json describes; a
+        plan or benchmark file that cannot be read counts as one (a resume is refused rather than misled)."""
         from bench.timing.plan import read_plan
 
-        if os.path.lexists(self.checkpoints):
+        if os.path.lexists(self.checkpoints) or os.path.lexists(self.checkpoint_store):
             return True
         for path, _ in self.plans():
             try:
                 if any(case.workload.startswith("user-") for case in read_plan(path)):
                     return True
             except stored.StoredFileError:
-                continue
+                return True  # a plan that cannot be read cannot say it times no user's checkpoint
+        for path in self.benchmarks():
+            try:
+                document = stored.read_json(path, what="benchmark file", cap=256 << 20)
+            except stored.StoredFileError:
+                return True
+            benchmarks = document.get("benchmarks", []) if isinstance(document, dict) else []
+            for benchmark in benchmarks if isinstance(benchmarks, list) else []:
+                info = benchmark.get("extra_info", {}) if isinstance(benchmark, dict) else {}
+                if isinstance(info, dict) and str(info.get("workload", "")).startswith("user-"):
+                    return True
         return False
 
     def prepare(self) -> None:

@@ -196,6 +196,8 @@ def _run_chunk(
             "-q",
             "--benchmark-json",
             str(private / "benchmark.json"),
+            "--benchmark-storage",  # its default made an empty .benchmarks/ in the user's working directory
+            f"file://{private / 'benchmark-storage'}",
             "--benchmark-disable-gc",
             "--benchmark-save-data",
             "--benchmark-quiet",
