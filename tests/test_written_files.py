@@ -484,3 +484,16 @@ def test_a_marker_planted_as_a_link_does_not_make_a_directory_serbench_s(tmp_pat
     with pytest.raises(UnsafeTargetError):
         files.remove_marked(users, "a test")
     assert (users / "mine.txt").read_text() == "keep"
+
+
+def test_the_scratch_that_holds_copies_of_a_users_checkpoint_is_the_users_alone(tmp_path: Path) -> None:
+    """A mode-0600 checkpoint's tensors were stored in a 0644 file any local user could read during the run."""
+    import stat
+
+    from bench.timing.rundir import RunDir
+
+    run = RunDir(tmp_path / "run")
+    run.prepare()
+    store = run.own_scratch(run.checkpoint_store.name)
+    for directory in (run.scratch, store):
+        assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700, directory

@@ -197,11 +197,13 @@ class RunDir:
                 files.own_directory(directory)
 
     def own_scratch(self, name: str) -> Path:
-        """`scratch/<name>/` (a framework's saved files, users' checkpoints), made and marked as serbench's if
-        missing: serbench removes these, so an existing one it did not make (no marker) is refused."""
+        """`scratch/<name>/` (a framework's saved files, users' checkpoints), made (readable by this user only: a
+        0600 checkpoint's tensors were stored 0644) and marked as serbench's if missing: serbench removes these, so
+        an existing one it did not make (no marker) is refused."""
         for directory in (self.scratch, self.scratch / name):
             if not os.path.lexists(directory):
                 files.own_directory(directory)
+                os.chmod(directory, 0o700)  # copies of a user's checkpoint: the user's alone, whatever its mode
                 files.mark(directory)
             elif not files.is_marked(directory):
                 raise UnsafeTargetError(
